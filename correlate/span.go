@@ -1,0 +1,57 @@
+package correlate
+
+import "time"
+
+// TraceID and SpanID follow OpenTelemetry: 16 and 8 bytes, all zero = unset.
+type (
+	TraceID [16]byte
+	SpanID  [8]byte
+)
+
+// Attribute is one span attribute. Value is a string, int64 or bool.
+type Attribute struct {
+	Key   string
+	Value any
+}
+
+// Span is one finished span of a trace.
+type Span struct {
+	TraceID    TraceID
+	SpanID     SpanID
+	Parent     SpanID // zero for the root
+	Name       string
+	Start, End time.Time
+	Attributes []Attribute
+}
+
+// Attr returns the value of the attribute named key, or nil.
+func (s *Span) Attr(key string) any {
+	for _, a := range s.Attributes {
+		if a.Key == key {
+			return a.Value
+		}
+	}
+	return nil
+}
+
+// Trace is every span kpath knows for one object change, root first.
+type Trace struct {
+	ID    TraceID
+	Spans []Span
+	// Complete is false when the trace was flushed on a timeout with stages
+	// missing; such traces are still exported and counted.
+	Complete bool
+}
+
+// Attribute keys: part of the public contract (see README).
+const (
+	AttrComponent = "kpath.component"
+	AttrStage     = "kpath.stage"
+	AttrKey       = "kpath.key"
+	AttrRevision  = "kpath.revision"
+	AttrProbe     = "kpath.probe"
+	AttrNamespace = "k8s.namespace.name"
+	AttrPodName   = "k8s.pod.name"
+	AttrPodUID    = "k8s.pod.uid"
+	AttrNodeName  = "k8s.node.name"
+)

@@ -1,0 +1,141 @@
+package probes
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Targets maps an executable's base name to the component it runs. Release
+// binaries and the lab use these names; a renamed binary is not found.
+var Targets = map[string]Component{
+	"kube-apiserver":          KubeAPIServer,
+	"etcd":                    Etcd,
+	"kube-scheduler":          KubeScheduler,
+	"kube-controller-manager": KubeControllerManager,
+	"kubelet":                 Kubelet,
+}
+
+// Found is a process that runs a known component.
+type Found struct {
+	PID       int
+	Component Component
+	Exe       string
+	StartTime uint64
+}
+
+// FindProcesses lists the processes under procRoot (normally /proc, the
+// host's when the agent runs with hostPID) that run a known component.
+func FindProcesses(procRoot string) ([]Found, error) {
+	ents, err := os.ReadDir(procRoot)
+	if err != nil {
+		return nil, fmt.Errorf("list processes in %s: %w", procRoot, err)
+	}
+	self := os.Getpid()
+	var out []Found
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || pid == self {
+			continue
+		}
+		exe, err := os.Readlink(filepath.Join(procRoot, e.Name(), "exe"))
+		if err != nil {
+			continue // kernel thread, or gone, or not ours to read
+		}
+		exe = strings.TrimSuffix(exe, " (deleted)")
+		comp, ok := Targets[filepath.Base(exe)]
+		if !ok {
+			continue
+		}
+		st, err := startTimeIn(procRoot, pid)
+		if err != nil {
+			continue
+		}
+		out = append(out, Found{PID: pid, Component: comp, Exe: exe, StartTime: st})
+	}
+	return out, nil
+}
+
+func processStartTime(pid int) (uint64, error) { return startTimeIn("/proc", pid) }
+
+// startTimeIn reads field 22 of /proc/PID/stat (start time in clock ticks
+// since boot): a PID reused by a new process has a different one.
+func startTimeIn(procRoot string, pid int) (uint64, error) {
+	b, err := os.ReadFile(filepath.Join(procRoot, strconv.Itoa(pid), "stat"))
+	if err != nil {
+		return 0, fmt.Errorf("read process start time: %w", err)
+	}
+	// comm (field 2) may hold spaces and parentheses: split after the last ')'.
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return 0, fmt.Errorf("parse /proc/%d/stat: no ')'", pid)
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 20 {
+		return 0, fmt.Errorf("parse /proc/%d/stat: %d fields after comm", pid, len(f))
+	}
+	return strconv.ParseUint(f[19], 10, 64)
+}
+
+// AttachEvent reports the outcome of attaching to, or detaching from, a process.
+type AttachEvent struct {
+	Process  *Process // nil if the binary could not even be opened
+	Found    Found
+	Detached bool
+	Err      error
+}
+
+// Watch keeps the tracer attached to every component process under
+// procRoot: new processes (a component started or restarted) are attached,
+// processes that exited are detached. It scans every interval until ctx
+// ends, reporting each change to report.
+func (t *Tracer) Watch(ctx context.Context, procRoot string, interval time.Duration, report func(AttachEvent)) error {
+	tick := time.NewTicker(interval)
+	defer tick.Stop()
+	failed := map[Found]bool{} // do not retry a binary that failed, until it restarts
+	for {
+		found, err := FindProcesses(procRoot)
+		if err != nil {
+			return err
+		}
+		alive := map[int]Found{}
+		for _, f := range found {
+			alive[f.PID] = f
+		}
+		for _, p := range t.Processes() {
+			if f, ok := alive[p.PID]; !ok || f.StartTime != p.StartTime {
+				t.Detach(p.PID)
+				report(AttachEvent{Process: p, Found: Found{PID: p.PID, Component: p.Component, Exe: p.Exe, StartTime: p.StartTime}, Detached: true})
+			}
+		}
+		attached := map[int]bool{}
+		for _, p := range t.Processes() {
+			attached[p.PID] = true
+		}
+		for _, f := range found {
+			if attached[f.PID] || failed[f] {
+				continue
+			}
+			p, err := t.Attach(f.PID, f.Component)
+			if p == nil {
+				failed[f] = true
+			}
+			report(AttachEvent{Process: p, Found: f, Err: err})
+		}
+		for f := range failed {
+			if _, ok := alive[f.PID]; !ok {
+				delete(failed, f)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-tick.C:
+		}
+	}
+}

@@ -1,0 +1,51 @@
+package probes
+
+import "time"
+
+// Component names a traced program. The values are the kpath.component span
+// attribute, so they are part of the public contract.
+type Component string
+
+const (
+	KubeAPIServer         Component = "kube-apiserver"
+	Etcd                  Component = "etcd"
+	KubeScheduler         Component = "kube-scheduler"
+	KubeControllerManager Component = "kube-controller-manager"
+	Kubelet               Component = "kubelet"
+)
+
+// Event is one probe firing, decoded: a span when the row has an exit (Start
+// at entry, End at the RET), a point in time when it has none (End == Start).
+// Only the fields the catalogue row captures are set.
+type Event struct {
+	Component Component
+	Stage     string // kpath.stage, e.g. "request", "storage-write", "etcd-txn"
+	Probe     string // catalogue row ID
+	PID       uint32
+	TID       uint32
+	// Goroutine and ParentGoroutine are runtime.g.goid and .parentGoid of the
+	// goroutine that hit the probe: the apiserver hands one request across
+	// three goroutines, and this is how the pieces are joined.
+	Goroutine       uint64
+	ParentGoroutine uint64
+	Start, End      time.Time
+	Point           bool
+
+	Method    string // HTTP method
+	Path      string // HTTP URL path
+	Key       string // storage key as the component spells it (etcd: /registry/...)
+	Revision  int64  // etcd revision: the object's resourceVersion after a write
+	Succeeded bool   // an optimistic txn's compare held (SucceededSet says it was captured)
+	// SucceededSet is true when the row captures Succeeded.
+	SucceededSet bool
+	RaftID       uint64
+	Webhook      string
+	Namespace    string
+	Name         string
+	UID          string
+	// Truncated is set when a captured string was longer than the BPF buffer.
+	Truncated bool
+}
+
+// Duration is End-Start, zero for point events.
+func (e *Event) Duration() time.Duration { return e.End.Sub(e.Start) }

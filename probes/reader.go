@@ -1,0 +1,132 @@
+package probes
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"unsafe"
+
+	"github.com/cilium/ebpf/ringbuf"
+
+	"github.com/kpath/kpath/bpf"
+)
+
+// DecodeErrors counts ring-buffer records that could not be decoded: short
+// records, and records of a slot that was freed (its process detached)
+// before the record was read.
+type DecodeErrors struct {
+	Short, StaleSlot uint64
+}
+
+// Read delivers every event from the ring buffer to fn until ctx ends. fn
+// runs on the reading goroutine: keep it quick, or the ring fills and the
+// kernel drops (counted as ringbuf_full).
+func (t *Tracer) Read(ctx context.Context, fn func(Event)) error {
+	rd, err := ringbuf.NewReader(t.objs.Events())
+	if err != nil {
+		return fmt.Errorf("open ring buffer: %w", err)
+	}
+	go func() {
+		<-ctx.Done()
+		rd.Close()
+	}()
+	var rec ringbuf.Record
+	for {
+		if err := rd.ReadInto(&rec); err != nil {
+			if errors.Is(err, ringbuf.ErrClosed) || errors.Is(err, os.ErrClosed) {
+				return nil
+			}
+			return fmt.Errorf("read ring buffer: %w", err)
+		}
+		ev, ok := t.decode(rec.RawSample)
+		if ok {
+			fn(ev)
+		}
+	}
+}
+
+// DecodeErrors returns the decode error counts so far.
+func (t *Tracer) DecodeErrors() DecodeErrors {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.decodeErrs
+}
+
+func (t *Tracer) decode(raw []byte) (Event, bool) {
+	if len(raw) < int(unsafe.Sizeof(bpf.Event{})) {
+		t.mu.Lock()
+		t.decodeErrs.Short++
+		t.mu.Unlock()
+		return Event{}, false
+	}
+	// The record is a struct event written by the same architecture.
+	be := (*bpf.Event)(unsafe.Pointer(&raw[0]))
+	t.mu.Lock()
+	var info *slotInfo
+	if int(be.Slot) < len(t.slots) {
+		info = t.slots[be.Slot]
+	}
+	if info == nil || uint32(info.proc.PID) != be.Pid {
+		t.decodeErrs.StaleSlot++
+		t.mu.Unlock()
+		return Event{}, false
+	}
+	row, comp := info.row, info.proc.Component
+	t.mu.Unlock()
+
+	ev := Event{
+		Component:       comp,
+		Stage:           row.Stage,
+		Probe:           row.ID,
+		PID:             be.Pid,
+		TID:             be.Tid,
+		Goroutine:       be.Goid,
+		ParentGoroutine: be.ParentGoid,
+		Start:           t.clock.wall(be.StartNs),
+		End:             t.clock.wall(be.EndNs),
+		Point:           !row.Timed,
+		Truncated:       be.Flags&0xff != 0,
+	}
+	for _, c := range row.Entry {
+		setField(&ev, c, be, info.fields[c.Field])
+	}
+	for _, c := range row.Exit {
+		setField(&ev, c, be, info.fields[c.Field])
+	}
+	return ev, true
+}
+
+func setField(ev *Event, c Capture, be *bpf.Event, slot uint8) {
+	if c.Field.IsString() {
+		n := min(int(be.StrLen[slot]), bpf.StrLen)
+		b := unsafe.Slice((*byte)(unsafe.Pointer(&be.Str[slot][0])), n)
+		s := string(b)
+		switch c.Field {
+		case FieldMethod:
+			ev.Method = s
+		case FieldPath:
+			ev.Path = s
+		case FieldKey:
+			ev.Key = s
+		case FieldWebhook:
+			ev.Webhook = s
+		case FieldNamespace:
+			ev.Namespace = s
+		case FieldName:
+			ev.Name = s
+		case FieldUID:
+			ev.UID = s
+		}
+		return
+	}
+	v := int64(be.Num[slot]) + c.Add
+	switch c.Field {
+	case FieldRevision:
+		ev.Revision = v
+	case FieldSucceeded:
+		ev.Succeeded, ev.SucceededSet = v != 0, true
+	case FieldRaftID:
+		ev.RaftID = uint64(v)
+	}
+}

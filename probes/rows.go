@@ -1,0 +1,144 @@
+package probes
+
+// The catalogue. Registers and offsets were read from the DWARF of the lab
+// builds (Kubernetes v1.35.4, etcd v3.6.16) and checked against stripped
+// release-style builds of the same versions; see docs/probe-points.md for
+// sources, frequencies and what differs in other versions. A version range
+// covers only versions whose signatures and layouts were compared.
+//
+// Hit budget (README): a plain write costs 4 hits in kube-apiserver (request
+// entry+RET, etcd txn entry+RET); each webhook call adds 2.
+
+const (
+	modAPIServer  = "k8s.io/apiserver"
+	modEtcdClient = "go.etcd.io/etcd/client/v3"
+	modEtcdServer = "go.etcd.io/etcd/server/v3"
+	modEtcdPkg    = "go.etcd.io/etcd/pkg/v3"
+
+	k8s133to135  = ">=v0.33.0 <v0.36.0"
+	etcd36       = ">=v3.6.0 <v3.7.0"
+	etcdClient35 = ">=v3.5.0 <v3.7.0"
+)
+
+// Stages: the values of kpath.stage.
+const (
+	StageRequest      = "request"
+	StageAdmission    = "admission-webhook"
+	StageStorage      = "storage"
+	StageStorageWrite = "storage-write"
+	StageEtcdRequest  = "etcd-request"
+	StagePropose      = "raft-propose"
+	StageWALFsync     = "wal-fsync"
+	StageApply        = "apply"
+	StageApplied      = "applied"
+)
+
+// *http.Request: Method string @0, URL *url.URL @16; url.URL.Path @56.
+var (
+	httpMethod = func(r Reg) Capture { return strAt(FieldMethod, r, 0) }
+	httpPath   = func(r Reg) Capture { return strAt(FieldPath, r, 16, 56) }
+)
+
+// Catalogue is every row kpath knows.
+var Catalogue = []Row{
+	// kube-apiserver: one handler closure per verb; the closure receives
+	// (w http.ResponseWriter, req *http.Request): w in RAX,RBX, req in RCX.
+	{ID: "apiserver.request.create", Component: KubeAPIServer, Stage: StageRequest, Timed: true,
+		Symbol: "k8s.io/apiserver/pkg/endpoints/handlers.CreateResource.createHandler.func1",
+		Module: modAPIServer, Versions: k8s133to135, Hits: "once per POST",
+		Entry: []Capture{httpMethod(RCX), httpPath(RCX)}},
+	{ID: "apiserver.request.create-named", Component: KubeAPIServer, Stage: StageRequest, Timed: true,
+		Symbol: "k8s.io/apiserver/pkg/endpoints/handlers.CreateNamedResource.createHandler.func1",
+		Module: modAPIServer, Versions: k8s133to135, Hits: "once per POST to a named subresource (binding, eviction)",
+		Entry: []Capture{httpMethod(RCX), httpPath(RCX)}},
+	{ID: "apiserver.request.update", Component: KubeAPIServer, Stage: StageRequest, Timed: true,
+		Symbol: "k8s.io/apiserver/pkg/endpoints/handlers.UpdateResource.func1",
+		Module: modAPIServer, Versions: k8s133to135, Hits: "once per PUT",
+		Entry: []Capture{httpMethod(RCX), httpPath(RCX)}},
+	{ID: "apiserver.request.patch", Component: KubeAPIServer, Stage: StageRequest, Timed: true,
+		Symbol: "k8s.io/apiserver/pkg/endpoints/handlers.PatchResource.func1",
+		Module: modAPIServer, Versions: k8s133to135, Hits: "once per PATCH",
+		Entry: []Capture{httpMethod(RCX), httpPath(RCX)}},
+	{ID: "apiserver.request.delete", Component: KubeAPIServer, Stage: StageRequest, Timed: true,
+		Symbol: "k8s.io/apiserver/pkg/endpoints/handlers.DeleteResource.func1",
+		Module: modAPIServer, Versions: k8s133to135, Hits: "once per DELETE",
+		Entry: []Capture{httpMethod(RCX), httpPath(RCX)}},
+
+	// Admission webhooks: the webhook (Name @0) in RDI, the versioned
+	// attributes in R8 with VersionedObject's data pointer @40 → ObjectMeta.
+	{ID: "apiserver.webhook.mutating", Component: KubeAPIServer, Stage: StageAdmission, Timed: true,
+		Symbol: "k8s.io/apiserver/pkg/admission/plugin/webhook/mutating.(*mutatingDispatcher).callAttrMutatingHook",
+		Module: modAPIServer, Versions: k8s133to135, Hits: "once per matching mutating webhook per request",
+		Entry: []Capture{strAt(FieldWebhook, RDI, 0), strAt(FieldNamespace, R8, 40, 0x40), strAt(FieldName, R8, 40, 0x20)}},
+	{ID: "apiserver.webhook.validating", Component: KubeAPIServer, Stage: StageAdmission, Timed: true,
+		Symbol: "k8s.io/apiserver/pkg/admission/plugin/webhook/validating.(*validatingDispatcher).callHook",
+		Module: modAPIServer, Versions: k8s133to135, Hits: "once per matching validating webhook per request",
+		Entry: []Capture{strAt(FieldWebhook, RDI, 0), strAt(FieldNamespace, R8, 40, 0x40), strAt(FieldName, R8, 40, 0x20)}},
+
+	// The storage layer (key without the /registry prefix): detail only,
+	// since the etcd txn below already times the write.
+	{ID: "apiserver.storage.create", Component: KubeAPIServer, Stage: StageStorage, Timed: true, Detail: true,
+		Symbol: "k8s.io/apiserver/pkg/storage/etcd3.(*store).Create",
+		Module: modAPIServer, Versions: k8s133to135, Hits: "once per create",
+		Entry: []Capture{str(FieldKey, RDI, RSI)}},
+	{ID: "apiserver.storage.update", Component: KubeAPIServer, Stage: StageStorage, Timed: true, Detail: true,
+		Symbol: "k8s.io/apiserver/pkg/storage/etcd3.(*store).GuaranteedUpdate",
+		Module: modAPIServer, Versions: k8s133to135, Hits: "once per update, patch or graceful delete",
+		Entry: []Capture{str(FieldKey, RDI, RSI)}},
+	{ID: "apiserver.storage.delete", Component: KubeAPIServer, Stage: StageStorage, Timed: true, Detail: true,
+		Symbol: "k8s.io/apiserver/pkg/storage/etcd3.(*store).Delete",
+		Module: modAPIServer, Versions: k8s133to135, Hits: "once per delete",
+		Entry: []Capture{str(FieldKey, RDI, RSI)}},
+
+	// The etcd txn the apiserver issues. Value receiver Client in RAX,RBX,RCX,
+	// ctx in RDI,RSI, the full etcd key in R8,R9. The results PutResponse /
+	// DeleteResponse {KV, Succeeded, Revision} are in RAX,RBX,RCX at a RET.
+	{ID: "apiserver.etcd.put", Component: KubeAPIServer, Stage: StageStorageWrite, Timed: true,
+		Symbol: "go.etcd.io/etcd/client/v3/kubernetes.Client.OptimisticPut",
+		Module: modEtcdClient, Versions: etcdClient35, Hits: "once per create/update attempt",
+		Entry: []Capture{str(FieldKey, R8, R9)},
+		Exit:  []Capture{boolean(FieldSucceeded, RBX), u64(FieldRevision, RCX)}},
+	{ID: "apiserver.etcd.delete", Component: KubeAPIServer, Stage: StageStorageWrite, Timed: true,
+		Symbol: "go.etcd.io/etcd/client/v3/kubernetes.Client.OptimisticDelete",
+		Module: modEtcdClient, Versions: etcdClient35, Hits: "once per delete attempt",
+		Entry: []Capture{str(FieldKey, R8, R9)},
+		Exit:  []Capture{boolean(FieldSucceeded, RBX), u64(FieldRevision, RCX)}},
+
+	// etcd, the gRPC request: *TxnRequest in RDI, Compare []*Compare @0,
+	// Compare.Key @8; at a RET *TxnResponse in RAX, Header @0, Revision @16.
+	{ID: "etcd.request.txn", Component: Etcd, Stage: StageEtcdRequest, Timed: true,
+		Symbol: "go.etcd.io/etcd/server/v3/etcdserver/api/v3rpc.(*kvServer).Txn",
+		Module: modEtcdServer, Versions: etcd36, Hits: "once per txn (every apiserver write)",
+		Entry: []Capture{strAt(FieldKey, RDI, 0, 0, 8)},
+		Exit:  []Capture{u64At(FieldRevision, RAX, 0, 16)}},
+	{ID: "etcd.request.put", Component: Etcd, Stage: StageEtcdRequest, Timed: true,
+		Symbol: "go.etcd.io/etcd/server/v3/etcdserver/api/v3rpc.(*kvServer).Put",
+		Module: modEtcdServer, Versions: etcd36, Hits: "once per plain put (etcdctl, not the apiserver)",
+		Entry: []Capture{strAt(FieldKey, RDI, 0)},
+		Exit:  []Capture{u64At(FieldRevision, RAX, 0, 16)}},
+	// The raft request ID is registered on the request goroutine just
+	// before the proposal; Trigger hands the apply result back under it.
+	{ID: "etcd.raft.propose", Component: Etcd, Stage: StagePropose,
+		Symbol: "go.etcd.io/etcd/pkg/v3/wait.(*list).Register",
+		Module: modEtcdPkg, Versions: etcd36, Hits: "once per proposal",
+		Entry: []Capture{u64(FieldRaftID, RBX)}},
+	{ID: "etcd.wal.fsync", Component: Etcd, Stage: StageWALFsync, Timed: true,
+		Symbol: "go.etcd.io/etcd/server/v3/storage/wal.(*WAL).sync",
+		Module: modEtcdServer, Versions: etcd36, Hits: "once per raft batch"},
+	// Apply: tw in RAX (beginRev @64; the write lands at beginRev+1), key in
+	// RBX,RCX.
+	{ID: "etcd.apply.put", Component: Etcd, Stage: StageApply,
+		Symbol: "go.etcd.io/etcd/server/v3/storage/mvcc.(*storeTxnWrite).put",
+		Module: modEtcdServer, Versions: etcd36, Hits: "once per key written",
+		Entry: []Capture{str(FieldKey, RBX, RCX), withAdd(u64At(FieldRevision, RAX, 64), 1)}},
+	{ID: "etcd.apply.delete", Component: Etcd, Stage: StageApply,
+		Symbol: "go.etcd.io/etcd/server/v3/storage/mvcc.(*storeTxnWrite).delete",
+		Module: modEtcdServer, Versions: etcd36, Hits: "once per key deleted",
+		Entry: []Capture{str(FieldKey, RBX, RCX), withAdd(u64At(FieldRevision, RAX, 64), 1)}},
+	{ID: "etcd.apply.done", Component: Etcd, Stage: StageApplied,
+		Symbol: "go.etcd.io/etcd/pkg/v3/wait.(*list).Trigger",
+		Module: modEtcdPkg, Versions: etcd36, Hits: "once per applied entry with a waiter",
+		Entry: []Capture{u64(FieldRaftID, RBX)}},
+}
+
+func withAdd(c Capture, n int64) Capture { c.Add = n; return c }

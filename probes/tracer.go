@@ -1,0 +1,411 @@
+package probes
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/cilium/ebpf/link"
+
+	"github.com/kpath/kpath/bpf"
+)
+
+// Options configure a Tracer.
+type Options struct {
+	// Rows is the catalogue to use; nil means Catalogue.
+	Rows []Row
+	// Detail also attaches rows marked Detail (more spans, more hits).
+	Detail bool
+	// RingBytes sizes the ring buffer (0: the compiled default, 4 MiB).
+	RingBytes uint32
+	Logger    *slog.Logger
+}
+
+// Tracer owns the BPF program and every process it is attached to.
+type Tracer struct {
+	objs *bpf.Objects
+	rows []Row
+	opts Options
+	log  *slog.Logger
+
+	mu    sync.Mutex
+	procs map[int]*Process
+	slots []*slotInfo // by slot number; nil = free
+	free  []uint32
+
+	clock      clock
+	decodeErrs DecodeErrors
+}
+
+type slotInfo struct {
+	row    *Row
+	proc   *Process
+	fields slots
+}
+
+// RowState says what became of one catalogue row in one process.
+type RowState string
+
+const (
+	RowAttached      RowState = "attached"
+	RowNotApplicable RowState = "not-applicable" // other version, or not this component
+	RowDisabled      RowState = "disabled"       // a detail row without --detail
+	RowFailed        RowState = "failed"
+)
+
+// RowStatus is the outcome of one row for one process.
+type RowStatus struct {
+	Row     *Row
+	State   RowState
+	Version string // the binary's version of Row.Module
+	Uprobes int    // entry + RETs attached
+	Err     error  // why not attached
+}
+
+// Process is a traced process.
+type Process struct {
+	PID       int
+	Component Component
+	Exe       string // what /proc/PID/exe pointed to
+	GoVersion string
+	StartTime uint64 // from /proc/PID/stat: tells a restart from a reused PID
+	Rows      []RowStatus
+
+	links []link.Link // kept referenced: a collected link closes its probe
+	slots []uint32
+}
+
+// Attached counts the rows attached.
+func (p *Process) Attached() int {
+	n := 0
+	for _, r := range p.Rows {
+		if r.State == RowAttached {
+			n++
+		}
+	}
+	return n
+}
+
+// NewTracer loads the BPF program. It needs root or CAP_BPF and CAP_PERFMON.
+func NewTracer(opts Options) (*Tracer, error) {
+	rows := opts.Rows
+	if rows == nil {
+		rows = Catalogue
+	}
+	for i := range rows {
+		if err := rows[i].Validate(); err != nil {
+			return nil, fmt.Errorf("catalogue: %w", err)
+		}
+	}
+	objs, err := bpf.Load(opts.RingBytes)
+	if err != nil {
+		return nil, err
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	t := &Tracer{
+		objs:  objs,
+		rows:  rows,
+		opts:  opts,
+		log:   log,
+		procs: map[int]*Process{},
+		slots: make([]*slotInfo, bpf.MaxConfigs),
+		clock: newClock(),
+	}
+	for i := bpf.MaxConfigs - 1; i >= 0; i-- {
+		t.free = append(t.free, uint32(i))
+	}
+	return t, nil
+}
+
+// Close detaches everything and unloads the program.
+func (t *Tracer) Close() error {
+	t.mu.Lock()
+	for pid := range t.procs {
+		t.detachLocked(pid)
+	}
+	t.mu.Unlock()
+	return t.objs.Close()
+}
+
+// Attach attaches every catalogue row of component to process pid, opening
+// the binary through /proc/PID/exe so that it works across mount namespaces.
+// It returns the process with the outcome of each row; the error is set when
+// no row could be attached. A process already attached is detached first.
+func (t *Tracer) Attach(pid int, comp Component) (*Process, error) {
+	exe := fmt.Sprintf("/proc/%d/exe", pid)
+	target, _ := os.Readlink(exe)
+	target = strings.TrimSuffix(target, " (deleted)")
+	start, err := processStartTime(pid)
+	if err != nil {
+		return nil, fmt.Errorf("%s pid %d: %w", comp, pid, err)
+	}
+	bin, err := OpenBinary(exe)
+	if err != nil {
+		return nil, fmt.Errorf("%s pid %d (%s): %w", comp, pid, target, err)
+	}
+	defer bin.Close()
+	layout, err := layoutFor(bin.GoVersion)
+	if err != nil {
+		return nil, fmt.Errorf("%s pid %d (%s): %w", comp, pid, target, err)
+	}
+	ex, err := link.OpenExecutable(exe)
+	if err != nil {
+		return nil, fmt.Errorf("%s pid %d (%s): %w", comp, pid, target, err)
+	}
+
+	p := &Process{PID: pid, Component: comp, Exe: target, GoVersion: bin.GoVersion, StartTime: start}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if _, ok := t.procs[pid]; ok {
+		t.detachLocked(pid)
+	}
+	for i := range t.rows {
+		row := &t.rows[i]
+		if row.Component != comp {
+			continue
+		}
+		st := t.attachRow(p, bin, ex, row, layout)
+		p.Rows = append(p.Rows, st)
+	}
+	t.procs[pid] = p
+	if p.Attached() == 0 {
+		return p, fmt.Errorf("%s pid %d (%s): no catalogue row attached: %w", comp, pid, target, rowErrors(p))
+	}
+	return p, nil
+}
+
+func rowErrors(p *Process) error {
+	var errs []error
+	for _, r := range p.Rows {
+		if r.Err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", r.Row.ID, r.Err))
+		}
+	}
+	if len(errs) == 0 {
+		return errors.New("the catalogue has no rows for this component")
+	}
+	return errors.Join(errs...)
+}
+
+func (t *Tracer) attachRow(p *Process, bin *Binary, ex *link.Executable, row *Row, g goroutineLayout) RowStatus {
+	st := RowStatus{Row: row}
+	if row.Detail && !t.opts.Detail {
+		st.State = RowDisabled
+		return st
+	}
+	if row.Module != "" {
+		v, err := bin.ModuleVersion(row.Module)
+		if err != nil {
+			st.State, st.Err = RowNotApplicable, err
+			return st
+		}
+		st.Version = v
+		ok, err := row.Applies(v)
+		if err != nil {
+			st.State, st.Err = RowFailed, err
+			return st
+		}
+		if !ok {
+			st.State = RowNotApplicable
+			st.Err = fmt.Errorf("%s %s is outside the row's range %q", row.Module, v, row.Versions)
+			return st
+		}
+	}
+	fn, err := bin.Func(row.Symbol)
+	if err != nil {
+		st.State, st.Err = RowFailed, err
+		return st
+	}
+	var rets []uint64
+	if row.Timed {
+		rets, err = bin.Returns(fn)
+		if err != nil {
+			st.State, st.Err = RowFailed, err
+			return st
+		}
+		if len(rets) == 0 {
+			st.State, st.Err = RowFailed, fmt.Errorf("symbol %s has no RET instruction to time its exit", row.Symbol)
+			return st
+		}
+	}
+	fields, err := assignSlots(row)
+	if err != nil {
+		st.State, st.Err = RowFailed, err
+		return st
+	}
+
+	var (
+		links []link.Link
+		used  []uint32
+	)
+	fail := func(err error) RowStatus {
+		for _, l := range links {
+			l.Close()
+		}
+		for _, s := range used {
+			t.freeSlotLocked(s)
+		}
+		st.State, st.Err = RowFailed, err
+		return st
+	}
+	alloc := func(cfg bpf.ProbeConfig) (uint32, error) {
+		if len(t.free) == 0 {
+			return 0, fmt.Errorf("all %d probe slots are in use", bpf.MaxConfigs)
+		}
+		s := t.free[len(t.free)-1]
+		t.free = t.free[:len(t.free)-1]
+		used = append(used, s)
+		t.slots[s] = &slotInfo{row: row, proc: p, fields: fields}
+		if cfg.Mode == bpf.ModeEntry || cfg.Mode == bpf.ModePoint {
+			cfg.EntrySlot = s
+		}
+		return s, t.objs.SetConfig(s, &cfg)
+	}
+	attach := func(off uint64, slot uint32) error {
+		l, err := ex.Uprobe(row.Symbol, t.objs.Program(), &link.UprobeOptions{Address: off, PID: p.PID, Cookie: uint64(slot)})
+		if err != nil {
+			return fmt.Errorf("uprobe on %s at file offset %#x in pid %d: %w", row.Symbol, off, p.PID, err)
+		}
+		links = append(links, l)
+		return nil
+	}
+
+	mode := bpf.ModePoint
+	if row.Timed {
+		mode = bpf.ModeEntry
+	}
+	entrySlot, err := alloc(probeConfig(row.Entry, fields, mode, 0, g))
+	if err != nil {
+		return fail(err)
+	}
+	if row.Timed {
+		// RETs first: a call already running when the entry probe lands
+		// would otherwise leave an entry that no RET ever completes.
+		retSlot, err := alloc(probeConfig(row.Exit, fields, bpf.ModeRet, entrySlot, g))
+		if err != nil {
+			return fail(err)
+		}
+		for _, r := range rets {
+			if err := attach(r, retSlot); err != nil {
+				return fail(err)
+			}
+		}
+	}
+	if err := attach(fn.FileOffset, entrySlot); err != nil {
+		return fail(err)
+	}
+	p.links = append(p.links, links...)
+	p.slots = append(p.slots, used...)
+	st.State, st.Uprobes = RowAttached, len(links)
+	return st
+}
+
+func (t *Tracer) freeSlotLocked(s uint32) {
+	if err := t.objs.ClearSlot(s); err != nil {
+		t.log.Warn("clear probe slot", "slot", s, "err", err)
+	}
+	t.slots[s] = nil
+	t.free = append(t.free, s)
+}
+
+// Detach removes every probe of process pid. Detaching an unknown pid is a no-op.
+func (t *Tracer) Detach(pid int) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.detachLocked(pid)
+}
+
+func (t *Tracer) detachLocked(pid int) {
+	p, ok := t.procs[pid]
+	if !ok {
+		return
+	}
+	for _, l := range p.links {
+		l.Close()
+	}
+	for _, s := range p.slots {
+		t.freeSlotLocked(s)
+	}
+	if err := t.objs.ForgetProcess(uint32(pid)); err != nil {
+		t.log.Warn("forget stashed entries", "pid", pid, "err", err)
+	}
+	delete(t.procs, pid)
+}
+
+// Processes returns the traced processes, by PID.
+func (t *Tracer) Processes() []*Process {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	ps := make([]*Process, 0, len(t.procs))
+	for _, p := range t.procs {
+		ps = append(ps, p)
+	}
+	slices.SortFunc(ps, func(a, b *Process) int { return a.PID - b.PID })
+	return ps
+}
+
+// RowHits is how often one row fired in one process.
+type RowHits struct {
+	Component Component
+	PID       int
+	Row       string
+	Hits      uint64
+}
+
+// Hits reads the hit counters of every attached row.
+func (t *Tracer) Hits() ([]RowHits, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var out []RowHits
+	for _, p := range t.procs {
+		byRow := map[string]uint64{}
+		for _, s := range p.slots {
+			h, err := t.objs.Hits(s)
+			if err != nil {
+				return nil, err
+			}
+			byRow[t.slots[s].row.ID] += h
+		}
+		for id, h := range byRow {
+			out = append(out, RowHits{Component: p.Component, PID: p.PID, Row: id, Hits: h})
+		}
+	}
+	slices.SortFunc(out, func(a, b RowHits) int {
+		if c := strings.Compare(a.Row, b.Row); c != 0 {
+			return c
+		}
+		return a.PID - b.PID
+	})
+	return out, nil
+}
+
+// Drops reads the BPF drop counters by reason.
+func (t *Tracer) Drops() (map[string]uint64, error) {
+	out := map[string]uint64{}
+	for _, c := range bpf.Counters {
+		n, err := t.objs.Count(c)
+		if err != nil {
+			return nil, err
+		}
+		out[c.String()] = n
+	}
+	return out, nil
+}
+
+// SweepStash forgets entries whose RET never came within maxAge (a
+// goroutine that panicked, or a call still running) and returns how many.
+func (t *Tracer) SweepStash(maxAge time.Duration) (int, error) {
+	now := t.clock.monoNow()
+	if now < uint64(maxAge) {
+		return 0, nil
+	}
+	return t.objs.SweepStash(now - uint64(maxAge))
+}

@@ -1,0 +1,260 @@
+package probes
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// needBPF skips a test that loads BPF programs when this is not root.
+func needBPF(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("skipped: loading BPF and attaching uprobes needs root (CI runs as root)")
+	}
+}
+
+var (
+	targetOnce sync.Once
+	targetPath string
+	targetErr  error
+)
+
+// buildTarget builds testdata/target stripped, as release binaries are.
+func buildTarget(t *testing.T) string {
+	t.Helper()
+	targetOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "kpath-target")
+		if err != nil {
+			targetErr = err
+			return
+		}
+		targetPath = filepath.Join(dir, "target")
+		out, err := exec.Command("go", "build", "-trimpath", "-ldflags=-s -w", "-o", targetPath, "./testdata/target").CombinedOutput()
+		if err != nil {
+			targetErr = fmt.Errorf("build target: %v\n%s", err, out)
+		}
+	})
+	if targetErr != nil {
+		t.Fatal(targetErr)
+	}
+	return targetPath
+}
+
+type target struct {
+	cmd *exec.Cmd
+	in  io.WriteCloser
+	out *bufio.Scanner
+}
+
+func startTarget(t *testing.T, path string) *target {
+	t.Helper()
+	cmd := exec.Command(path)
+	in, _ := cmd.StdinPipe()
+	outp, _ := cmd.StdoutPipe()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	tg := &target{cmd: cmd, in: in, out: bufio.NewScanner(outp)}
+	tg.expect(t, "ready")
+	return tg
+}
+
+func (tg *target) expect(t *testing.T, want string) {
+	t.Helper()
+	if !tg.out.Scan() || tg.out.Text() != want {
+		t.Fatalf("target said %q (err %v), want %q", tg.out.Text(), tg.out.Err(), want)
+	}
+}
+
+func (tg *target) run(t *testing.T, n int) {
+	t.Helper()
+	fmt.Fprintf(tg.in, "%d\n", n)
+	tg.expect(t, "done")
+}
+
+const testComponent Component = "test-target"
+
+var testRows = []Row{
+	{ID: "test.handle", Component: testComponent, Stage: "handle", Timed: true, Symbol: "main.handle",
+		// handle(req *Request, key string, rev int64) (ok bool, newRev int64)
+		Entry: []Capture{httpMethod(RAX), httpPath(RAX), str(FieldKey, RBX, RCX), u64(FieldRaftID, RDI)},
+		Exit:  []Capture{boolean(FieldSucceeded, RAX), u64(FieldRevision, RBX)}},
+	{ID: "test.respond", Component: testComponent, Stage: "respond", Symbol: "main.respond",
+		// respond(r *Response): Header *Header @0, Revision @16 (as etcd's TxnResponse)
+		Entry: []Capture{withAdd(u64At(FieldRevision, RAX, 0, 16), 1)}},
+}
+
+func TestTracerCapturesArgumentsAndResults(t *testing.T) {
+	needBPF(t)
+	path := buildTarget(t)
+	tr, err := NewTracer(Options{Rows: testRows})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tr.Close()
+	tg := startTarget(t, path)
+	p, err := tr.Attach(tg.cmd.Process.Pid, testComponent)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range p.Rows {
+		if r.State != RowAttached {
+			t.Fatalf("row %s: %s: %v", r.Row.ID, r.State, r.Err)
+		}
+	}
+	// handle has 3 RETs, so 1 entry + 3 RET uprobes; respond is a point.
+	if got := p.Rows[0].Uprobes; got != 4 {
+		t.Errorf("test.handle: %d uprobes, want 4 (entry + 3 RETs)", got)
+	}
+
+	var (
+		mu     sync.Mutex
+		events []Event
+	)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() {
+		done <- tr.Read(ctx, func(e Event) { mu.Lock(); events = append(events, e); mu.Unlock() })
+	}()
+	const n = 300
+	tg.run(t, n)
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		mu.Lock()
+		got := len(events)
+		mu.Unlock()
+		if got >= 2*n || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+
+	handles := map[string]Event{}
+	var responds []Event
+	for _, e := range events {
+		switch e.Probe {
+		case "test.handle":
+			handles[e.Key] = e
+		case "test.respond":
+			responds = append(responds, e)
+		}
+	}
+	if len(handles) != n || len(responds) != n {
+		t.Fatalf("got %d handle spans and %d respond points, want %d each", len(handles), len(responds), n)
+	}
+	var gid uint64
+	for i := 0; i < n; i++ {
+		key := fmt.Sprintf("/registry/things/ns/t-%d", i)
+		e, ok := handles[key]
+		if !ok {
+			t.Fatalf("no span for %s", key)
+		}
+		wantOK, wantRev := i%3 != 0, int64(i)+int64(i%3)
+		if e.Method != "PATCH" || e.Path != fmt.Sprintf("/api/v1/namespaces/ns/things/t-%d", i) ||
+			e.RaftID != uint64(i) || e.Succeeded != wantOK || !e.SucceededSet || e.Revision != wantRev {
+			t.Fatalf("span %d = %+v; want method PATCH, path t-%d, raft id %d, ok %v, revision %d", i, e, i, i, wantOK, wantRev)
+		}
+		if e.End.Before(e.Start) || e.Point {
+			t.Fatalf("span %d: start %v end %v point %v", i, e.Start, e.End, e.Point)
+		}
+		if gid == 0 {
+			gid = e.Goroutine
+		}
+		if e.Goroutine != gid || e.ParentGoroutine == 0 || e.ParentGoroutine == gid {
+			t.Fatalf("span %d: goroutine %d parent %d; want all on one goroutine with another parent", i, e.Goroutine, e.ParentGoroutine)
+		}
+	}
+	for i, e := range responds {
+		if e.Revision != int64(1000+i)+1 || !e.Point {
+			t.Fatalf("respond %d: revision %d point %v, want %d", i, e.Revision, e.Point, 1000+i+1)
+		}
+	}
+	hits, err := tr.Hits()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, h := range hits {
+		want := uint64(2 * n) // entry + one RET per call
+		if h.Row == "test.respond" {
+			want = n
+		}
+		if h.Hits != want {
+			t.Errorf("row %s: %d hits, want %d", h.Row, h.Hits, want)
+		}
+	}
+	drops, err := tr.Drops()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, v := range drops {
+		if v != 0 && k != "ret_without_entry" {
+			t.Errorf("drop counter %s = %d, want 0", k, v)
+		}
+	}
+}
+
+func TestAttachBadInput(t *testing.T) {
+	needBPF(t)
+	tr, err := NewTracer(Options{Rows: testRows})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tr.Close()
+
+	t.Run("non-Go binary", func(t *testing.T) {
+		cmd := exec.Command("sleep", "30")
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		defer func() { cmd.Process.Kill(); cmd.Wait() }()
+		_, err := tr.Attach(cmd.Process.Pid, testComponent)
+		if !errors.Is(err, ErrNotGo) || !strings.Contains(err.Error(), fmt.Sprint(cmd.Process.Pid)) {
+			t.Fatalf("attach to sleep: %v; want ErrNotGo naming the pid", err)
+		}
+	})
+	t.Run("Go binary without the symbols", func(t *testing.T) {
+		rows := []Row{{ID: "test.missing", Component: testComponent, Stage: "x", Symbol: "main.doesNotExist"}}
+		tr2, err := NewTracer(Options{Rows: rows})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer tr2.Close()
+		tg := startTarget(t, buildTarget(t))
+		p, err := tr2.Attach(tg.cmd.Process.Pid, testComponent)
+		if !errors.Is(err, ErrSymbolNotFound) || !strings.Contains(err.Error(), "main.doesNotExist") || p == nil || p.Rows[0].State != RowFailed {
+			t.Fatalf("attach: %v; want ErrSymbolNotFound naming main.doesNotExist", err)
+		}
+	})
+	t.Run("process that exited", func(t *testing.T) {
+		tg := startTarget(t, buildTarget(t))
+		pid := tg.cmd.Process.Pid
+		tg.cmd.Process.Kill()
+		tg.cmd.Wait()
+		_, err := tr.Attach(pid, testComponent)
+		if err == nil || !strings.Contains(err.Error(), fmt.Sprint(pid)) {
+			t.Fatalf("attach to exited pid %d: %v; want an error naming it", pid, err)
+		}
+	})
+	t.Run("still traces the rest", func(t *testing.T) {
+		tg := startTarget(t, buildTarget(t))
+		p, err := tr.Attach(tg.cmd.Process.Pid, testComponent)
+		if err != nil || p.Attached() != 2 {
+			t.Fatalf("attach after failures: %v (%d rows)", err, p.Attached())
+		}
+	})
+}
