@@ -47,6 +47,13 @@ enum mode {
 	MODE_RET,   // complete the stashed entry and emit
 };
 
+enum cfg_flag {
+	// MODE_ENTRY also emits the entry at once (end_ns = 0), so that userspace
+	// knows a call is in flight before its RET: the apiserver's request
+	// handler ends after the writes made inside it.
+	CFG_ANNOUNCE = 1,
+};
+
 enum counter {
 	CNT_RINGBUF_FULL,
 	CNT_STASH_FULL,
@@ -73,7 +80,7 @@ struct probe_config {
 	__u8 ncap;
 	__u16 goid_off;        // runtime.g.goid, by Go version of the target
 	__u16 parent_goid_off; // runtime.g.parentGoid
-	__u16 pad;
+	__u16 flags;           // CFG_*
 	struct capture cap[MAX_CAP];
 };
 
@@ -147,6 +154,7 @@ const enum reg *unused_reg __attribute__((unused));
 const enum cap_kind *unused_cap_kind __attribute__((unused));
 const enum mode *unused_mode __attribute__((unused));
 const enum counter *unused_counter __attribute__((unused));
+const enum cfg_flag *unused_cfg_flag __attribute__((unused));
 
 static __always_inline void count(__u32 c)
 {
@@ -313,8 +321,14 @@ int kpath_probe(struct regs *r)
 			count(CNT_RINGBUF_FULL);
 		return 0;
 	}
-	if (bpf_map_update_elem(&stash, &key, ev, BPF_ANY))
+	if (bpf_map_update_elem(&stash, &key, ev, BPF_ANY)) {
 		count(CNT_STASH_FULL);
+		return 0;
+	}
+	if (cfg->flags & CFG_ANNOUNCE) {
+		if (bpf_ringbuf_output(&events, ev, sizeof(*ev), 0))
+			count(CNT_RINGBUF_FULL);
+	}
 	return 0;
 }
 

@@ -36,6 +36,12 @@ type kpathCapture struct {
 	FinalOff uint32
 }
 
+type kpathCfgFlag uint32
+
+const (
+	kpathCfgFlagCFG_ANNOUNCE kpathCfgFlag = 1
+)
+
 type kpathCounter uint32
 
 const (
@@ -77,7 +83,7 @@ type kpathProbeConfig struct {
 	Ncap          uint8
 	GoidOff       uint16
 	ParentGoidOff uint16
-	Pad           uint16
+	Flags         uint16
 	Cap           [6]kpathCapture
 }
 
@@ -116,6 +122,7 @@ const (
 	kpathMapStash         = "stash"
 	kpathProgKpathProbe   = "kpath_probe"
 	kpathVarUnusedCapKind = "unused_cap_kind"
+	kpathVarUnusedCfgFlag = "unused_cfg_flag"
 	kpathVarUnusedConfig  = "unused_config"
 	kpathVarUnusedCounter = "unused_counter"
 	kpathVarUnusedEvent   = "unused_event"
@@ -185,6 +192,7 @@ type kpathMapSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type kpathVariableSpecs struct {
 	UnusedCapKind *ebpf.VariableSpec `ebpf:"unused_cap_kind"`
+	UnusedCfgFlag *ebpf.VariableSpec `ebpf:"unused_cfg_flag"`
 	UnusedConfig  *ebpf.VariableSpec `ebpf:"unused_config"`
 	UnusedCounter *ebpf.VariableSpec `ebpf:"unused_counter"`
 	UnusedEvent   *ebpf.VariableSpec `ebpf:"unused_event"`
@@ -236,6 +244,7 @@ func (m *kpathMaps) Close() error {
 // It can be passed to loadKpathObjects or ebpf.CollectionSpec.LoadAndAssign.
 type kpathVariables struct {
 	UnusedCapKind *ebpf.Variable `ebpf:"unused_cap_kind"`
+	UnusedCfgFlag *ebpf.Variable `ebpf:"unused_cfg_flag"`
 	UnusedConfig  *ebpf.Variable `ebpf:"unused_config"`
 	UnusedCounter *ebpf.Variable `ebpf:"unused_counter"`
 	UnusedEvent   *ebpf.Variable `ebpf:"unused_event"`

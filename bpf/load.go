@@ -48,6 +48,8 @@ const (
 	ModePoint = uint8(kpathModeMODE_POINT)
 	ModeEntry = uint8(kpathModeMODE_ENTRY)
 	ModeRet   = uint8(kpathModeMODE_RET)
+
+	FlagAnnounce = uint16(kpathCfgFlagCFG_ANNOUNCE)
 )
 
 // Counter indexes the drop counters kept in BPF.

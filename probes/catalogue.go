@@ -22,8 +22,11 @@ type Row struct {
 	// Timed rows get a uprobe on every RET and produce spans; the others
 	// produce point events from their entry only.
 	Timed bool
-	Entry []Capture
-	Exit  []Capture // read at the RETs: Go results are live in registers there
+	// Announce also reports a timed row's entry when it happens, so that
+	// what it encloses can wait for its end (the request around a write).
+	Announce bool
+	Entry    []Capture
+	Exit     []Capture // read at the RETs: Go results are live in registers there
 	// Detail rows add spans but cost hits on hot paths; they attach only
 	// when asked for (--detail).
 	Detail bool
@@ -155,6 +158,12 @@ func u64At(f Field, r Reg, path ...uint32) Capture {
 }
 
 func boolean(f Field, r Reg) Capture { return Capture{Field: f, Kind: InReg, Reg: r, Size: 1} }
+
+func boolAt(f Field, r Reg, path ...uint32) Capture {
+	c := u64At(f, r, path...)
+	c.Size = 1
+	return c
+}
 
 // Applies reports whether the row fits a binary whose Module is at version v.
 func (r *Row) Applies(v string) (bool, error) {

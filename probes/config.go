@@ -46,13 +46,16 @@ var bpfReg = [...]uint8{
 var bpfKind = [...]uint8{InReg: bpf.CapReg, AtOffset: bpf.CapMem, StrInRegs: bpf.CapStrRegs, StrAt: bpf.CapStrMem}
 
 // probeConfig builds the BPF config of one side (entry or RETs) of a row.
-func probeConfig(caps []Capture, s slots, mode uint8, entrySlot uint32, g goroutineLayout) bpf.ProbeConfig {
+func probeConfig(caps []Capture, s slots, mode uint8, entrySlot uint32, g goroutineLayout, announce bool) bpf.ProbeConfig {
 	cfg := bpf.ProbeConfig{
 		EntrySlot:     entrySlot,
 		Mode:          mode,
 		Ncap:          uint8(len(caps)),
 		GoidOff:       g.goid,
 		ParentGoidOff: g.parentGoid,
+	}
+	if announce && mode == bpf.ModeEntry {
+		cfg.Flags |= bpf.FlagAnnounce
 	}
 	for i, c := range caps {
 		bc := &cfg.Cap[i]

@@ -30,6 +30,9 @@ type Event struct {
 	ParentGoroutine uint64
 	Start, End      time.Time
 	Point           bool
+	// InFlight marks the early report of an Announce row's entry: the span
+	// with the same Probe, PID and Goroutine follows at its RET.
+	InFlight bool
 
 	Method    string // HTTP method
 	Path      string // HTTP URL path

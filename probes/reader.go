@@ -86,13 +86,18 @@ func (t *Tracer) decode(raw []byte) (Event, bool) {
 		Start:           t.clock.wall(be.StartNs),
 		End:             t.clock.wall(be.EndNs),
 		Point:           !row.Timed,
+		InFlight:        row.Timed && be.EndNs == 0,
 		Truncated:       be.Flags&0xff != 0,
 	}
 	for _, c := range row.Entry {
 		setField(&ev, c, be, info.fields[c.Field])
 	}
-	for _, c := range row.Exit {
-		setField(&ev, c, be, info.fields[c.Field])
+	if !ev.InFlight {
+		for _, c := range row.Exit {
+			setField(&ev, c, be, info.fields[c.Field])
+		}
+	} else {
+		ev.End = ev.Start
 	}
 	return ev, true
 }

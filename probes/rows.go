@@ -43,23 +43,23 @@ var (
 var Catalogue = []Row{
 	// kube-apiserver: one handler closure per verb; the closure receives
 	// (w http.ResponseWriter, req *http.Request): w in RAX,RBX, req in RCX.
-	{ID: "apiserver.request.create", Component: KubeAPIServer, Stage: StageRequest, Timed: true,
+	{ID: "apiserver.request.create", Component: KubeAPIServer, Stage: StageRequest, Timed: true, Announce: true,
 		Symbol: "k8s.io/apiserver/pkg/endpoints/handlers.CreateResource.createHandler.func1",
 		Module: modAPIServer, Versions: k8s133to135, Hits: "once per POST",
 		Entry: []Capture{httpMethod(RCX), httpPath(RCX)}},
-	{ID: "apiserver.request.create-named", Component: KubeAPIServer, Stage: StageRequest, Timed: true,
+	{ID: "apiserver.request.create-named", Component: KubeAPIServer, Stage: StageRequest, Timed: true, Announce: true,
 		Symbol: "k8s.io/apiserver/pkg/endpoints/handlers.CreateNamedResource.createHandler.func1",
 		Module: modAPIServer, Versions: k8s133to135, Hits: "once per POST to a named subresource (binding, eviction)",
 		Entry: []Capture{httpMethod(RCX), httpPath(RCX)}},
-	{ID: "apiserver.request.update", Component: KubeAPIServer, Stage: StageRequest, Timed: true,
+	{ID: "apiserver.request.update", Component: KubeAPIServer, Stage: StageRequest, Timed: true, Announce: true,
 		Symbol: "k8s.io/apiserver/pkg/endpoints/handlers.UpdateResource.func1",
 		Module: modAPIServer, Versions: k8s133to135, Hits: "once per PUT",
 		Entry: []Capture{httpMethod(RCX), httpPath(RCX)}},
-	{ID: "apiserver.request.patch", Component: KubeAPIServer, Stage: StageRequest, Timed: true,
+	{ID: "apiserver.request.patch", Component: KubeAPIServer, Stage: StageRequest, Timed: true, Announce: true,
 		Symbol: "k8s.io/apiserver/pkg/endpoints/handlers.PatchResource.func1",
 		Module: modAPIServer, Versions: k8s133to135, Hits: "once per PATCH",
 		Entry: []Capture{httpMethod(RCX), httpPath(RCX)}},
-	{ID: "apiserver.request.delete", Component: KubeAPIServer, Stage: StageRequest, Timed: true,
+	{ID: "apiserver.request.delete", Component: KubeAPIServer, Stage: StageRequest, Timed: true, Announce: true,
 		Symbol: "k8s.io/apiserver/pkg/endpoints/handlers.DeleteResource.func1",
 		Module: modAPIServer, Versions: k8s133to135, Hits: "once per DELETE",
 		Entry: []Capture{httpMethod(RCX), httpPath(RCX)}},
@@ -105,12 +105,13 @@ var Catalogue = []Row{
 		Exit:  []Capture{boolean(FieldSucceeded, RBX), u64(FieldRevision, RCX)}},
 
 	// etcd, the gRPC request: *TxnRequest in RDI, Compare []*Compare @0,
-	// Compare.Key @8; at a RET *TxnResponse in RAX, Header @0, Revision @16.
+	// Compare.Key @8; at a RET *TxnResponse in RAX: Header @0 (Revision
+	// @16), Succeeded @8.
 	{ID: "etcd.request.txn", Component: Etcd, Stage: StageEtcdRequest, Timed: true,
 		Symbol: "go.etcd.io/etcd/server/v3/etcdserver/api/v3rpc.(*kvServer).Txn",
 		Module: modEtcdServer, Versions: etcd36, Hits: "once per txn (every apiserver write)",
 		Entry: []Capture{strAt(FieldKey, RDI, 0, 0, 8)},
-		Exit:  []Capture{u64At(FieldRevision, RAX, 0, 16)}},
+		Exit:  []Capture{u64At(FieldRevision, RAX, 0, 16), boolAt(FieldSucceeded, RAX, 8)}},
 	{ID: "etcd.request.put", Component: Etcd, Stage: StageEtcdRequest, Timed: true,
 		Symbol: "go.etcd.io/etcd/server/v3/etcdserver/api/v3rpc.(*kvServer).Put",
 		Module: modEtcdServer, Versions: etcd36, Hits: "once per plain put (etcdctl, not the apiserver)",

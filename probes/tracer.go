@@ -40,6 +40,14 @@ type Tracer struct {
 
 	clock      clock
 	decodeErrs DecodeErrors
+	// retired keeps the hits of detached processes, so that totals never
+	// go down when a component restarts.
+	retired map[retiredKey]uint64
+}
+
+type retiredKey struct {
+	comp Component
+	row  string
 }
 
 type slotInfo struct {
@@ -111,13 +119,14 @@ func NewTracer(opts Options) (*Tracer, error) {
 		log = slog.Default()
 	}
 	t := &Tracer{
-		objs:  objs,
-		rows:  rows,
-		opts:  opts,
-		log:   log,
-		procs: map[int]*Process{},
-		slots: make([]*slotInfo, bpf.MaxConfigs),
-		clock: newClock(),
+		objs:    objs,
+		rows:    rows,
+		opts:    opts,
+		log:     log,
+		procs:   map[int]*Process{},
+		retired: map[retiredKey]uint64{},
+		slots:   make([]*slotInfo, bpf.MaxConfigs),
+		clock:   newClock(),
 	}
 	for i := bpf.MaxConfigs - 1; i >= 0; i-- {
 		t.free = append(t.free, uint32(i))
@@ -282,14 +291,14 @@ func (t *Tracer) attachRow(p *Process, bin *Binary, ex *link.Executable, row *Ro
 	if row.Timed {
 		mode = bpf.ModeEntry
 	}
-	entrySlot, err := alloc(probeConfig(row.Entry, fields, mode, 0, g))
+	entrySlot, err := alloc(probeConfig(row.Entry, fields, mode, 0, g, row.Announce))
 	if err != nil {
 		return fail(err)
 	}
 	if row.Timed {
 		// RETs first: a call already running when the entry probe lands
 		// would otherwise leave an entry that no RET ever completes.
-		retSlot, err := alloc(probeConfig(row.Exit, fields, bpf.ModeRet, entrySlot, g))
+		retSlot, err := alloc(probeConfig(row.Exit, fields, bpf.ModeRet, entrySlot, g, false))
 		if err != nil {
 			return fail(err)
 		}
@@ -332,6 +341,9 @@ func (t *Tracer) detachLocked(pid int) {
 		l.Close()
 	}
 	for _, s := range p.slots {
+		if h, err := t.objs.Hits(s); err == nil {
+			t.retired[retiredKey{p.Component, t.slots[s].row.ID}] += h
+		}
 		t.freeSlotLocked(s)
 	}
 	if err := t.objs.ForgetProcess(uint32(pid)); err != nil {
@@ -360,11 +372,15 @@ type RowHits struct {
 	Hits      uint64
 }
 
-// Hits reads the hit counters of every attached row.
+// Hits reads the hit counters of every attached row; PID 0 holds the hits
+// of processes that are gone.
 func (t *Tracer) Hits() ([]RowHits, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	var out []RowHits
+	for k, h := range t.retired {
+		out = append(out, RowHits{Component: k.comp, Row: k.row, Hits: h})
+	}
 	for _, p := range t.procs {
 		byRow := map[string]uint64{}
 		for _, s := range p.slots {

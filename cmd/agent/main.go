@@ -1,0 +1,292 @@
+// kpath-agent attaches uprobes to the Kubernetes control-plane processes of
+// its host and exports one trace per object change.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/kpath/kpath/correlate"
+	"github.com/kpath/kpath/export"
+	"github.com/kpath/kpath/probes"
+)
+
+type config struct {
+	export       string
+	otlpEndpoint string
+	otlpInsecure bool
+	metricsAddr  string
+	procRoot     string
+	scan         time.Duration
+	detail       bool
+	ringBytes    uint
+	maxWait      time.Duration
+	logFormat    string
+	logLevel     string
+	nodeName     string
+}
+
+func main() {
+	if err := run(os.Args[1:]); err != nil {
+		fmt.Fprintln(os.Stderr, "kpath-agent:", err)
+		os.Exit(1)
+	}
+}
+
+func parseFlags(args []string) (config, error) {
+	var c config
+	fs := flag.NewFlagSet("kpath-agent", flag.ContinueOnError)
+	fs.StringVar(&c.export, "export", "console", "where traces go: otlp, jsonl (one span a line on stdout) or console (a waterfall per object)")
+	fs.StringVar(&c.otlpEndpoint, "otlp-endpoint", envOr("OTEL_EXPORTER_OTLP_ENDPOINT", "127.0.0.1:4317"), "OTLP gRPC endpoint (host:port) for --export=otlp")
+	fs.BoolVar(&c.otlpInsecure, "otlp-insecure", true, "talk plain gRPC to the OTLP endpoint, without TLS")
+	fs.StringVar(&c.metricsAddr, "metrics-addr", "127.0.0.1:9464", "serve /metrics, /healthz and /readyz here; empty to disable")
+	fs.StringVar(&c.procRoot, "proc", "/proc", "the host's /proc (the agent needs hostPID)")
+	fs.DurationVar(&c.scan, "scan-interval", time.Second, "how often to look for new or restarted components")
+	fs.BoolVar(&c.detail, "detail", false, "also attach detail rows (more spans, more probe hits on hot paths)")
+	fs.UintVar(&c.ringBytes, "ring-bytes", 4<<20, "ring buffer size in bytes (power of two, multiple of the page size)")
+	fs.DurationVar(&c.maxWait, "max-wait", 5*time.Second, "emit a write incomplete when its stages are still missing after this long")
+	fs.StringVar(&c.logFormat, "log-format", "text", "log format: text or json")
+	fs.StringVar(&c.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	fs.StringVar(&c.nodeName, "node-name", os.Getenv("NODE_NAME"), "this node's name, put on the OTLP resource")
+	if err := fs.Parse(args); err != nil {
+		return c, err
+	}
+	switch c.export {
+	case "otlp", "jsonl", "console":
+	default:
+		return c, fmt.Errorf("--export=%q: want otlp, jsonl or console", c.export)
+	}
+	return c, nil
+}
+
+func envOr(k, def string) string {
+	if v := os.Getenv(k); v != "" {
+		return v
+	}
+	return def
+}
+
+func newLogger(c config) (*slog.Logger, error) {
+	var lvl slog.Level
+	if err := lvl.UnmarshalText([]byte(c.logLevel)); err != nil {
+		return nil, fmt.Errorf("--log-level: %w", err)
+	}
+	o := &slog.HandlerOptions{Level: lvl}
+	switch c.logFormat {
+	case "json":
+		return slog.New(slog.NewJSONHandler(os.Stderr, o)), nil
+	case "text":
+		return slog.New(slog.NewTextHandler(os.Stderr, o)), nil
+	}
+	return nil, fmt.Errorf("--log-format=%q: want text or json", c.logFormat)
+}
+
+func run(args []string) error {
+	c, err := parseFlags(args)
+	if err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return err
+	}
+	log, err := newLogger(c)
+	if err != nil {
+		return err
+	}
+	slog.SetDefault(log)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	metrics := export.NewMetrics(nil)
+	exp, err := newExporter(ctx, c, metrics)
+	if err != nil {
+		return err
+	}
+	tracer, err := probes.NewTracer(probes.Options{Detail: c.detail, RingBytes: uint32(c.ringBytes), Logger: log})
+	if err != nil {
+		return err
+	}
+	defer tracer.Close()
+
+	var ready atomic.Bool
+	if c.metricsAddr != "" {
+		if err := serve(ctx, c.metricsAddr, metrics, &ready); err != nil {
+			return err
+		}
+	}
+
+	writes := correlate.NewWrites(correlate.Options{MaxWait: c.maxWait}, func(t correlate.Trace) {
+		exp.Export(t)
+		metrics.TraceDone(t.Complete)
+		observeStages(metrics, t)
+	})
+
+	errc := make(chan error, 2)
+	go func() {
+		errc <- tracer.Watch(ctx, c.procRoot, c.scan, func(e probes.AttachEvent) {
+			reportAttach(log, metrics, e)
+			ready.Store(true)
+		})
+	}()
+	go func() {
+		errc <- tracer.Read(ctx, func(ev probes.Event) { writes.Add(ev, time.Now()) })
+	}()
+
+	log.Info("kpath agent started", "export", c.export, "proc", c.procRoot, "detail", c.detail, "metrics", c.metricsAddr)
+	flush := time.NewTicker(50 * time.Millisecond)
+	defer flush.Stop()
+	stats := time.NewTicker(2 * time.Second)
+	defer stats.Stop()
+	var counters dropCounters
+	for {
+		select {
+		case <-ctx.Done():
+			writes.Flush(time.Now().Add(c.maxWait)) // everything still waiting goes out as it is
+			counters.update(log, metrics, tracer, writes)
+			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			return exp.Close(sctx)
+		case err := <-errc:
+			if err != nil {
+				return err
+			}
+		case now := <-flush.C:
+			writes.Flush(now)
+		case <-stats.C:
+			counters.update(log, metrics, tracer, writes)
+		}
+	}
+}
+
+func newExporter(ctx context.Context, c config, m *export.Metrics) (export.Exporter, error) {
+	switch c.export {
+	case "jsonl":
+		return export.NewJSONL(os.Stdout), nil
+	case "console":
+		return export.NewConsole(os.Stdout), nil
+	}
+	res := map[string]string{"service.name": "kpath-agent"}
+	if c.nodeName != "" {
+		res["k8s.node.name"] = c.nodeName
+	}
+	return export.NewOTLP(ctx, export.OTLPConfig{Endpoint: c.otlpEndpoint, Insecure: c.otlpInsecure, Resource: res}, m)
+}
+
+func serve(ctx context.Context, addr string, m *export.Metrics, ready *atomic.Bool) error {
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", m.Handler())
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if !ready.Load() {
+			http.Error(w, "no process scan finished yet", http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ok")
+	})
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("--metrics-addr: %w", err)
+	}
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go srv.Serve(l)
+	go func() { <-ctx.Done(); srv.Close() }()
+	return nil
+}
+
+func reportAttach(log *slog.Logger, m *export.Metrics, e probes.AttachEvent) {
+	comp := string(e.Found.Component)
+	if e.Detached {
+		log.Info("process gone, probes detached", "component", comp, "pid", e.Found.PID, "exe", e.Found.Exe)
+		m.ForgetProcess(comp, e.Found.PID)
+		return
+	}
+	if e.Process == nil {
+		log.Error("cannot trace process", "component", comp, "pid", e.Found.PID, "exe", e.Found.Exe, "err", e.Err)
+		m.AttachError(comp, "")
+		return
+	}
+	p := e.Process
+	var attached, skipped []string
+	for _, r := range p.Rows {
+		switch r.State {
+		case probes.RowAttached:
+			attached = append(attached, r.Row.ID)
+		case probes.RowFailed:
+			log.Error("probe not attached", "component", comp, "pid", p.PID, "exe", p.Exe, "probe", r.Row.ID, "symbol", r.Row.Symbol, "err", r.Err)
+			m.AttachError(comp, r.Row.ID)
+		case probes.RowNotApplicable:
+			skipped = append(skipped, r.Row.ID)
+			log.Warn("probe does not apply to this version", "component", comp, "pid", p.PID, "probe", r.Row.ID, "reason", r.Err)
+		}
+	}
+	m.SetAttached(comp, p.PID, len(attached))
+	log.Info("attached", "component", comp, "pid", p.PID, "exe", p.Exe, "go", p.GoVersion,
+		"probes", len(attached), "not_applicable", len(skipped), "rows", strings.Join(attached, ","))
+}
+
+// dropCounters turns the absolute drop counts of BPF and the correlator
+// into counter increments.
+type dropCounters struct {
+	last map[string]uint64
+}
+
+func (d *dropCounters) update(log *slog.Logger, m *export.Metrics, t *probes.Tracer, w *correlate.Writes) {
+	if d.last == nil {
+		d.last = map[string]uint64{}
+	}
+	now := map[string]uint64{}
+	if drops, err := t.Drops(); err == nil {
+		for k, v := range drops {
+			now[k] = v
+		}
+	} else {
+		log.Warn("read BPF drop counters", "err", err)
+	}
+	de := t.DecodeErrors()
+	now["decode_short"], now["decode_stale_slot"] = de.Short, de.StaleSlot
+	st := w.Stats()
+	for k, v := range st.Dropped {
+		now[k] = v
+	}
+	now["timeline_evicted"] = st.Evicted
+	if n, err := t.SweepStash(time.Minute); err == nil {
+		now["stash_expired"] = d.last["stash_expired"] + uint64(n)
+	}
+	for k, v := range now {
+		if v > d.last[k] {
+			m.Drop(k, v-d.last[k])
+		}
+		d.last[k] = v
+	}
+	if hits, err := t.Hits(); err == nil {
+		type row struct{ comp, probe string }
+		sum := map[row]uint64{}
+		for _, h := range hits {
+			sum[row{string(h.Component), h.Row}] += h.Hits
+		}
+		for r, n := range sum {
+			m.SetProbeHits(r.comp, r.probe, n)
+		}
+	}
+}
+
+func observeStages(m *export.Metrics, t correlate.Trace) {
+	for i := range t.Spans {
+		s := &t.Spans[i]
+		stage, _ := s.Attr(correlate.AttrStage).(string)
+		comp, _ := s.Attr(correlate.AttrComponent).(string)
+		res, _ := s.Attr(correlate.AttrResource).(string)
+		m.ObserveStage(stage, res, comp, s.End.Sub(s.Start))
+	}
+}

@@ -1,0 +1,526 @@
+package correlate
+
+import (
+	"crypto/sha256"
+	"encoding/binary"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/kpath/kpath/probes"
+)
+
+// Options bound how long and how much the correlator waits.
+type Options struct {
+	// Settle is how long a write waits after it is complete, for stragglers
+	// from other CPUs' share of the ring buffer. Default 50 ms.
+	Settle time.Duration
+	// MaxWait is how long a write waits for its missing pieces before it is
+	// emitted incomplete. Default 5 s.
+	MaxWait time.Duration
+	// Retain is how long a piece that matched nothing yet is kept (a
+	// webhook of a request whose write has not happened). Default 30 s.
+	Retain time.Duration
+	// MaxPending caps the writes waiting to complete; past it the oldest
+	// is emitted as it is and counted as evicted. Default 50000.
+	MaxPending int
+}
+
+func (o *Options) defaults() {
+	if o.Settle == 0 {
+		o.Settle = 50 * time.Millisecond
+	}
+	if o.MaxWait == 0 {
+		o.MaxWait = 5 * time.Second
+	}
+	if o.Retain == 0 {
+		o.Retain = 30 * time.Second
+	}
+	if o.MaxPending == 0 {
+		o.MaxPending = 50000
+	}
+}
+
+// Stats counts what the correlator did; Dropped pieces never made it into a trace.
+type Stats struct {
+	Traces     uint64
+	Incomplete uint64
+	Evicted    uint64
+	Dropped    map[string]uint64 // by reason
+}
+
+// Writes joins the events of one object write, across kube-apiserver and
+// etcd, into one trace: request → admission webhooks → storage write →
+// etcd request → raft proposal, WAL fsync, apply. A write is named by its
+// etcd key and the revision it created, which every stage can see.
+type Writes struct {
+	opts Options
+	emit func(Trace)
+
+	mu      sync.Mutex
+	writes  map[writeKey]*write
+	order   []*write // by creation, for eviction and timeouts
+	byAPIG  map[gkey][]*write
+	reqs    map[gkey]*pendingReq // apiserver requests by the goroutine running them
+	hooks   []piece              // webhooks not yet matched to a write
+	storage map[gkey][]piece     // detail storage spans by goroutine
+	props   map[gkey][]piece     // raft proposals by etcd request goroutine
+	fsyncs  map[uint32][]piece   // WAL fsyncs by etcd pid, by start
+	applies map[gkey][]piece     // applied keys waiting for their entry's Trigger
+	stats   Stats
+}
+
+type writeKey struct {
+	key string
+	rev int64
+}
+
+type gkey struct {
+	pid uint32
+	g   uint64
+}
+
+type piece struct {
+	ev   probes.Event
+	seen time.Time
+}
+
+type pendingReq struct {
+	start  *probes.Event // the announced entry
+	done   *probes.Event // the span, once it returned
+	seen   time.Time
+	writes []*write
+}
+
+type write struct {
+	writeKey
+	created, changed time.Time
+	emitted          bool
+
+	req          *pendingReq
+	hooks        []probes.Event
+	storage      *probes.Event
+	storageWrite *probes.Event
+	etcd         *probes.Event
+	propose      *probes.Event
+	fsync        *probes.Event
+	apply        *applied
+}
+
+type applied struct {
+	ev         probes.Event // the put or delete
+	start, end time.Time
+	raftID     uint64
+}
+
+// NewWrites returns a correlator that calls emit with each finished trace.
+// emit runs with the correlator's lock held: it must not call back.
+func NewWrites(opts Options, emit func(Trace)) *Writes {
+	opts.defaults()
+	return &Writes{
+		opts:    opts,
+		emit:    emit,
+		writes:  map[writeKey]*write{},
+		byAPIG:  map[gkey][]*write{},
+		reqs:    map[gkey]*pendingReq{},
+		storage: map[gkey][]piece{},
+		props:   map[gkey][]piece{},
+		fsyncs:  map[uint32][]piece{},
+		applies: map[gkey][]piece{},
+		stats:   Stats{Dropped: map[string]uint64{}},
+	}
+}
+
+// Stats returns a copy of the counters.
+func (w *Writes) Stats() Stats {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	s := w.stats
+	s.Dropped = map[string]uint64{}
+	for k, v := range w.stats.Dropped {
+		s.Dropped[k] = v
+	}
+	return s
+}
+
+// Add takes one event. now is the time it was read (tests pass their own).
+func (w *Writes) Add(ev probes.Event, now time.Time) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	switch ev.Stage {
+	case probes.StageRequest:
+		w.addRequest(ev, now)
+	case probes.StageAdmission:
+		w.hooks = append(w.hooks, piece{ev, now})
+	case probes.StageStorage:
+		k := gkey{ev.PID, ev.Goroutine}
+		w.storage[k] = append(w.storage[k], piece{ev, now})
+		for _, wr := range w.byAPIG[k] {
+			if wr.storage == nil && within(wr.storageWrite, &ev) {
+				e := ev
+				wr.storage, wr.changed = &e, now
+			}
+		}
+	case probes.StageStorageWrite:
+		w.addStorageWrite(ev, now)
+	case probes.StageEtcdRequest:
+		w.addEtcdRequest(ev, now)
+	case probes.StagePropose:
+		k := gkey{ev.PID, ev.Goroutine}
+		w.props[k] = append(w.props[k], piece{ev, now})
+	case probes.StageWALFsync:
+		w.fsyncs[ev.PID] = append(w.fsyncs[ev.PID], piece{ev, now})
+	case probes.StageApply:
+		w.addApply(ev, now)
+	case probes.StageApplied:
+		w.closeApply(gkey{ev.PID, ev.Goroutine}, ev.Start, ev.RaftID, now)
+	}
+}
+
+func within(outer, inner *probes.Event) bool {
+	return !inner.Start.After(outer.Start) && !inner.End.Before(outer.End)
+}
+
+func (w *Writes) addRequest(ev probes.Event, now time.Time) {
+	k := gkey{ev.PID, ev.Goroutine}
+	r := w.reqs[k]
+	if ev.InFlight {
+		// A new request on a goroutine that had one: the old one is over
+		// (goroutines are per request, so this is a lost RET).
+		if r != nil && r.done == nil && len(r.writes) == 0 {
+			w.stats.Dropped["request_without_end"]++
+		}
+		e := ev
+		w.reqs[k] = &pendingReq{start: &e, seen: now}
+		return
+	}
+	if r == nil || r.done != nil {
+		// Its entry was not announced (the agent attached mid-request).
+		r = &pendingReq{seen: now}
+		w.reqs[k] = r
+	}
+	e := ev
+	r.done = &e
+	for _, wr := range r.writes {
+		wr.changed = now
+	}
+	if len(r.writes) == 0 {
+		// Reads never reach a write row; a write request that made no write
+		// (rejected, invalid, a no-op update) ends here.
+		delete(w.reqs, k)
+		w.stats.Dropped["request_without_write"]++
+	}
+}
+
+func (w *Writes) writeFor(k writeKey, now time.Time) *write {
+	if wr, ok := w.writes[k]; ok {
+		return wr
+	}
+	if len(w.writes) >= w.opts.MaxPending {
+		w.evictOldest(now)
+	}
+	wr := &write{writeKey: k, created: now, changed: now}
+	w.writes[k] = wr
+	w.order = append(w.order, wr)
+	return wr
+}
+
+func (w *Writes) addStorageWrite(ev probes.Event, now time.Time) {
+	if !ev.Succeeded || ev.Key == "" {
+		// A failed compare (a conflict the apiserver retries) wrote nothing.
+		w.stats.Dropped["storage_write_conflict"]++
+		return
+	}
+	wr := w.writeFor(writeKey{ev.Key, ev.Revision}, now)
+	e := ev
+	wr.storageWrite, wr.changed = &e, now
+	g := gkey{ev.PID, ev.Goroutine}
+	w.byAPIG[g] = append(w.byAPIG[g], wr)
+
+	// The handler runs on the parent of the goroutine that writes.
+	if r, ok := w.reqs[gkey{ev.PID, ev.ParentGoroutine}]; ok && r.done == nil {
+		wr.req = r
+		r.writes = append(r.writes, wr)
+	}
+	// Mutating webhooks ran on this goroutine; validating ones each on a
+	// child of it.
+	keep := w.hooks[:0]
+	for _, h := range w.hooks {
+		if h.ev.PID == ev.PID && (h.ev.Goroutine == ev.Goroutine || h.ev.ParentGoroutine == ev.Goroutine) && !h.ev.End.After(ev.Start) {
+			wr.hooks = append(wr.hooks, h.ev)
+			continue
+		}
+		keep = append(keep, h)
+	}
+	w.hooks = keep
+	for _, s := range w.storage[g] {
+		if within(&s.ev, &ev) {
+			e := s.ev
+			wr.storage = &e
+		}
+	}
+}
+
+func (w *Writes) addEtcdRequest(ev probes.Event, now time.Time) {
+	k := gkey{ev.PID, ev.Goroutine}
+	props := w.props[k]
+	delete(w.props, k) // a request goroutine serves one request
+	if !ev.Succeeded || ev.Key == "" {
+		w.stats.Dropped["etcd_request_without_write"]++
+		return
+	}
+	wr := w.writeFor(writeKey{ev.Key, ev.Revision}, now)
+	e := ev
+	wr.etcd, wr.changed = &e, now
+	for _, p := range props {
+		if !p.ev.Start.Before(ev.Start) && !p.ev.Start.After(ev.End) {
+			pe := p.ev
+			wr.propose = &pe
+		}
+	}
+	w.matchFsync(wr)
+}
+
+// matchFsync picks the WAL fsync that made the proposal durable: the first
+// one to start after the proposal that ended before the apply.
+func (w *Writes) matchFsync(wr *write) {
+	if wr.fsync != nil || wr.propose == nil || wr.apply == nil || wr.etcd == nil {
+		return
+	}
+	for _, f := range w.fsyncs[wr.etcd.PID] {
+		if !f.ev.Start.Before(wr.propose.Start) && !f.ev.End.After(wr.apply.start) {
+			e := f.ev
+			wr.fsync = &e
+			return
+		}
+	}
+}
+
+func (w *Writes) addApply(ev probes.Event, now time.Time) {
+	k := gkey{ev.PID, ev.Goroutine}
+	open := w.applies[k]
+	// An entry applies at one revision: a put at another revision means the
+	// previous entry ended without a Trigger (it was proposed elsewhere).
+	if len(open) > 0 && open[0].ev.Revision != ev.Revision {
+		w.closeApply(k, open[len(open)-1].ev.End, 0, now)
+	}
+	w.applies[k] = append(w.applies[k], piece{ev, now})
+}
+
+func (w *Writes) closeApply(k gkey, end time.Time, raftID uint64, now time.Time) {
+	open := w.applies[k]
+	delete(w.applies, k)
+	if len(open) == 0 {
+		return
+	}
+	start := open[0].ev.Start
+	if end.Before(start) {
+		// Not this entry's Trigger: the order on the apply goroutine broke.
+		w.stats.Dropped["apply_trigger_mismatch"]++
+		end, raftID = open[len(open)-1].ev.End, 0
+	}
+	for _, p := range open {
+		wr := w.writeFor(writeKey{p.ev.Key, p.ev.Revision}, now)
+		wr.apply = &applied{ev: p.ev, start: start, end: end, raftID: raftID}
+		wr.changed = now
+		w.matchFsync(wr)
+	}
+}
+
+func (wr *write) complete() bool {
+	if wr.etcd == nil || wr.apply == nil {
+		return false
+	}
+	if wr.storageWrite != nil && wr.req != nil && wr.req.done == nil {
+		return false // the request it was made in has not returned
+	}
+	return true
+}
+
+// Flush emits the writes that are complete and settled, and those that
+// waited MaxWait, and forgets pieces older than Retain. Call it often
+// (every 50–100 ms).
+func (w *Writes) Flush(now time.Time) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, wr := range w.order {
+		if wr.emitted {
+			continue
+		}
+		switch {
+		case wr.complete() && now.Sub(wr.changed) >= w.opts.Settle:
+			w.emitWrite(wr, true)
+		case now.Sub(wr.created) >= w.opts.MaxWait:
+			w.emitWrite(wr, false)
+		}
+	}
+	w.order = slices.DeleteFunc(w.order, func(wr *write) bool { return wr.emitted })
+	w.prune(now)
+}
+
+func (w *Writes) evictOldest(now time.Time) {
+	for _, wr := range w.order {
+		if !wr.emitted {
+			w.stats.Evicted++
+			w.emitWrite(wr, false)
+			return
+		}
+	}
+}
+
+func (w *Writes) prune(now time.Time) {
+	old := func(p piece) bool { return now.Sub(p.seen) > w.opts.Retain }
+	n := len(w.hooks)
+	w.hooks = slices.DeleteFunc(w.hooks, old)
+	w.stats.Dropped["webhook_without_write"] += uint64(n - len(w.hooks))
+	for _, m := range []map[gkey][]piece{w.storage, w.props} {
+		for k, ps := range m {
+			if ps = slices.DeleteFunc(ps, old); len(ps) == 0 {
+				delete(m, k)
+			} else {
+				m[k] = ps
+			}
+		}
+	}
+	for pid, ps := range w.fsyncs {
+		if ps = slices.DeleteFunc(ps, old); len(ps) == 0 {
+			delete(w.fsyncs, pid)
+		} else {
+			w.fsyncs[pid] = ps
+		}
+	}
+	for k, ps := range w.applies {
+		// Never triggered: close it as it stands.
+		if old(ps[len(ps)-1]) {
+			w.closeApply(k, ps[len(ps)-1].ev.End, 0, now)
+		}
+	}
+	for k, r := range w.reqs {
+		if now.Sub(r.seen) > w.opts.Retain && (r.done != nil || len(r.writes) == 0) {
+			delete(w.reqs, k)
+		}
+	}
+	for k, ws := range w.byAPIG {
+		if ws = slices.DeleteFunc(ws, func(wr *write) bool { return wr.emitted }); len(ws) == 0 {
+			delete(w.byAPIG, k)
+		} else {
+			w.byAPIG[k] = ws
+		}
+	}
+}
+
+func (w *Writes) emitWrite(wr *write, complete bool) {
+	wr.emitted = true
+	delete(w.writes, wr.writeKey)
+	if wr.req != nil {
+		wr.req.writes = slices.DeleteFunc(wr.req.writes, func(x *write) bool { return x == wr })
+		if len(wr.req.writes) == 0 && wr.req.done != nil {
+			for k, r := range w.reqs {
+				if r == wr.req {
+					delete(w.reqs, k)
+				}
+			}
+		}
+	}
+	t := wr.trace()
+	t.Complete = complete
+	w.stats.Traces++
+	if !complete {
+		w.stats.Incomplete++
+	}
+	w.emit(t)
+}
+
+// WriteTraceID names the trace of the write that gave key revision rev.
+// Agents on different nodes derive the same ID without talking.
+func WriteTraceID(key string, rev int64) TraceID {
+	h := sha256.New()
+	fmt.Fprintf(h, "kpath/write\x00%s\x00%d", key, rev)
+	var id TraceID
+	copy(id[:], h.Sum(nil))
+	return id
+}
+
+func spanID(t TraceID, e *probes.Event, extra string) SpanID {
+	h := sha256.New()
+	h.Write(t[:])
+	var b [28]byte
+	binary.LittleEndian.PutUint32(b[0:], e.PID)
+	binary.LittleEndian.PutUint64(b[4:], e.Goroutine)
+	binary.LittleEndian.PutUint64(b[12:], uint64(e.Start.UnixNano()))
+	binary.LittleEndian.PutUint64(b[20:], uint64(e.End.UnixNano()))
+	h.Write(b[:])
+	h.Write([]byte(e.Probe))
+	h.Write([]byte(extra))
+	var id SpanID
+	copy(id[:], h.Sum(nil))
+	return id
+}
+
+func (wr *write) trace() Trace {
+	id := WriteTraceID(wr.key, wr.rev)
+	obj := ParseKey(wr.key)
+	t := Trace{ID: id}
+	add := func(e *probes.Event, parent SpanID, name string, start, end time.Time, extra ...Attribute) SpanID {
+		s := Span{TraceID: id, SpanID: spanID(id, e, name), Parent: parent, Name: name, Start: start, End: end}
+		s.Attributes = append(s.Attributes,
+			Attribute{AttrComponent, string(e.Component)},
+			Attribute{AttrStage, e.Stage},
+			Attribute{AttrProbe, e.Probe},
+			Attribute{AttrKey, wr.key},
+			Attribute{AttrRevision, wr.rev},
+		)
+		s.Attributes = append(s.Attributes, obj.Attributes()...)
+		s.Attributes = append(s.Attributes, extra...)
+		t.Spans = append(t.Spans, s)
+		return s.SpanID
+	}
+
+	var root SpanID
+	if wr.req != nil && wr.req.done != nil {
+		r := wr.req.done
+		root = add(r, SpanID{}, r.Method+" "+r.Path, r.Start, r.End,
+			Attribute{"http.request.method", r.Method}, Attribute{"url.path", r.Path})
+	}
+	for i := range wr.hooks {
+		h := &wr.hooks[i]
+		add(h, root, "admission webhook "+h.Webhook, h.Start, h.End, Attribute{AttrWebhook, h.Webhook})
+	}
+	writeParent := root
+	if wr.storage != nil {
+		writeParent = add(wr.storage, root, "storage "+shortProbe(wr.storage.Probe), wr.storage.Start, wr.storage.End)
+	}
+	etcdParent := writeParent
+	if sw := wr.storageWrite; sw != nil {
+		etcdParent = add(sw, writeParent, "etcd txn "+shortProbe(sw.Probe), sw.Start, sw.End, Attribute{AttrSucceeded, sw.Succeeded})
+	}
+	applyParent := etcdParent
+	if e := wr.etcd; e != nil {
+		applyParent = add(e, etcdParent, "etcd "+shortProbe(e.Probe), e.Start, e.End)
+	}
+	if p := wr.propose; p != nil {
+		add(p, applyParent, "raft propose", p.Start, p.End, Attribute{AttrRaftID, int64(p.RaftID)})
+	}
+	if f := wr.fsync; f != nil {
+		add(f, applyParent, "wal fsync", f.Start, f.End)
+	}
+	if a := wr.apply; a != nil {
+		extra := []Attribute{}
+		if a.raftID != 0 {
+			extra = append(extra, Attribute{AttrRaftID, int64(a.raftID)})
+		}
+		add(&a.ev, applyParent, "apply "+shortProbe(a.ev.Probe), a.start, a.end, extra...)
+	}
+	return t
+}
+
+// shortProbe is the last dot-separated part of a row ID ("put" of "etcd.apply.put").
+func shortProbe(id string) string {
+	for i := len(id) - 1; i >= 0; i-- {
+		if id[i] == '.' {
+			return id[i+1:]
+		}
+	}
+	return id
+}

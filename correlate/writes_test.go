@@ -1,0 +1,272 @@
+package correlate
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/kpath/kpath/probes"
+)
+
+var t0 = time.Unix(1_800_000_000, 0)
+
+func at(ms float64) time.Time { return t0.Add(time.Duration(ms * float64(time.Millisecond))) }
+
+const (
+	apiPID  = 100
+	etcdPID = 200
+)
+
+// oneWrite returns the events of one ConfigMap create in the order the ring
+// buffer delivers them (spans at their RET, points at once), shifted by off ms.
+func oneWrite(key string, rev int64, off float64, g uint64) []probes.Event {
+	g1, g2, g3, ge := g, g+1, g+2, g+3
+	raft := uint64(0xabc0 + rev)
+	return []probes.Event{
+		{Component: probes.KubeAPIServer, Stage: probes.StageRequest, Probe: "apiserver.request.create", PID: apiPID, Goroutine: g1, ParentGoroutine: 7,
+			Start: at(off), End: at(off), InFlight: true, Method: "POST", Path: "/api/v1/namespaces/ns/configmaps"},
+		{Component: probes.KubeAPIServer, Stage: probes.StageAdmission, Probe: "apiserver.webhook.mutating", PID: apiPID, Goroutine: g2, ParentGoroutine: g1,
+			Start: at(off + 1), End: at(off + 2), Webhook: "m.example.com"},
+		{Component: probes.KubeAPIServer, Stage: probes.StageAdmission, Probe: "apiserver.webhook.validating", PID: apiPID, Goroutine: g3, ParentGoroutine: g2,
+			Start: at(off + 2.1), End: at(off + 3), Webhook: "v.example.com"},
+		{Component: probes.Etcd, Stage: probes.StagePropose, Probe: "etcd.raft.propose", PID: etcdPID, Goroutine: ge, Start: at(off + 4.2), End: at(off + 4.2), Point: true, RaftID: raft},
+		{Component: probes.Etcd, Stage: probes.StageWALFsync, Probe: "etcd.wal.fsync", PID: etcdPID, Goroutine: 47, Start: at(off + 4.3), End: at(off + 4.8)},
+		{Component: probes.Etcd, Stage: probes.StageApply, Probe: "etcd.apply.put", PID: etcdPID, Goroutine: 46, Start: at(off + 5), End: at(off + 5), Point: true, Key: key, Revision: rev},
+		{Component: probes.Etcd, Stage: probes.StageApplied, Probe: "etcd.apply.done", PID: etcdPID, Goroutine: 46, Start: at(off + 5.2), End: at(off + 5.2), Point: true, RaftID: raft},
+		{Component: probes.Etcd, Stage: probes.StageEtcdRequest, Probe: "etcd.request.txn", PID: etcdPID, Goroutine: ge, Start: at(off + 4.1), End: at(off + 5.4), Key: key, Revision: rev, Succeeded: true, SucceededSet: true},
+		{Component: probes.KubeAPIServer, Stage: probes.StageStorageWrite, Probe: "apiserver.etcd.put", PID: apiPID, Goroutine: g2, ParentGoroutine: g1,
+			Start: at(off + 4), End: at(off + 5.6), Key: key, Revision: rev, Succeeded: true, SucceededSet: true},
+		{Component: probes.KubeAPIServer, Stage: probes.StageRequest, Probe: "apiserver.request.create", PID: apiPID, Goroutine: g1, ParentGoroutine: 7,
+			Start: at(off), End: at(off + 6), Method: "POST", Path: "/api/v1/namespaces/ns/configmaps"},
+	}
+}
+
+func collect(opts Options) (*Writes, *[]Trace) {
+	var out []Trace
+	return NewWrites(opts, func(t Trace) { out = append(out, t) }), &out
+}
+
+func checkNested(t *testing.T, tr Trace) {
+	t.Helper()
+	byID := map[SpanID]*Span{}
+	roots := 0
+	for i := range tr.Spans {
+		byID[tr.Spans[i].SpanID] = &tr.Spans[i]
+	}
+	for _, s := range tr.Spans {
+		if s.End.Before(s.Start) {
+			t.Errorf("span %q ends before it starts", s.Name)
+		}
+		if s.TraceID != tr.ID {
+			t.Errorf("span %q in trace %x has trace id %x", s.Name, tr.ID, s.TraceID)
+		}
+		if s.Parent == (SpanID{}) {
+			roots++
+			continue
+		}
+		p, ok := byID[s.Parent]
+		if !ok {
+			t.Errorf("span %q: parent not in trace", s.Name)
+			continue
+		}
+		if s.Start.Before(p.Start) || s.End.After(p.End) {
+			t.Errorf("span %q [%v,%v] not inside parent %q [%v,%v]", s.Name, s.Start, s.End, p.Name, p.Start, p.End)
+		}
+	}
+	if roots != 1 {
+		t.Errorf("%d roots, want 1", roots)
+	}
+}
+
+func stages(tr Trace) map[string]*Span {
+	m := map[string]*Span{}
+	for i := range tr.Spans {
+		m[tr.Spans[i].Attr(AttrStage).(string)+"/"+tr.Spans[i].Attr(AttrComponent).(string)] = &tr.Spans[i]
+	}
+	return m
+}
+
+func TestWriteJoinsApiserverAndEtcd(t *testing.T) {
+	w, out := collect(Options{})
+	now := at(10)
+	for _, ev := range oneWrite("/registry/configmaps/ns/cm-1", 42, 0, 1000) {
+		w.Add(ev, now)
+	}
+	w.Flush(now.Add(time.Second))
+	if len(*out) != 1 {
+		t.Fatalf("%d traces, want 1", len(*out))
+	}
+	tr := (*out)[0]
+	if !tr.Complete || tr.ID != WriteTraceID("/registry/configmaps/ns/cm-1", 42) {
+		t.Errorf("complete %v id %x", tr.Complete, tr.ID)
+	}
+	checkNested(t, tr)
+	st := stages(tr)
+	for _, want := range []string{"request/kube-apiserver", "admission-webhook/kube-apiserver", "storage-write/kube-apiserver",
+		"etcd-request/etcd", "raft-propose/etcd", "wal-fsync/etcd", "apply/etcd"} {
+		s, ok := st[want]
+		if !ok {
+			t.Errorf("no %s span", want)
+			continue
+		}
+		if s.Attr(AttrKey) != "/registry/configmaps/ns/cm-1" || s.Attr(AttrRevision) != int64(42) ||
+			s.Attr(AttrNamespace) != "ns" || s.Attr("k8s.configmap.name") != "cm-1" {
+			t.Errorf("%s attributes %v", want, s.Attributes)
+		}
+	}
+	if n := len(tr.Spans); n != 8 {
+		t.Errorf("%d spans, want 8 (two webhooks)", n)
+	}
+	if r := st["request/kube-apiserver"]; r.Parent != (SpanID{}) || r.Name != "POST /api/v1/namespaces/ns/configmaps" {
+		t.Errorf("root %q parent %x", r.Name, r.Parent)
+	}
+	if a := st["apply/etcd"]; a.Attr(AttrRaftID) != int64(0xabc0+42) {
+		t.Errorf("apply raft id %v", a.Attr(AttrRaftID))
+	}
+}
+
+// A write waits for the request around it, however long it takes, up to MaxWait.
+func TestWriteWaitsForItsRequest(t *testing.T) {
+	w, out := collect(Options{MaxWait: 5 * time.Second})
+	evs := oneWrite("/registry/configmaps/ns/slow", 7, 0, 2000)
+	last := evs[len(evs)-1]
+	for _, ev := range evs[:len(evs)-1] {
+		w.Add(ev, at(10))
+	}
+	w.Flush(at(3000))
+	if len(*out) != 0 {
+		t.Fatalf("emitted before the request returned")
+	}
+	w.Add(last, at(3000))
+	w.Flush(at(3100))
+	if len(*out) != 1 || !(*out)[0].Complete {
+		t.Fatalf("%d traces after the request returned", len(*out))
+	}
+}
+
+func TestWriteWithoutRequestIsComplete(t *testing.T) {
+	// Writes the apiserver makes on its own (leases, bootstrap) have no handler.
+	w, out := collect(Options{})
+	for _, ev := range oneWrite("/registry/leases/kube-system/x", 9, 0, 3000) {
+		if ev.Stage == probes.StageRequest || ev.Stage == probes.StageAdmission {
+			continue
+		}
+		w.Add(ev, at(10))
+	}
+	w.Flush(at(100))
+	if len(*out) != 1 || !(*out)[0].Complete {
+		t.Fatalf("traces %d", len(*out))
+	}
+	checkNested(t, (*out)[0])
+	if got := stages((*out)[0])["storage-write/kube-apiserver"]; got.Parent != (SpanID{}) {
+		t.Errorf("storage write is not the root")
+	}
+}
+
+func TestManyInterleavedWrites(t *testing.T) {
+	w, out := collect(Options{})
+	var all [][]probes.Event
+	for i := 0; i < 100; i++ {
+		all = append(all, oneWrite(fmt.Sprintf("/registry/pods/ns/p-%d", i), int64(100+i), float64(i)*0.5, uint64(10000+10*i)))
+	}
+	// Interleave: event j of every write before event j+1 of any, except
+	// that etcd applies one entry at a time: its put and Trigger stay together.
+	for j := range all[0] {
+		for i := range all {
+			switch all[i][j].Stage {
+			case probes.StageApplied:
+				continue
+			case probes.StageApply:
+				w.Add(all[i][j], at(100))
+				w.Add(all[i][j+1], at(100))
+			default:
+				w.Add(all[i][j], at(100))
+			}
+		}
+	}
+	w.Flush(at(200))
+	if len(*out) != 100 {
+		t.Fatalf("%d traces, want 100", len(*out))
+	}
+	seen := map[TraceID]bool{}
+	for _, tr := range *out {
+		if !tr.Complete || seen[tr.ID] {
+			t.Fatalf("trace %x complete %v duplicate %v", tr.ID, tr.Complete, seen[tr.ID])
+		}
+		seen[tr.ID] = true
+		checkNested(t, tr)
+		if len(tr.Spans) != 8 {
+			t.Fatalf("trace %x has %d spans", tr.ID, len(tr.Spans))
+		}
+	}
+}
+
+func TestConflictIsNotAWrite(t *testing.T) {
+	w, out := collect(Options{})
+	w.Add(probes.Event{Component: probes.KubeAPIServer, Stage: probes.StageStorageWrite, PID: apiPID, Goroutine: 5, ParentGoroutine: 4,
+		Start: at(0), End: at(1), Key: "/registry/configmaps/ns/a", Revision: 50, SucceededSet: true}, at(1))
+	w.Add(probes.Event{Component: probes.Etcd, Stage: probes.StageEtcdRequest, PID: etcdPID, Goroutine: 6,
+		Start: at(0.2), End: at(0.8), Key: "/registry/configmaps/ns/a", Revision: 50, SucceededSet: true}, at(1))
+	w.Flush(at(10_000))
+	if len(*out) != 0 {
+		t.Fatalf("a failed compare made %d traces", len(*out))
+	}
+	if s := w.Stats(); s.Dropped["storage_write_conflict"] != 1 || s.Dropped["etcd_request_without_write"] != 1 {
+		t.Errorf("drops %v", s.Dropped)
+	}
+}
+
+func TestIncompleteAfterMaxWaitAndEviction(t *testing.T) {
+	w, out := collect(Options{MaxWait: time.Second, MaxPending: 2})
+	apply := func(key string, rev int64) probes.Event {
+		return probes.Event{Component: probes.Etcd, Stage: probes.StageApply, Probe: "etcd.apply.put", PID: etcdPID, Goroutine: 46, Start: at(0), End: at(0), Key: key, Revision: rev}
+	}
+	trigger := probes.Event{Component: probes.Etcd, Stage: probes.StageApplied, PID: etcdPID, Goroutine: 46, Start: at(0.1), End: at(0.1)}
+	for i := 0; i < 3; i++ {
+		w.Add(apply(fmt.Sprintf("/registry/configmaps/ns/%d", i), int64(i+1)), at(0))
+		w.Add(trigger, at(0))
+	}
+	if len(*out) != 1 || (*out)[0].Complete {
+		t.Fatalf("want the oldest evicted as incomplete, got %d", len(*out))
+	}
+	w.Flush(at(1500))
+	if len(*out) != 3 {
+		t.Fatalf("want all flushed after MaxWait, got %d", len(*out))
+	}
+	s := w.Stats()
+	if s.Evicted != 1 || s.Incomplete != 3 || s.Traces != 3 {
+		t.Errorf("stats %+v", s)
+	}
+}
+
+func TestRequestWithoutWriteIsCounted(t *testing.T) {
+	w, out := collect(Options{})
+	ev := oneWrite("/registry/configmaps/ns/x", 1, 0, 5000)
+	w.Add(ev[0], at(0))
+	w.Add(ev[len(ev)-1], at(1))
+	w.Flush(at(10_000))
+	if len(*out) != 0 || w.Stats().Dropped["request_without_write"] != 1 {
+		t.Fatalf("traces %d drops %v", len(*out), w.Stats().Dropped)
+	}
+}
+
+func TestParseKey(t *testing.T) {
+	for key, want := range map[string]Object{
+		"/registry/pods/default/web-1":                         {Resource: "pods", Namespace: "default", Name: "web-1"},
+		"/registry/namespaces/kube-system":                     {Resource: "namespaces", Name: "kube-system"},
+		"/registry/apiregistration.k8s.io/apiservices/v1.apps": {Group: "apiregistration.k8s.io", Resource: "apiservices", Name: "v1.apps"},
+		"/registry/example.com/widgets/ns/w":                   {Group: "example.com", Resource: "widgets", Namespace: "ns", Name: "w"},
+		"/prefix/configmaps/ns/name":                           {Resource: "configmaps", Namespace: "ns", Name: "name"},
+		"/registry":                                            {},
+		"/registry/a/b/c/d":                                    {},
+	} {
+		if got := ParseKey(key); got != want {
+			t.Errorf("ParseKey(%q) = %+v, want %+v", key, got, want)
+		}
+	}
+	for res, kind := range map[string]string{"pods": "pod", "leases": "lease", "ingresses": "ingress", "endpoints": "endpoints", "networkpolicies": "networkpolicy", "storageclasses": "storageclass"} {
+		if got := (Object{Resource: res}).Kind(); got != kind {
+			t.Errorf("Kind(%s) = %s, want %s", res, got, kind)
+		}
+	}
+}

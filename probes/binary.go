@@ -1,0 +1,798 @@
+package probes
+
+import (
+	"bytes"
+	"debug/buildinfo"
+	"debug/elf"
+	"debug/gosym"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"regexp"
+	rdebug "runtime/debug"
+	"strings"
+
+	"golang.org/x/arch/x86/x86asm"
+)
+
+var (
+	// ErrNotGo means the file is a valid ELF executable but was not produced
+	// by the Go toolchain (no pclntab, no build info), so there is nothing to
+	// resolve Go symbols against.
+	ErrNotGo = errors.New("not a Go executable")
+	// ErrSymbolNotFound means the pclntab has no function of that exact name:
+	// usually the function was inlined everywhere, renamed between versions,
+	// or dead-code eliminated.
+	ErrSymbolNotFound = errors.New("symbol not found")
+	// ErrVersionUnknown means the build info does not say which version of a
+	// module was linked in.
+	ErrVersionUnknown = errors.New("module version unknown")
+)
+
+// Binary is an opened Go executable: functions from .gopclntab, module
+// versions from build info. Both survive `-ldflags=-s -w`, which is how
+// Kubernetes and etcd release binaries are built, so nothing here needs
+// .symtab or DWARF. A Binary is safe for concurrent use.
+type Binary struct {
+	Path      string
+	GoVersion string // e.g. "go1.25.3"
+	MainPath  string // main module path, e.g. "k8s.io/kubernetes"
+	// Modules holds the main module and every dependency, by module path.
+	Modules map[string]Module
+	// Stripped is true when the file has no .symtab (built with -ldflags=-s).
+	Stripped bool
+
+	file      *os.File
+	bi        *buildinfo.BuildInfo
+	textStart uint64
+	loads     []elf.ProgHeader // PT_LOAD segments with file contents
+	funcs     map[string]binFuncRange
+	// dupFuncs counts the functions sharing a name that is in the pclntab
+	// more than once other than as an ABI wrapper; picking one would be a
+	// guess, so Func refuses.
+	dupFuncs map[string]int
+}
+
+// Module is one module as recorded in the build info.
+type Module struct {
+	Path, Version string
+	// Replace is "=> X vY" when replaced by another module version, the local
+	// directory (e.g. "./staging/src/k8s.io/apiserver") when replaced by a
+	// path, and empty if not replaced.
+	Replace string
+}
+
+// Func is one function from the pclntab.
+type Func struct {
+	Name string
+	// Entry and End are virtual addresses; End is the next function's entry,
+	// so [Entry,End) includes the INT3 alignment padding after the code.
+	Entry, End uint64
+	// FileOffset is Entry's offset in the file, which is what a uprobe is
+	// attached at.
+	FileOffset uint64
+}
+
+type binFuncRange struct{ entry, end uint64 }
+
+// OpenBinary opens the Go executable at path (which may be /proc/PID/exe or a
+// path under /proc/PID/root) and indexes its functions. Only x86-64 ELF is
+// supported.
+func OpenBinary(path string) (_ *Binary, err error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("probes: opening binary: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			f.Close()
+		}
+	}()
+	// debug/elf and debug/gosym trust the tables they parse and some
+	// malformed inputs still make them index out of range; a corrupt file in
+	// a container must be an error, not a crash of the tracer.
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("probes: %s: corrupt executable: %v", path, r)
+		}
+	}()
+
+	var magic [4]byte
+	if _, err := f.ReadAt(magic[:], 0); err != nil || string(magic[:]) != elf.ELFMAG {
+		if err != nil && !errors.Is(err, io.EOF) {
+			return nil, fmt.Errorf("probes: %s: reading ELF header: %w", path, err)
+		}
+		return nil, fmt.Errorf("probes: %s: not an ELF file", path)
+	}
+	ef, err := elf.NewFile(f)
+	if err != nil {
+		return nil, fmt.Errorf("probes: %s: corrupt or truncated ELF file: %w", path, err)
+	}
+	if ef.Class != elf.ELFCLASS64 || ef.Machine != elf.EM_X86_64 {
+		return nil, fmt.Errorf("probes: %s: unsupported architecture %v/%v, only x86-64 is supported", path, ef.Class, ef.Machine)
+	}
+
+	b := &Binary{Path: path, file: f}
+	for _, p := range ef.Progs {
+		if p.Type == elf.PT_LOAD && p.Filesz > 0 {
+			b.loads = append(b.loads, p.ProgHeader)
+		}
+	}
+	if ef.Section(".symtab") == nil {
+		b.Stripped = true
+	}
+	var syms []elf.Symbol
+	if !b.Stripped {
+		// A damaged .symtab only loses a hint; the pclntab is authoritative.
+		syms, _ = ef.Symbols()
+	}
+
+	pcln, pclnVA, err := binFindPclntab(ef, syms)
+	if err != nil {
+		return nil, fmt.Errorf("probes: %s: %w", path, err)
+	}
+
+	bi, biErr := buildinfo.Read(f)
+	if pcln == nil {
+		if biErr != nil {
+			return nil, fmt.Errorf("probes: %s: %w: no .gopclntab and no Go build info", path, ErrNotGo)
+		}
+		return nil, fmt.Errorf("probes: %s: has Go build info but no pclntab was found", path)
+	}
+	if biErr != nil {
+		if strings.Contains(biErr.Error(), "not a Go executable") {
+			return nil, fmt.Errorf("probes: %s: %w: has a pclntab but no Go build info (%v)", path, ErrNotGo, biErr)
+		}
+		return nil, fmt.Errorf("probes: %s: reading Go build info: %w", path, biErr)
+	}
+	b.bi = bi
+	b.GoVersion = bi.GoVersion
+	b.MainPath = bi.Main.Path
+	b.Modules = make(map[string]Module, len(bi.Deps)+1)
+	if bi.Main.Path != "" {
+		b.Modules[bi.Main.Path] = binModule(&bi.Main)
+	}
+	for _, d := range bi.Deps {
+		b.Modules[d.Path] = binModule(d)
+	}
+
+	b.textStart, err = binTextStart(ef, syms, pcln, pclnVA)
+	if err != nil {
+		return nil, fmt.Errorf("probes: %s: %w", path, err)
+	}
+	if err := b.indexFuncs(pcln); err != nil {
+		return nil, fmt.Errorf("probes: %s: %w", path, err)
+	}
+	return b, nil
+}
+
+func binModule(m *rdebug.Module) Module {
+	out := Module{Path: m.Path, Version: m.Version}
+	if r := m.Replace; r != nil {
+		// A directory replacement records its version as "(devel)".
+		if binUsableVersion(r.Version) {
+			out.Replace = "=> " + r.Path + " " + r.Version
+		} else {
+			out.Replace = r.Path
+		}
+	}
+	return out
+}
+
+// Close releases the file. Func values stay valid; Returns does not.
+func (b *Binary) Close() error {
+	if b.file == nil {
+		return nil
+	}
+	err := b.file.Close()
+	b.file = nil
+	return err
+}
+
+// binPclntabMagics are the pcHeader magics with amd64's minLC (1) and
+// pointer size (8), for Go 1.2, 1.16, 1.18 and 1.20+.
+var binPclntabMagics = [][]byte{
+	{0xf1, 0xff, 0xff, 0xff, 0, 0, 1, 8},
+	{0xf0, 0xff, 0xff, 0xff, 0, 0, 1, 8},
+	{0xfa, 0xff, 0xff, 0xff, 0, 0, 1, 8},
+	{0xfb, 0xff, 0xff, 0xff, 0, 0, 1, 8},
+}
+
+// binFindPclntab returns the pclntab bytes and their virtual address, or nil
+// if the file has none. Internally linked binaries have a .gopclntab section;
+// older PIE builds named it .data.rel.ro.gopclntab; an external linker may
+// merge it into .data.rel.ro or .rodata, where only the runtime.pclntab
+// symbol or the header magic locates it.
+func binFindPclntab(ef *elf.File, syms []elf.Symbol) ([]byte, uint64, error) {
+	for _, name := range []string{".gopclntab", ".data.rel.ro.gopclntab"} {
+		s := ef.Section(name)
+		if s == nil || s.Type == elf.SHT_NOBITS {
+			continue
+		}
+		data, err := s.Data()
+		if err != nil {
+			return nil, 0, fmt.Errorf("corrupt ELF file: reading %s: %w", name, err)
+		}
+		if !binPclntabMagic(data) {
+			return nil, 0, fmt.Errorf("corrupt Go executable: %s does not start with an amd64 pclntab header (% x)", name, data[:min(len(data), 8)])
+		}
+		return data, s.Addr, nil
+	}
+
+	var start, end uint64
+	for _, s := range syms {
+		switch s.Name {
+		case "runtime.pclntab":
+			start = s.Value
+		case "runtime.epclntab":
+			end = s.Value
+		}
+	}
+	if start != 0 && end > start {
+		for _, s := range ef.Sections {
+			if s.Type != elf.SHT_NOBITS && s.Addr <= start && end <= s.Addr+s.Size {
+				data := make([]byte, end-start)
+				if _, err := s.ReadAt(data, int64(start-s.Addr)); err != nil {
+					return nil, 0, fmt.Errorf("corrupt ELF file: reading runtime.pclntab from %s: %w", s.Name, err)
+				}
+				return data, start, nil
+			}
+		}
+	}
+
+	// Last resort for stripped externally linked binaries: scan read-only
+	// data for a pcHeader. The magic alone is 8 bytes and could occur by
+	// chance, so a candidate must also parse into a table containing
+	// runtime.main.
+	for _, s := range ef.Sections {
+		if s.Type != elf.SHT_PROGBITS || s.Flags&elf.SHF_ALLOC == 0 || s.Flags&elf.SHF_EXECINSTR != 0 {
+			continue
+		}
+		if s.Name != ".rodata" && !strings.HasPrefix(s.Name, ".data.rel.ro") {
+			continue
+		}
+		data, err := s.Data()
+		if err != nil {
+			return nil, 0, fmt.Errorf("corrupt ELF file: reading %s: %w", s.Name, err)
+		}
+		for _, m := range binPclntabMagics {
+			for i := 0; ; {
+				j := bytes.Index(data[i:], m)
+				if j < 0 {
+					break
+				}
+				i += j
+				if i%8 == 0 && binLooksLikePclntab(data[i:], s.Addr+uint64(i)) {
+					return data[i:], s.Addr + uint64(i), nil
+				}
+				i++
+			}
+		}
+	}
+	return nil, 0, nil
+}
+
+func binPclntabMagic(data []byte) bool {
+	for _, m := range binPclntabMagics {
+		if bytes.HasPrefix(data, m) {
+			return true
+		}
+	}
+	return false
+}
+
+func binLooksLikePclntab(data []byte, textGuess uint64) (ok bool) {
+	defer func() {
+		if recover() != nil {
+			ok = false
+		}
+	}()
+	t, err := gosym.NewTable(nil, gosym.NewLineTable(data, textGuess))
+	return err == nil && t.LookupFunc("runtime.main") != nil
+}
+
+// Offsets in runtime.moduledata, stable since Go 1.16: pcHeader first, then
+// six slices, findfunctab, minpc, maxpc, text, etext.
+const (
+	binModdataMinPC = 8 + 6*24 + 8
+	binModdataText  = binModdataMinPC + 16
+	binModdataEText = binModdataText + 8
+)
+
+// binTextStart finds runtime.text, the base the pclntab's function offsets
+// are relative to. It is usually the start of .text, but with external
+// linking the C startup code comes first (0x100 bytes with GNU ld), and
+// using the section address would shift every function.
+func binTextStart(ef *elf.File, syms []elf.Symbol, pcln []byte, pclnVA uint64) (uint64, error) {
+	for _, s := range syms {
+		if s.Name == "runtime.text" && s.Value != 0 {
+			return s.Value, nil
+		}
+	}
+	text := ef.Section(".text")
+
+	// runtime.firstmoduledata points at the pcHeader and records text/etext;
+	// it lives in .go.module since Go 1.26 and in .noptrdata before. Only
+	// trust a candidate whose text range fits inside .text.
+	if text != nil && len(pcln) >= 8 && !bytes.Equal(pcln[:4], binPclntabMagics[3][:4]) {
+		for _, name := range []string{".go.module", ".noptrdata", ".data"} {
+			s := ef.Section(name)
+			if s == nil || s.Type == elf.SHT_NOBITS {
+				continue
+			}
+			data, err := s.Data()
+			if err != nil {
+				return 0, fmt.Errorf("corrupt ELF file: reading %s: %w", name, err)
+			}
+			for i := 0; i+binModdataEText+8 <= len(data); i += 8 {
+				if binary.LittleEndian.Uint64(data[i:]) != pclnVA {
+					continue
+				}
+				minpc := binary.LittleEndian.Uint64(data[i+binModdataMinPC:])
+				start := binary.LittleEndian.Uint64(data[i+binModdataText:])
+				end := binary.LittleEndian.Uint64(data[i+binModdataEText:])
+				if text.Addr <= start && start <= minpc && minpc < end && end <= text.Addr+text.Size {
+					return start, nil
+				}
+			}
+		}
+	}
+	if text == nil {
+		return 0, errors.New("corrupt Go executable: no .text section")
+	}
+	return text.Addr, nil
+}
+
+func (b *Binary) indexFuncs(pcln []byte) error {
+	tab, err := gosym.NewTable(nil, gosym.NewLineTable(pcln, b.textStart))
+	if err != nil {
+		return fmt.Errorf("parsing pclntab: %w", err)
+	}
+	if len(tab.Funcs) == 0 {
+		return errors.New("pclntab lists no functions")
+	}
+	b.funcs = make(map[string]binFuncRange, len(tab.Funcs))
+	var dups map[string][]binFuncRange
+	for i := range tab.Funcs {
+		fn := &tab.Funcs[i]
+		r := binFuncRange{fn.Entry, fn.End}
+		first, dup := b.funcs[fn.Name]
+		if !dup {
+			b.funcs[fn.Name] = r
+			continue
+		}
+		if dups == nil {
+			dups = make(map[string][]binFuncRange)
+		}
+		if dups[fn.Name] == nil {
+			dups[fn.Name] = []binFuncRange{first}
+		}
+		dups[fn.Name] = append(dups[fn.Name], r)
+	}
+	// A function called across the ABI0/ABIInternal boundary (assembly
+	// calling Go or Go calling assembly) gets a compiler-generated wrapper
+	// with the same name. The wrapper forwards to the body, so the body is the
+	// one place that sees every call; the wrapper is recognisable because
+	// its code belongs to the pseudo-file "<autogenerated>".
+	for name, rs := range dups {
+		var bodies []binFuncRange
+		for _, r := range rs {
+			if file, _, _ := tab.PCToLine(r.entry); file != "<autogenerated>" {
+				bodies = append(bodies, r)
+			}
+		}
+		if len(bodies) == 1 {
+			b.funcs[name] = bodies[0]
+			continue
+		}
+		if b.dupFuncs == nil {
+			b.dupFuncs = make(map[string]int)
+		}
+		b.dupFuncs[name] = len(rs)
+	}
+	return nil
+}
+
+// Func looks up a function by its exact pclntab name, e.g.
+// "go.etcd.io/etcd/server/v3/storage/mvcc.(*storeTxnWrite).put".
+func (b *Binary) Func(name string) (Func, error) {
+	if n := b.dupFuncs[name]; n > 0 {
+		return Func{}, fmt.Errorf("probes: %s: symbol %q is ambiguous: %d functions have this name", b.Path, name, n)
+	}
+	r, ok := b.funcs[name]
+	if !ok {
+		return Func{}, fmt.Errorf("probes: %s: %w: %q", b.Path, ErrSymbolNotFound, name)
+	}
+	fn := Func{Name: name, Entry: r.entry, End: r.end}
+	seg, ok := b.segment(r.entry)
+	if !ok || seg.Flags&elf.PF_X == 0 {
+		return Func{}, fmt.Errorf("probes: %s: function %s at %#x is not in an executable segment", b.Path, name, r.entry)
+	}
+	if r.end < r.entry || r.end > seg.Vaddr+seg.Filesz {
+		return Func{}, fmt.Errorf("probes: %s: function %s range [%#x,%#x) is outside its segment", b.Path, name, r.entry, r.end)
+	}
+	fn.FileOffset = r.entry - seg.Vaddr + seg.Off
+	return fn, nil
+}
+
+func (b *Binary) segment(va uint64) (elf.ProgHeader, bool) {
+	for _, p := range b.loads {
+		if p.Vaddr <= va && va < p.Vaddr+p.Filesz {
+			return p, true
+		}
+	}
+	return elf.ProgHeader{}, false
+}
+
+// FileOffset converts a virtual address to its offset in the file, using
+// the PT_LOAD segment that contains it.
+func (b *Binary) FileOffset(va uint64) (uint64, error) {
+	p, ok := b.segment(va)
+	if !ok {
+		return 0, fmt.Errorf("probes: %s: address %#x is not in any loaded segment", b.Path, va)
+	}
+	return va - p.Vaddr + p.Off, nil
+}
+
+// Returns gives the file offsets of every RET in f, for uprobes that stand
+// in for uretprobes: a uretprobe rewrites the return address on the stack,
+// which Go's stack growth and traceback cannot cope with. Go emits no data
+// in amd64 text, so a linear sweep from the entry sees exactly the
+// instructions the CPU can execute; an undecodable byte is an error, as a
+// missed or invented RET would silently corrupt span timing or the text.
+func (b *Binary) Returns(f Func) ([]uint64, error) {
+	if b.file == nil {
+		return nil, fmt.Errorf("probes: %s: binary is closed", b.Path)
+	}
+	if f.End <= f.Entry {
+		return nil, fmt.Errorf("probes: %s: function %s has empty range [%#x,%#x)", b.Path, f.Name, f.Entry, f.End)
+	}
+	seg, ok := b.segment(f.Entry)
+	if !ok || seg.Flags&elf.PF_X == 0 || f.End > seg.Vaddr+seg.Filesz {
+		return nil, fmt.Errorf("probes: %s: function %s range [%#x,%#x) is not inside an executable segment", b.Path, f.Name, f.Entry, f.End)
+	}
+	off := f.Entry - seg.Vaddr + seg.Off
+	code := make([]byte, f.End-f.Entry)
+	if _, err := b.file.ReadAt(code, int64(off)); err != nil {
+		return nil, fmt.Errorf("probes: %s: reading code of %s: %w", b.Path, f.Name, err)
+	}
+	rets := []uint64{}
+	for pc := 0; pc < len(code); {
+		n, ret, err := binDecode(code[pc:])
+		if err != nil {
+			k := min(len(code)-pc, 15)
+			return nil, fmt.Errorf("probes: %s: %s: cannot decode instruction at %#x (+%#x, bytes % x): %w",
+				b.Path, f.Name, f.Entry+uint64(pc), pc, code[pc:pc+k], err)
+		}
+		if ret {
+			rets = append(rets, off+uint64(pc))
+		}
+		pc += n
+	}
+	return rets, nil
+}
+
+// binDecode returns the length of the instruction at the start of code and
+// whether it is a near RET (C3, or C2 imm16).
+//
+// x86asm does not understand most VEX and EVEX encodings and, worse, does
+// not always reject them: it reads C5 ED 74 D9 (VPCMPEQB) as a 4-byte JE and
+// C5 FD D7 as a 3-byte XLAT, which desynchronises the sweep and can invent
+// or hide a RET. Go's assembly (bytealg, crypto, the AVX-512 GC scanner)
+// and GOAMD64=v3 compiled code use VEX/EVEX, so those are measured here
+// from their fixed layout; nothing else is left to x86asm.
+func binDecode(code []byte) (n int, ret bool, err error) {
+	i, vexInvalid := 0, false
+prefixes:
+	for ; i < len(code) && i < 14; i++ {
+		switch c := code[i]; {
+		case c == 0x26 || c == 0x2e || c == 0x36 || c == 0x3e || c == 0x64 || c == 0x65 || c == 0x67:
+		case c == 0x66 || c == 0xf0 || c == 0xf2 || c == 0xf3 || c&0xf0 == 0x40:
+			vexInvalid = true // VEX/EVEX after these (or REX) is #UD
+		default:
+			break prefixes
+		}
+	}
+	if i < len(code) && (code[i] == 0xc4 || code[i] == 0xc5 || code[i] == 0x62) {
+		// In 64-bit mode these always start VEX/EVEX (LES, LDS and BOUND
+		// are invalid there).
+		if vexInvalid {
+			return 0, false, errors.New("VEX/EVEX escape after a 66/F0/F2/F3/REX prefix")
+		}
+		n, err := binVEXLen(code[i:])
+		return i + n, false, err
+	}
+	inst, err := x86asm.Decode(code, 64)
+	if err != nil {
+		return 0, false, err
+	}
+	if inst.Len == 0 {
+		return 0, false, errors.New("zero-length instruction")
+	}
+	return inst.Len, inst.Op == x86asm.RET, nil
+}
+
+// binVEXLen measures a VEX (C4, C5) or EVEX (62) instruction: escape and
+// payload, one opcode byte, ModRM (except VZEROUPPER/VZEROALL), SIB and
+// displacement as in legacy encoding, and an imm8 for map 0F3A and for the
+// map-0F opcodes that take one.
+func binVEXLen(code []byte) (int, error) {
+	need := func(k int) error {
+		if len(code) < k {
+			return errors.New("truncated VEX/EVEX instruction")
+		}
+		return nil
+	}
+	var i, mmap int
+	switch code[0] {
+	case 0xc5:
+		i, mmap = 2, 1
+	case 0xc4:
+		if err := need(2); err != nil {
+			return 0, err
+		}
+		i, mmap = 3, int(code[1]&0x1f)
+	case 0x62:
+		if err := need(4); err != nil {
+			return 0, err
+		}
+		if code[2]&0x04 == 0 {
+			return 0, errors.New("invalid EVEX prefix")
+		}
+		i, mmap = 4, int(code[1]&0x07)
+	}
+	if mmap < 1 || mmap > 3 {
+		return 0, fmt.Errorf("unsupported VEX/EVEX opcode map %d", mmap)
+	}
+	if err := need(i + 1); err != nil {
+		return 0, err
+	}
+	op := code[i]
+	i++
+	if code[0] != 0x62 && mmap == 1 && op == 0x77 {
+		return i, nil // VZEROUPPER, VZEROALL
+	}
+	if err := need(i + 1); err != nil {
+		return 0, err
+	}
+	modrm := code[i]
+	i++
+	mod, rm := modrm>>6, modrm&7
+	if mod != 3 {
+		if rm == 4 {
+			if err := need(i + 1); err != nil {
+				return 0, err
+			}
+			sib := code[i]
+			i++
+			if mod == 0 && sib&7 == 5 {
+				i += 4
+			}
+		}
+		switch {
+		case mod == 0 && rm == 5:
+			i += 4 // RIP-relative
+		case mod == 1:
+			i++
+		case mod == 2:
+			i += 4
+		}
+	}
+	if mmap == 3 || (mmap == 1 && (op >= 0x70 && op <= 0x73 || op == 0xc2 || op >= 0xc4 && op <= 0xc6)) {
+		i++
+	}
+	if err := need(i); err != nil {
+		return 0, err
+	}
+	return i, nil
+}
+
+// ModuleVersion returns the version of module modPath linked into the
+// binary: the replacement's version when it is replaced by another module
+// version; else the recorded version unless it is a placeholder (v0.0.0,
+// "(devel)"); else, for a k8s.io/* staging module, v0.X.Y derived from the
+// Kubernetes version v1.X.Y (see KubernetesVersion). For the main module the
+// main module's version is used, and for k8s.io/kubernetes as main module
+// KubernetesVersion. Otherwise the error wraps ErrVersionUnknown and lists
+// what was tried.
+func (b *Binary) ModuleVersion(modPath string) (string, error) {
+	v, err := binModuleVersion(b.bi, modPath)
+	if err != nil {
+		return "", fmt.Errorf("probes: %s: %w", b.Path, err)
+	}
+	return v, nil
+}
+
+// KubernetesVersion returns the Kubernetes release the binary was built
+// from, e.g. "v1.35.4": the gitVersion that hack/lib/version.sh sets with
+// -X (in -ldflags, which the build info keeps unless built with -trimpath),
+// else a tagged k8s.io/kubernetes main module or dependency version.
+func (b *Binary) KubernetesVersion() (string, error) {
+	v, err := binKubernetesVersion(b.bi)
+	if err != nil {
+		return "", fmt.Errorf("probes: %s: %w", b.Path, err)
+	}
+	return v, nil
+}
+
+// binUsableVersion rejects the placeholders the go command records when it
+// does not know a version: "(devel)" for an unversioned main module,
+// v0.0.0 for Kubernetes staging modules, and the zero pseudo-version that
+// `go mod` writes for replaced requirements.
+func binUsableVersion(v string) bool {
+	return v != "" && v != "(devel)" && v != "v0.0.0" && !strings.HasPrefix(v, "v0.0.0-00010101000000-")
+}
+
+// binModuleVersion is the version logic of ModuleVersion, apart from the
+// file so it can be tested against hand-written build info.
+func binModuleVersion(bi *buildinfo.BuildInfo, modPath string) (string, error) {
+	if bi == nil {
+		return "", fmt.Errorf("%w: %s: no build info", ErrVersionUnknown, modPath)
+	}
+	var tried []string
+	if modPath == bi.Main.Path {
+		if binUsableVersion(bi.Main.Version) {
+			return bi.Main.Version, nil
+		}
+		tried = append(tried, fmt.Sprintf("main module version %q", bi.Main.Version))
+		if modPath == "k8s.io/kubernetes" {
+			v, err := binKubernetesVersion(bi)
+			if err == nil {
+				return v, nil
+			}
+			tried = append(tried, err.Error())
+		}
+		return "", fmt.Errorf("%w: %s: tried %s", ErrVersionUnknown, modPath, strings.Join(tried, "; "))
+	}
+
+	var m *rdebug.Module
+	for _, d := range bi.Deps {
+		if d.Path == modPath {
+			m = d
+			break
+		}
+	}
+	if m == nil {
+		return "", fmt.Errorf("%w: %s: not in the build info (main module %s)", ErrVersionUnknown, modPath, bi.Main.Path)
+	}
+	if m.Replace != nil {
+		if binUsableVersion(m.Replace.Version) {
+			return m.Replace.Version, nil
+		}
+		tried = append(tried, fmt.Sprintf("replacement %s has no version", m.Replace.Path))
+	}
+	if binUsableVersion(m.Version) {
+		return m.Version, nil
+	}
+	tried = append(tried, fmt.Sprintf("module version %q", m.Version))
+
+	// Kubernetes builds its staging modules from the same commit, in the
+	// same tree, as k8s.io/kubernetes v1.X.Y, and tags them v0.X.Y.
+	if strings.HasPrefix(modPath, "k8s.io/") {
+		kv, err := binKubernetesVersion(bi)
+		if err == nil {
+			if sm := binKubeVersionRE.FindStringSubmatch(kv); sm != nil {
+				return "v0." + sm[1], nil
+			}
+			err = fmt.Errorf("kubernetes version %q is not v1.X.Y", kv)
+		}
+		tried = append(tried, "staging version from "+err.Error())
+	}
+	return "", fmt.Errorf("%w: %s: tried %s", ErrVersionUnknown, modPath, strings.Join(tried, "; "))
+}
+
+var binKubeVersionRE = regexp.MustCompile(`^v1\.(\d+\.\d+.*)$`)
+
+// The variables hack/lib/version.sh sets with -X; in-tree builds spell the
+// staging packages under k8s.io/kubernetes/vendor/.
+var binKubeVersionVars = []string{
+	"k8s.io/component-base/version.gitVersion",
+	"k8s.io/kubernetes/vendor/k8s.io/component-base/version.gitVersion",
+	"k8s.io/client-go/pkg/version.gitVersion",
+	"k8s.io/kubernetes/vendor/k8s.io/client-go/pkg/version.gitVersion",
+}
+
+func binKubernetesVersion(bi *buildinfo.BuildInfo) (string, error) {
+	if bi == nil {
+		return "", fmt.Errorf("%w: kubernetes: no build info", ErrVersionUnknown)
+	}
+	var tried []string
+	ldflags, recorded := "", false
+	for _, s := range bi.Settings {
+		if s.Key == "-ldflags" {
+			ldflags, recorded = s.Value, true
+		}
+	}
+	if recorded {
+		xs := binLdflagsX(ldflags)
+		for _, name := range binKubeVersionVars {
+			// The unset default is "v0.0.0-master+$Format:%H$".
+			if v := xs[name]; binUsableVersion(v) && !strings.Contains(v, "$Format") {
+				return v, nil
+			}
+		}
+		tried = append(tried, "-ldflags has no -X ...version.gitVersion")
+	} else {
+		// go build -trimpath drops -ldflags from the build info.
+		tried = append(tried, "-ldflags not recorded (built with -trimpath?)")
+	}
+	if bi.Main.Path == "k8s.io/kubernetes" {
+		if binUsableVersion(bi.Main.Version) {
+			return bi.Main.Version, nil
+		}
+		tried = append(tried, fmt.Sprintf("main module k8s.io/kubernetes version %q", bi.Main.Version))
+	}
+	for _, d := range bi.Deps {
+		if d.Path != "k8s.io/kubernetes" {
+			continue
+		}
+		if d.Replace != nil && binUsableVersion(d.Replace.Version) {
+			return d.Replace.Version, nil
+		}
+		if binUsableVersion(d.Version) {
+			return d.Version, nil
+		}
+		tried = append(tried, fmt.Sprintf("dependency k8s.io/kubernetes version %q", d.Version))
+	}
+	if len(tried) == 1 {
+		tried = append(tried, "no k8s.io/kubernetes module")
+	}
+	return "", fmt.Errorf("%w: kubernetes: tried %s", ErrVersionUnknown, strings.Join(tried, "; "))
+}
+
+// binLdflagsX returns the -X name=value assignments in an -ldflags string,
+// split the way cmd/go splits it: on spaces, with single or double quotes
+// grouping (hack/lib/version.sh quotes each -X argument).
+func binLdflagsX(ldflags string) map[string]string {
+	var fields []string
+	var cur strings.Builder
+	inField := false
+	var quote byte
+	for i := 0; i < len(ldflags); i++ {
+		c := ldflags[i]
+		switch {
+		case quote != 0:
+			if c == quote {
+				quote = 0
+			} else {
+				cur.WriteByte(c)
+			}
+		case c == '\'' || c == '"':
+			quote, inField = c, true
+		case c == ' ' || c == '\t' || c == '\n' || c == '\r':
+			if inField {
+				fields = append(fields, cur.String())
+				cur.Reset()
+				inField = false
+			}
+		default:
+			cur.WriteByte(c)
+			inField = true
+		}
+	}
+	if inField {
+		fields = append(fields, cur.String())
+	}
+
+	xs := make(map[string]string)
+	for i := 0; i < len(fields); i++ {
+		var arg string
+		switch fl := fields[i]; {
+		case fl == "-X" || fl == "--X":
+			if i+1 < len(fields) {
+				i++
+				arg = fields[i]
+			}
+		case strings.HasPrefix(fl, "-X="):
+			arg = fl[len("-X="):]
+		case strings.HasPrefix(fl, "--X="):
+			arg = fl[len("--X="):]
+		}
+		if name, val, ok := strings.Cut(arg, "="); ok {
+			xs[name] = val
+		}
+	}
+	return xs
+}

@@ -1,0 +1,160 @@
+package probes
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// labBinaries lists the lab's cached builds of a component, both flavours.
+func labBinaries(name string) []string {
+	root := os.Getenv("KPATH_CACHE_DIR")
+	if root == "" {
+		home, _ := os.UserHomeDir()
+		root = filepath.Join(home, ".cache", "kpath")
+	}
+	m, _ := filepath.Glob(filepath.Join(root, "bin", "*", "*", name))
+	return m
+}
+
+func freePort(t *testing.T) int {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// TestEtcdRowsLive attaches the etcd rows to a real etcd (each lab build)
+// and checks that one optimistic txn, shaped as kube-apiserver sends it,
+// yields the request, proposal, fsync, apply and trigger with the right key,
+// revision and raft ID.
+func TestEtcdRowsLive(t *testing.T) {
+	needBPF(t)
+	bins := labBinaries("etcd")
+	if len(bins) == 0 {
+		t.Skip("skipped: no lab etcd build under ~/.cache/kpath/bin (make lab-up builds it)")
+	}
+	for _, bin := range bins {
+		t.Run(filepath.Base(filepath.Dir(filepath.Dir(bin))), func(t *testing.T) { testEtcdLive(t, bin) })
+	}
+}
+
+func testEtcdLive(t *testing.T, bin string) {
+	dir := t.TempDir()
+	client, peer := freePort(t), freePort(t)
+	cu, pu := fmt.Sprintf("http://127.0.0.1:%d", client), fmt.Sprintf("http://127.0.0.1:%d", peer)
+	cmd := exec.Command(bin, "--data-dir", dir, "--listen-client-urls", cu, "--advertise-client-urls", cu,
+		"--listen-peer-urls", pu, "--initial-advertise-peer-urls", pu, "--initial-cluster", "default="+pu, "--log-level", "error")
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+
+	tr, err := NewTracer(Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tr.Close()
+	p, err := tr.Attach(cmd.Process.Pid, Etcd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range p.Rows {
+		if r.State != RowAttached {
+			t.Errorf("row %s: %s %v", r.Row.ID, r.State, r.Err)
+		}
+	}
+	var (
+		mu     sync.Mutex
+		events []Event
+	)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go tr.Read(ctx, func(e Event) { mu.Lock(); events = append(events, e); mu.Unlock() })
+
+	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{cu}, DialTimeout: 10 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	var resp *clientv3.TxnResponse
+	key := "/registry/configmaps/ns/live"
+	for i := 0; i < 50; i++ { // etcd needs a moment to elect itself
+		tctx, c := context.WithTimeout(ctx, time.Second)
+		resp, err = cli.Txn(tctx).If(clientv3.Compare(clientv3.ModRevision(key), "=", 0)).Then(clientv3.OpPut(key, "v")).Commit()
+		c()
+		if err == nil {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if err != nil || !resp.Succeeded {
+		t.Fatalf("txn: %v", err)
+	}
+	rev := resp.Header.Revision
+	time.Sleep(300 * time.Millisecond)
+
+	mu.Lock()
+	defer mu.Unlock()
+	var req, prop, put, done, fsync *Event
+	for i := range events {
+		e := &events[i]
+		switch e.Probe {
+		case "etcd.request.txn":
+			if e.Key == key {
+				req = e
+			}
+		case "etcd.apply.put":
+			if e.Key == key {
+				put = e
+			}
+		}
+	}
+	if req == nil || put == nil {
+		t.Fatalf("no txn request or apply for %s among %d events: %+v", key, len(events), events)
+	}
+	for i := range events {
+		e := &events[i]
+		switch e.Probe {
+		case "etcd.raft.propose":
+			if e.Goroutine == req.Goroutine && !e.Start.Before(req.Start) && !e.Start.After(req.End) {
+				prop = e
+			}
+		case "etcd.apply.done":
+			if prop != nil && e.RaftID == prop.RaftID {
+				done = e
+			}
+		case "etcd.wal.fsync":
+			if prop != nil && fsync == nil && !e.Start.Before(prop.Start) && !e.End.After(put.Start) {
+				fsync = e
+			}
+		}
+	}
+	if req.Revision != rev || !req.Succeeded || put.Revision != rev {
+		t.Errorf("txn revision %d succeeded %v, apply revision %d; etcd answered %d", req.Revision, req.Succeeded, put.Revision, rev)
+	}
+	if prop == nil || prop.RaftID == 0 {
+		t.Fatalf("no raft proposal inside the txn request on goroutine %d", req.Goroutine)
+	}
+	if done == nil || done.Goroutine != put.Goroutine {
+		t.Errorf("no Trigger of raft id %#x on the apply goroutine %d", prop.RaftID, put.Goroutine)
+	}
+	if fsync == nil {
+		t.Errorf("no WAL fsync between proposal and apply")
+	}
+	if put.Start.Before(req.Start) || put.Start.After(req.End) {
+		t.Errorf("apply at %v outside the request %v–%v", put.Start, req.Start, req.End)
+	}
+	t.Logf("txn %s rev %d took %v; raft id %#x; fsync %v", key, rev, req.Duration(), prop.RaftID, fsync.Duration())
+}
