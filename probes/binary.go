@@ -505,13 +505,67 @@ prefixes:
 		return i + n, false, err
 	}
 	inst, err := x86asm.Decode(code, 64)
+	if err == nil && inst.Op == 0 {
+		// x86asm's answer to a prefix followed by an opcode it does not
+		// know: the prefix alone as a 1-byte "instruction", no error.
+		err = errors.New("unrecognized instruction after prefix")
+	}
 	if err != nil {
+		// x86asm lacks some 0F38/0F3A instructions (ADCX/ADOX in math/big
+		// and bigmod). Those maps have a fixed layout: ModRM always, and an
+		// imm8 exactly in 0F3A; none of them is a RET.
+		j := i // past all prefixes, REX included
+		if j+2 < len(code) && code[j] == 0x0f && (code[j+1] == 0x38 || code[j+1] == 0x3a) {
+			n, merr := binModRMLen(code[j+3:])
+			if merr != nil {
+				return 0, false, merr
+			}
+			n += j + 3
+			if code[j+1] == 0x3a {
+				n++
+			}
+			if n > len(code) {
+				return 0, false, errors.New("truncated instruction")
+			}
+			return n, false, nil
+		}
 		return 0, false, err
 	}
 	if inst.Len == 0 {
 		return 0, false, errors.New("zero-length instruction")
 	}
 	return inst.Len, inst.Op == x86asm.RET, nil
+}
+
+// binModRMLen measures a ModRM byte with its SIB and displacement. 32-bit
+// addressing (a 67 prefix) has the same layout in 64-bit mode.
+func binModRMLen(code []byte) (int, error) {
+	if len(code) < 1 {
+		return 0, errors.New("truncated instruction")
+	}
+	mod, rm := code[0]>>6, code[0]&7
+	i := 1
+	if mod == 3 {
+		return i, nil
+	}
+	if rm == 4 {
+		if len(code) < 2 {
+			return 0, errors.New("truncated instruction")
+		}
+		if mod == 0 && code[1]&7 == 5 {
+			i += 4 // SIB without base: disp32
+		}
+		i++
+	}
+	switch {
+	case mod == 0 && rm == 5:
+		i += 4 // RIP-relative
+	case mod == 1:
+		i++
+	case mod == 2:
+		i += 4
+	}
+	return i, nil
 }
 
 // binVEXLen measures a VEX (C4, C5) or EVEX (62) instruction: escape and
@@ -554,32 +608,11 @@ func binVEXLen(code []byte) (int, error) {
 	if code[0] != 0x62 && mmap == 1 && op == 0x77 {
 		return i, nil // VZEROUPPER, VZEROALL
 	}
-	if err := need(i + 1); err != nil {
+	n, err := binModRMLen(code[i:])
+	if err != nil {
 		return 0, err
 	}
-	modrm := code[i]
-	i++
-	mod, rm := modrm>>6, modrm&7
-	if mod != 3 {
-		if rm == 4 {
-			if err := need(i + 1); err != nil {
-				return 0, err
-			}
-			sib := code[i]
-			i++
-			if mod == 0 && sib&7 == 5 {
-				i += 4
-			}
-		}
-		switch {
-		case mod == 0 && rm == 5:
-			i += 4 // RIP-relative
-		case mod == 1:
-			i++
-		case mod == 2:
-			i += 4
-		}
-	}
+	i += n
 	if mmap == 3 || (mmap == 1 && (op >= 0x70 && op <= 0x73 || op == 0xc2 || op >= 0xc4 && op <= 0xc6)) {
 		i++
 	}

@@ -139,6 +139,7 @@ type binTestVariant struct {
 	cgo     bool
 	twin    string // unstripped build with identical code, for stripped variants
 	trimmed bool
+	env     []string
 }
 
 func binTestVariants() []binTestVariant {
@@ -147,6 +148,8 @@ func binTestVariants() []binTestVariant {
 		{name: "stripped", flags: []string{"-ldflags=-s -w " + binTestLdflagsX}, twin: "plain"},
 		{name: "trimpath", flags: []string{"-trimpath", "-ldflags=" + binTestLdflagsX}, trimmed: true},
 		{name: "trimpath-stripped", flags: []string{"-trimpath", "-ldflags=-s -w " + binTestLdflagsX}, twin: "trimpath", trimmed: true},
+		// v3 lets the compiler emit VEX-encoded BMI instructions in Go code.
+		{name: "amd64v3", flags: []string{"-ldflags=" + binTestLdflagsX}, env: []string{"GOAMD64=v3"}},
 	}
 	// External linking puts C start-up code at the front of .text, so
 	// .text's address is not runtime.text; that is the case that breaks a
@@ -198,7 +201,7 @@ func binBuildTestPrograms(t *testing.T, dir string) map[string]string {
 		args = append(args, ".")
 		cmd := exec.Command(goBin, args...)
 		cmd.Dir = src
-		cmd.Env = binTestEnv(v.cgo)
+		cmd.Env = append(binTestEnv(v.cgo), v.env...)
 		if b, err := cmd.CombinedOutput(); err != nil {
 			if v.cgo {
 				t.Logf("skipping variant %s: go %s: %v\n%s", v.name, strings.Join(args, " "), err, b)
@@ -511,7 +514,7 @@ func TestBinaryTestProgram(t *testing.T) {
 
 	// An independent decoder over every function, including the runtime's
 	// AVX2/AVX-512 assembly that x86asm cannot read on its own.
-	for _, name := range []string{"plain", "external"} {
+	for _, name := range []string{"plain", "external", "amd64v3"} {
 		bin, ok := bins[name]
 		if !ok {
 			continue
@@ -723,9 +726,10 @@ func TestBinaryBadInput(t *testing.T) {
 	})
 }
 
-func TestReturnsVEX(t *testing.T) {
-	// Encodings x86asm gets wrong or rejects, with the RET right after; a
-	// desynchronised sweep would miss it or report one inside them.
+func TestReturnsDecode(t *testing.T) {
+	// Encodings x86asm gets wrong or rejects (VEX/EVEX from the runtime's
+	// assembly, ADX from math/big), followed by a RET: a desynchronised
+	// sweep would miss it or report one inside them.
 	cases := []struct {
 		name string
 		code []byte
@@ -741,11 +745,15 @@ func TestReturnsVEX(t *testing.T) {
 		{"VMOVDQU64 zmm [rsi+disp32] (EVEX)", []byte{0x62, 0xf1, 0xfe, 0x48, 0x6f, 0x86, 0x00, 0x01, 0x00, 0x00}, 10},
 		{"VPTERNLOGD imm8 (EVEX map 0F3A)", []byte{0x62, 0xf3, 0x75, 0x48, 0x25, 0xc2, 0x96}, 7},
 		{"SHLX (C4 map 0F38, SIB)", []byte{0xc4, 0xe2, 0xf9, 0xf7, 0x04, 0x24}, 6},
+		{"ADCX r64, r64 (66 REX 0F38)", []byte{0x66, 0x4c, 0x0f, 0x38, 0xf6, 0xc3}, 6},
+		{"ADOX r64, [rax] (F3 REX 0F38)", []byte{0xf3, 0x4c, 0x0f, 0x38, 0xf6, 0x00}, 6},
+		{"ADOX r64, [r8+disp32] (0F38)", []byte{0xf3, 0x4d, 0x0f, 0x38, 0xf6, 0x80, 0x00, 0x01, 0x00, 0x00}, 10},
+		{"ret", []byte{0xc3}, 1},
 		{"ret imm16", []byte{0xc2, 0x08, 0x00}, 3},
 	}
 	for _, c := range cases {
 		n, ret, err := binDecode(append(slices.Clone(c.code), 0xc3))
-		if err != nil || n != c.n || ret != (c.code[0] == 0xc2) {
+		if err != nil || n != c.n || ret != (c.code[0] == 0xc2 || c.code[0] == 0xc3) {
 			t.Errorf("%s: binDecode = %d, %v, %v; want %d", c.name, n, ret, err, c.n)
 		}
 	}
@@ -753,6 +761,7 @@ func TestReturnsVEX(t *testing.T) {
 		{0x66, 0xc5, 0xf8, 0x77},       // VEX after 66 is #UD
 		{0xc4, 0xe5, 0x7d, 0x17, 0xdb}, // VEX map 5 does not exist
 		{0x62, 0xf1, 0xfe, 0x48},       // truncated
+		{0x66, 0x0f, 0xff, 0xff},       // x86asm: lone "DATA16" prefix, no error
 	} {
 		if n, _, err := binDecode(bad); err == nil {
 			t.Errorf("binDecode(% x) = %d, want error", bad, n)

@@ -35,6 +35,7 @@ type config struct {
 	logFormat    string
 	logLevel     string
 	nodeName     string
+	keyPrefixes  []string
 }
 
 func main() {
@@ -59,8 +60,14 @@ func parseFlags(args []string) (config, error) {
 	fs.StringVar(&c.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&c.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.StringVar(&c.nodeName, "node-name", os.Getenv("NODE_NAME"), "this node's name, put on the OTLP resource")
+	prefixes := fs.String("key-prefix", "", "export only traces of objects whose etcd key starts with one of these comma-separated prefixes (e.g. /registry/pods/default/); empty: all")
 	if err := fs.Parse(args); err != nil {
 		return c, err
+	}
+	for _, p := range strings.Split(*prefixes, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			c.keyPrefixes = append(c.keyPrefixes, p)
+		}
 	}
 	switch c.export {
 	case "otlp", "jsonl", "console":
@@ -127,9 +134,11 @@ func run(args []string) error {
 	}
 
 	writes := correlate.NewWrites(correlate.Options{MaxWait: c.maxWait}, func(t correlate.Trace) {
-		exp.Export(t)
 		metrics.TraceDone(t.Complete)
 		observeStages(metrics, t)
+		if selected(t, c.keyPrefixes) {
+			exp.Export(t)
+		}
 	})
 
 	errc := make(chan error, 2)
@@ -279,6 +288,24 @@ func (d *dropCounters) update(log *slog.Logger, m *export.Metrics, t *probes.Tra
 			m.SetProbeHits(r.comp, r.probe, n)
 		}
 	}
+}
+
+// selected says whether a trace's object passes --key-prefix. Filtering
+// happens after the join, so metrics still see every write.
+func selected(t correlate.Trace, prefixes []string) bool {
+	if len(prefixes) == 0 {
+		return true
+	}
+	if len(t.Spans) == 0 {
+		return false
+	}
+	key, _ := t.Spans[0].Attr(correlate.AttrKey).(string)
+	for _, p := range prefixes {
+		if strings.HasPrefix(key, p) {
+			return true
+		}
+	}
+	return false
 }
 
 func observeStages(m *export.Metrics, t correlate.Trace) {

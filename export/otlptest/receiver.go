@@ -1,0 +1,130 @@
+// Package otlptest runs an in-process OTLP/gRPC trace receiver for tests.
+package otlptest
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"sync"
+	"testing"
+
+	collectortracepb "go.opentelemetry.io/proto/otlp/collector/trace/v1"
+	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
+	"google.golang.org/grpc"
+	"google.golang.org/protobuf/proto"
+)
+
+// Receiver is an OTLP trace collector listening on 127.0.0.1 that keeps every
+// span it accepts.
+type Receiver struct {
+	collectortracepb.UnimplementedTraceServiceServer
+
+	addr string
+
+	mu       sync.Mutex
+	rs       []*tracepb.ResourceSpans
+	spans    int
+	requests int
+	fail     error
+	changed  chan struct{} // closed and replaced on every accepted request
+}
+
+// Start starts a receiver on a free loopback port; it stops when the test ends.
+func Start(t testing.TB) *Receiver {
+	t.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("otlptest: listen: %v", err)
+	}
+	r := &Receiver{addr: lis.Addr().String(), changed: make(chan struct{})}
+	srv := grpc.NewServer()
+	collectortracepb.RegisterTraceServiceServer(srv, r)
+	served := make(chan struct{})
+	go func() {
+		defer close(served)
+		_ = srv.Serve(lis) // returns when stopped
+	}()
+	t.Cleanup(func() {
+		srv.Stop()
+		<-served
+	})
+	return r
+}
+
+// Addr is the receiver's host:port.
+func (r *Receiver) Addr() string { return r.addr }
+
+// Fail makes every later request fail with err (a gRPC status error, e.g.
+// status.Error(codes.Unavailable, "down")); nil restores success.
+func (r *Receiver) Fail(err error) {
+	r.mu.Lock()
+	r.fail = err
+	r.mu.Unlock()
+}
+
+// Export implements collectortracepb.TraceServiceServer.
+func (r *Receiver) Export(_ context.Context, req *collectortracepb.ExportTraceServiceRequest) (*collectortracepb.ExportTraceServiceResponse, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.requests++
+	if r.fail != nil {
+		return nil, r.fail
+	}
+	for _, rs := range req.GetResourceSpans() {
+		r.rs = append(r.rs, proto.Clone(rs).(*tracepb.ResourceSpans))
+		for _, ss := range rs.GetScopeSpans() {
+			r.spans += len(ss.GetSpans())
+		}
+	}
+	close(r.changed)
+	r.changed = make(chan struct{})
+	return &collectortracepb.ExportTraceServiceResponse{}, nil
+}
+
+// Requests is how many Export calls arrived, failed ones included.
+func (r *Receiver) Requests() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.requests
+}
+
+// ResourceSpans returns what was received so far, one entry per accepted
+// ResourceSpans, in arrival order.
+func (r *Receiver) ResourceSpans() []*tracepb.ResourceSpans {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make([]*tracepb.ResourceSpans, len(r.rs))
+	for i, rs := range r.rs {
+		out[i] = proto.Clone(rs).(*tracepb.ResourceSpans)
+	}
+	return out
+}
+
+// Spans returns every span received so far, in arrival order.
+func (r *Receiver) Spans() []*tracepb.Span {
+	var out []*tracepb.Span
+	for _, rs := range r.ResourceSpans() {
+		for _, ss := range rs.GetScopeSpans() {
+			out = append(out, ss.GetSpans()...)
+		}
+	}
+	return out
+}
+
+// WaitSpans waits until at least n spans have arrived and returns them all,
+// or returns what arrived with an error when ctx ends first.
+func (r *Receiver) WaitSpans(ctx context.Context, n int) ([]*tracepb.Span, error) {
+	for {
+		r.mu.Lock()
+		got, changed := r.spans, r.changed
+		r.mu.Unlock()
+		if got >= n {
+			return r.Spans(), nil
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return r.Spans(), fmt.Errorf("otlptest: got %d of %d spans: %w", got, n, ctx.Err())
+		}
+	}
+}

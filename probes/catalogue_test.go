@@ -1,0 +1,93 @@
+package probes
+
+import (
+	"path/filepath"
+	"testing"
+)
+
+func TestCatalogueRowsAreValid(t *testing.T) {
+	ids := map[string]bool{}
+	for i := range Catalogue {
+		r := &Catalogue[i]
+		if err := r.Validate(); err != nil {
+			t.Error(err)
+		}
+		if ids[r.ID] {
+			t.Errorf("row ID %s used twice", r.ID)
+		}
+		ids[r.ID] = true
+		if r.Hits == "" {
+			t.Errorf("row %s does not say how often it fires", r.ID)
+		}
+	}
+}
+
+func TestRowVersionRanges(t *testing.T) {
+	r := Row{ID: "x", Module: "m", Versions: ">=v0.33.0 <v0.36.0"}
+	for v, want := range map[string]bool{"v0.32.9": false, "v0.33.0": true, "v0.35.4": true, "v0.36.0": false, "v0.35.4-rc.1": true} {
+		got, err := r.Applies(v)
+		if err != nil || got != want {
+			t.Errorf("Applies(%s) = %v, %v; want %v", v, got, err, want)
+		}
+	}
+	if _, err := r.Applies("devel"); err == nil {
+		t.Error("Applies(devel) did not fail")
+	}
+	bad := Row{ID: "y", Component: "c", Stage: "s", Symbol: "f", Module: "m", Versions: "~v1"}
+	if err := bad.Validate(); err == nil {
+		t.Error("a malformed range validated")
+	}
+}
+
+// TestCatalogueResolvesInLabBinaries checks every row against every lab
+// build (normal and stripped release-like): the row applies to the
+// binary's module version, its symbol is in .gopclntab, and a timed row has
+// RETs to put probes on.
+func TestCatalogueResolvesInLabBinaries(t *testing.T) {
+	found := false
+	for name, comp := range Targets {
+		for _, path := range labBinaries(name) {
+			found = true
+			flavour := filepath.Base(filepath.Dir(filepath.Dir(path)))
+			t.Run(name+"/"+flavour, func(t *testing.T) {
+				b, err := OpenBinary(path)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer b.Close()
+				if _, err := layoutFor(b.GoVersion); err != nil {
+					t.Error(err)
+				}
+				for i := range Catalogue {
+					r := &Catalogue[i]
+					if r.Component != comp {
+						continue
+					}
+					v, err := b.ModuleVersion(r.Module)
+					if err != nil {
+						t.Errorf("%s: %v", r.ID, err)
+						continue
+					}
+					if ok, err := r.Applies(v); !ok || err != nil {
+						t.Errorf("%s: %s %s not in %q (%v)", r.ID, r.Module, v, r.Versions, err)
+						continue
+					}
+					fn, err := b.Func(r.Symbol)
+					if err != nil {
+						t.Errorf("%s: %v", r.ID, err)
+						continue
+					}
+					if r.Timed {
+						rets, err := b.Returns(fn)
+						if err != nil || len(rets) == 0 {
+							t.Errorf("%s: %d RETs, %v", r.ID, len(rets), err)
+						}
+					}
+				}
+			})
+		}
+	}
+	if !found {
+		t.Skip("skipped: no lab binaries under ~/.cache/kpath/bin (make lab-up builds them)")
+	}
+}

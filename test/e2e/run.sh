@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Runs the end-to-end tests on the lab in both flavours: the normal builds,
+# then the release-like stripped etcd and kube-apiserver. A lab that was up
+# before is left up (in the normal flavour); one this script started is
+# stopped again.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+lab_dir=${KPATH_LAB_DIR:-$HOME/.cache/kpath/lab}
+was_up=no
+pidfile=$lab_dir/run/kube-apiserver.pid
+if [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
+	was_up=yes
+fi
+
+run_flavour() {
+	local flavour=$1
+	echo "=== e2e: lab flavour $flavour"
+	if [ -f "$lab_dir/env" ] && ! grep -q "KPATH_LAB_FLAVOUR='$flavour'" "$lab_dir/env"; then
+		test/lab/down.sh
+	fi
+	KPATH_LAB_FLAVOUR=$flavour test/lab/up.sh
+	KPATH_E2E=1 go test -count=1 -v -timeout 20m ./test/e2e/ 2>&1 | tee "/tmp/kpath-e2e-$flavour.log"
+	return "${PIPESTATUS[0]}"
+}
+
+status=0
+run_flavour normal || status=1
+run_flavour release || status=1
+test/lab/down.sh
+if [ "$was_up" = yes ]; then
+	KPATH_LAB_FLAVOUR=normal test/lab/up.sh
+fi
+exit $status
