@@ -34,7 +34,7 @@ var (
 // Binary is an opened Go executable: functions from .gopclntab, module
 // versions from build info. Both survive `-ldflags=-s -w`, which is how
 // Kubernetes and etcd release binaries are built, so nothing here needs
-// .symtab or DWARF. A Binary is safe for concurrent use.
+// .symtab or DWARF. Its methods are safe for concurrent use, except Close.
 type Binary struct {
 	Path      string
 	GoVersion string // e.g. "go1.25.3"

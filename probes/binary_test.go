@@ -512,6 +512,47 @@ func TestBinaryTestProgram(t *testing.T) {
 		})
 	}
 
+	// Old PIE and externally linked builds have no .gopclntab section; hide
+	// it to exercise the runtime.pclntab symbol (unstripped) and the header
+	// scan plus moduledata lookup of runtime.text (stripped).
+	for _, name := range []string{"plain", "stripped", "external", "external-stripped"} {
+		bin, ok := bins[name]
+		if !ok {
+			continue
+		}
+		t.Run("no-gopclntab-section/"+name, func(t *testing.T) {
+			data, err := os.ReadFile(bin)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ef, err := elf.NewFile(bytes.NewReader(data))
+			if err != nil {
+				t.Fatal(err)
+			}
+			shstr := ef.Section(".shstrtab")
+			i := bytes.Index(data[shstr.Offset:shstr.Offset+shstr.Size], []byte("\x00.gopclntab\x00"))
+			if i < 0 {
+				t.Fatal("no .gopclntab in .shstrtab")
+			}
+			copy(data[int(shstr.Offset)+i:], "\x00.rodata\x00\x00\x00\x00")
+			hidden := filepath.Join(dir, "hidden-"+name)
+			if err := os.WriteFile(hidden, data, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			orig, b := binOpen(t, bin), binOpen(t, hidden)
+			if b.textStart != orig.textStart || len(b.funcs) != len(orig.funcs) {
+				t.Fatalf("text %#x, %d funcs; with .gopclntab: %#x, %d", b.textStart, len(b.funcs), orig.textStart, len(orig.funcs))
+			}
+			for _, fname := range binTestFuncs {
+				f1, err1 := orig.Func(fname)
+				f2, err2 := b.Func(fname)
+				if err1 != nil || err2 != nil || f1 != f2 {
+					t.Errorf("%s: %+v, %v; with .gopclntab: %+v, %v", fname, f2, err2, f1, err1)
+				}
+			}
+		})
+	}
+
 	// An independent decoder over every function, including the runtime's
 	// AVX2/AVX-512 assembly that x86asm cannot read on its own.
 	for _, name := range []string{"plain", "external", "amd64v3"} {

@@ -2,10 +2,15 @@ package probes
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 
 	"golang.org/x/mod/semver"
 )
+
+// Catalogue is every row kpath knows: the write path (rows.go) and what
+// follows a pod from the watch to its node (rows_pods.go).
+var Catalogue = slices.Concat(writeRows, podRows)
 
 // Row is one attach point of the catalogue: which function, in which
 // versions, what to read at its entry and at its RETs, and what it means.

@@ -39,8 +39,8 @@ var (
 	httpPath   = func(r Reg) Capture { return strAt(FieldPath, r, 16, 56) }
 )
 
-// Catalogue is every row kpath knows.
-var Catalogue = []Row{
+// writeRows follow one object write through kube-apiserver and etcd.
+var writeRows = []Row{
 	// kube-apiserver: one handler closure per verb; the closure receives
 	// (w http.ResponseWriter, req *http.Request): w in RAX,RBX, req in RCX.
 	{ID: "apiserver.request.create", Component: KubeAPIServer, Stage: StageRequest, Timed: true, Announce: true,

@@ -161,6 +161,11 @@ func run(args []string) error {
 	for {
 		select {
 		case <-ctx.Done():
+			// A stuck shutdown must not keep a DaemonSet pod Terminating.
+			time.AfterFunc(20*time.Second, func() {
+				log.Error("shutdown took longer than 20s; exiting without it")
+				os.Exit(1)
+			})
 			writes.Flush(time.Now().Add(c.maxWait)) // everything still waiting goes out as it is
 			counters.update(log, metrics, tracer, writes)
 			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
