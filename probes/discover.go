@@ -61,6 +61,15 @@ func FindProcesses(procRoot string) ([]Found, error) {
 	return out, nil
 }
 
+func (t *Tracer) hasRows(c Component) bool {
+	for i := range t.rows {
+		if t.rows[i].Component == c {
+			return true
+		}
+	}
+	return false
+}
+
 func processStartTime(pid int) (uint64, error) { return startTimeIn("/proc", pid) }
 
 // startTimeIn reads field 22 of /proc/PID/stat (start time in clock ticks
@@ -118,7 +127,7 @@ func (t *Tracer) Watch(ctx context.Context, procRoot string, interval time.Durat
 			attached[p.PID] = true
 		}
 		for _, f := range found {
-			if attached[f.PID] || failed[f] {
+			if attached[f.PID] || failed[f] || !t.hasRows(f.Component) {
 				continue
 			}
 			p, err := t.Attach(f.PID, f.Component)

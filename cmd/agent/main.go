@@ -245,6 +245,10 @@ func reportAttach(log *slog.Logger, m *export.Metrics, e probes.AttachEvent) {
 		}
 	}
 	m.SetAttached(comp, p.PID, len(attached))
+	if len(attached) == 0 {
+		log.Error("no probe attached: process not traced", "component", comp, "pid", p.PID, "exe", p.Exe, "go", p.GoVersion, "err", e.Err)
+		return
+	}
 	log.Info("attached", "component", comp, "pid", p.PID, "exe", p.Exe, "go", p.GoVersion,
 		"probes", len(attached), "not_applicable", len(skipped), "rows", strings.Join(attached, ","))
 }

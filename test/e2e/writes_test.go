@@ -165,8 +165,16 @@ func find(traces map[string]*trace, w expected) []*trace {
 		if w.rev != 0 && a["kpath.revision"] != w.rev {
 			continue
 		}
-		if w.rev == 0 && a["http.request.method"] != w.method {
-			continue
+		if w.rev == 0 {
+			// A DELETE may write twice (a graceful deletion first records
+			// deletionTimestamp): its object-removing write is the one whose
+			// storage write is an etcd delete.
+			if a["http.request.method"] != w.method {
+				continue
+			}
+			if sw := tr.stage("storage-write"); len(sw) != 1 || attrs(sw[0])["kpath.probe"] != "apiserver.etcd.delete" {
+				continue
+			}
 		}
 		out = append(out, tr)
 	}
