@@ -56,7 +56,7 @@ type Stats struct {
 // etcd key and the revision it created, which every stage can see.
 type Writes struct {
 	opts Options
-	emit func(Trace)
+	emit func(Write)
 
 	mu      sync.Mutex
 	writes  map[writeKey]*write
@@ -114,9 +114,24 @@ type applied struct {
 	raftID     uint64
 }
 
-// NewWrites returns a correlator that calls emit with each finished trace.
+// Write is one finished write: its trace, and the moments that what follows
+// the write (watchers, the pod's story) is measured from.
+type Write struct {
+	Key      string
+	Revision int64
+	Object   Object
+	Method   string // of the request that made it; "" for the apiserver's own writes
+	Path     string
+	// Start is when the request (or, without one, the storage write) began.
+	Start time.Time
+	// Committed is when etcd finished applying it: from then on watchers can see it.
+	Committed time.Time
+	Trace     Trace
+}
+
+// NewWrites returns a correlator that calls emit with each finished write.
 // emit runs with the correlator's lock held: it must not call back.
-func NewWrites(opts Options, emit func(Trace)) *Writes {
+func NewWrites(opts Options, emit func(Write)) *Writes {
 	opts.defaults()
 	return &Writes{
 		opts:    opts,
@@ -429,7 +444,21 @@ func (w *Writes) emitWrite(wr *write, complete bool) {
 	if !complete {
 		w.stats.Incomplete++
 	}
-	w.emit(t)
+	out := Write{Key: wr.key, Revision: wr.rev, Object: ParseKey(wr.key), Trace: t}
+	switch {
+	case wr.req != nil && wr.req.done != nil:
+		out.Method, out.Path, out.Start = wr.req.done.Method, wr.req.done.Path, wr.req.done.Start
+	case wr.storageWrite != nil:
+		out.Start = wr.storageWrite.Start
+	case wr.etcd != nil:
+		out.Start = wr.etcd.Start
+	case wr.apply != nil:
+		out.Start = wr.apply.start
+	}
+	if wr.apply != nil {
+		out.Committed = wr.apply.end
+	}
+	w.emit(out)
 }
 
 // WriteTraceID names the trace of the write that gave key revision rev.

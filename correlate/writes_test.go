@@ -43,7 +43,7 @@ func oneWrite(key string, rev int64, off float64, g uint64) []probes.Event {
 
 func collect(opts Options) (*Writes, *[]Trace) {
 	var out []Trace
-	return NewWrites(opts, func(t Trace) { out = append(out, t) }), &out
+	return NewWrites(opts, func(w Write) { out = append(out, w.Trace) }), &out
 }
 
 func checkNested(t *testing.T, tr Trace) {

@@ -133,7 +133,8 @@ func run(args []string) error {
 		}
 	}
 
-	writes := correlate.NewWrites(correlate.Options{MaxWait: c.maxWait}, func(t correlate.Trace) {
+	writes := correlate.NewWrites(correlate.Options{MaxWait: c.maxWait}, func(w correlate.Write) {
+		t := w.Trace
 		metrics.TraceDone(t.Complete)
 		observeStages(metrics, t)
 		if selected(t, c.keyPrefixes) {
