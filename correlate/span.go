@@ -54,6 +54,7 @@ const (
 	AttrWebhook   = "kpath.webhook"
 	AttrSucceeded = "kpath.succeeded"
 	AttrRaftID    = "kpath.raft_id"
+	AttrComplete  = "kpath.complete" // on a pod trace's root: every stage was seen
 	AttrNamespace = "k8s.namespace.name"
 	AttrPodName   = "k8s.pod.name"
 	AttrPodUID    = "k8s.pod.uid"

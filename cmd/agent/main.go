@@ -100,6 +100,9 @@ func newLogger(c config) (*slog.Logger, error) {
 }
 
 func run(args []string) error {
+	if len(args) > 0 && args[0] == "doctor" {
+		return runDoctor(args[1:])
+	}
 	c, err := parseFlags(args)
 	if err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -120,6 +123,9 @@ func run(args []string) error {
 	if err != nil {
 		return err
 	}
+	// Recent traces stay in memory for `kubectl kpath explain` (GET /api/v1/traces).
+	recent := export.NewRecent(export.RecentOptions{Node: c.nodeName})
+	exp = export.Tee(exp, recent)
 	tracer, err := probes.NewTracer(probes.Options{Detail: c.detail, RingBytes: uint32(c.ringBytes), Logger: log})
 	if err != nil {
 		return err
@@ -128,11 +134,20 @@ func run(args []string) error {
 
 	var ready atomic.Bool
 	if c.metricsAddr != "" {
-		if err := serve(ctx, c.metricsAddr, metrics, &ready); err != nil {
+		if err := serve(ctx, c.metricsAddr, metrics, &ready, recent); err != nil {
 			return err
 		}
 	}
 
+	pods := correlate.NewPods(correlate.PodOptions{}, func(pt correlate.PodTrace) {
+		metrics.TraceDone(pt.Trace.Complete)
+		for _, st := range pt.Stages {
+			metrics.ObserveStage(st.Stage, "pods", st.Component, st.Duration)
+		}
+		if selected(pt.Trace, c.keyPrefixes) {
+			exp.Export(pt.Trace)
+		}
+	})
 	writes := correlate.NewWrites(correlate.Options{MaxWait: c.maxWait}, func(w correlate.Write) {
 		t := w.Trace
 		metrics.TraceDone(t.Complete)
@@ -140,7 +155,9 @@ func run(args []string) error {
 		if selected(t, c.keyPrefixes) {
 			exp.Export(t)
 		}
+		pods.AddWrite(w, time.Now())
 	})
+
 
 	errc := make(chan error, 2)
 	go func() {
@@ -150,7 +167,13 @@ func run(args []string) error {
 		})
 	}()
 	go func() {
-		errc <- tracer.Read(ctx, func(ev probes.Event) { writes.Add(ev, time.Now()) })
+		errc <- tracer.Read(ctx, func(ev probes.Event) {
+			if correlate.IsPodStage(ev.Stage) {
+				pods.Add(ev, time.Now())
+			} else {
+				writes.Add(ev, time.Now())
+			}
+		})
 	}()
 
 	log.Info("kpath agent started", "export", c.export, "proc", c.procRoot, "detail", c.detail, "metrics", c.metricsAddr)
@@ -168,6 +191,7 @@ func run(args []string) error {
 				os.Exit(1)
 			})
 			writes.Flush(time.Now().Add(c.maxWait)) // everything still waiting goes out as it is
+			pods.Flush(time.Now().Add(24 * time.Hour))
 			counters.update(log, metrics, tracer, writes)
 			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			defer cancel()
@@ -178,6 +202,7 @@ func run(args []string) error {
 			}
 		case now := <-flush.C:
 			writes.Flush(now)
+			pods.Flush(now)
 		case <-stats.C:
 			counters.update(log, metrics, tracer, writes)
 		}
@@ -198,9 +223,10 @@ func newExporter(ctx context.Context, c config, m *export.Metrics) (export.Expor
 	return export.NewOTLP(ctx, export.OTLPConfig{Endpoint: c.otlpEndpoint, Insecure: c.otlpInsecure, Resource: res}, m)
 }
 
-func serve(ctx context.Context, addr string, m *export.Metrics, ready *atomic.Bool) error {
+func serve(ctx context.Context, addr string, m *export.Metrics, ready *atomic.Bool, recent *export.Recent) error {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", m.Handler())
+	mux.Handle("/api/v1/traces", recent.Handler())
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
 		if !ready.Load() {

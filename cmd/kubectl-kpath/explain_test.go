@@ -1,0 +1,325 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/kpath/kpath/correlate"
+	"github.com/kpath/kpath/export"
+)
+
+var t0 = time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+
+func traceID(b byte) correlate.TraceID {
+	var id correlate.TraceID
+	for i := range id {
+		id[i] = b
+	}
+	return id
+}
+
+func spanID(b byte) correlate.SpanID {
+	var id correlate.SpanID
+	for i := range id {
+		id[i] = b
+	}
+	return id
+}
+
+func span(tr, id, parent byte, name, comp, stage string, from, to time.Duration, extra ...correlate.Attribute) correlate.Span {
+	s := correlate.Span{TraceID: traceID(tr), SpanID: spanID(id), Name: name, Start: t0.Add(from), End: t0.Add(to),
+		Attributes: append([]correlate.Attribute{
+			{Key: correlate.AttrComponent, Value: comp}, {Key: correlate.AttrStage, Value: stage},
+		}, extra...)}
+	if parent != 0 {
+		s.Parent = spanID(parent)
+	}
+	return s
+}
+
+var podAttrs = []correlate.Attribute{
+	{Key: correlate.AttrKey, Value: "/registry/pods/default/web"},
+	{Key: correlate.AttrRevision, Value: int64(9007199254740993)}, // 2^53+1: must stay exact
+	{Key: correlate.AttrNamespace, Value: "default"},
+	{Key: correlate.AttrPodName, Value: "web"},
+	{Key: correlate.AttrPodUID, Value: "uid-web"},
+}
+
+// node1 ran the control plane: the write.
+func node1Traces() []correlate.Trace {
+	return []correlate.Trace{{ID: traceID(1), Complete: true, Spans: []correlate.Span{
+		span(1, 1, 0, "POST /api/v1/namespaces/default/pods", "kube-apiserver", "request", 0, 3*time.Millisecond, podAttrs...),
+		span(1, 2, 1, "etcd txn put", "kube-apiserver", "storage-write", time.Millisecond, 2500*time.Microsecond, podAttrs...),
+		span(1, 3, 2, "wal fsync", "etcd", "wal-fsync", 1200*time.Microsecond, 2400*time.Microsecond, podAttrs...),
+	}}}
+}
+
+// node2 ran the pod: the same trace's kubelet part (and the root, seen
+// too), and a later status write.
+func node2Traces() []correlate.Trace {
+	uid := []correlate.Attribute{{Key: correlate.AttrPodUID, Value: "uid-web"}}
+	return []correlate.Trace{
+		{ID: traceID(1), Complete: false, Spans: []correlate.Span{
+			span(1, 1, 0, "POST /api/v1/namespaces/default/pods", "kube-apiserver", "request", 0, 3*time.Millisecond, podAttrs...),
+			span(1, 4, 1, "container start", "kubelet", "container-start", 2*time.Millisecond, 2900*time.Microsecond, uid...),
+		}},
+		{ID: traceID(2), Complete: true, Spans: []correlate.Span{
+			span(2, 5, 0, "status write", "kubelet", "status-write", time.Second, time.Second+time.Millisecond, uid...),
+		}},
+	}
+}
+
+func answerOf(agent, node string, ts []correlate.Trace) answer {
+	r := export.NewRecent(export.RecentOptions{Node: node})
+	for _, t := range ts {
+		r.Export(t)
+	}
+	return answer{agent: agent, node: node, resp: export.TracesResponse{Node: node, Traces: r.Query(export.RecentQuery{})}}
+}
+
+func TestMerge(t *testing.T) {
+	got, err := merge([]answer{answerOf("a", "n1", node1Traces()), answerOf("b", "n2", node2Traces())})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 2 {
+		t.Fatalf("%d traces, want 2", len(got))
+	}
+	first := got[0]
+	if first.ID != traceID(1) || len(first.Spans) != 4 || !first.Complete {
+		t.Errorf("trace 1: id %x, %d spans (want 4: the root once), complete %v", first.ID, len(first.Spans), first.Complete)
+	}
+	if strings.Join(first.nodes, ",") != "n1,n2" {
+		t.Errorf("trace 1 nodes %v", first.nodes)
+	}
+	for i := 1; i < len(first.Spans); i++ {
+		if first.Spans[i].Start.Before(first.Spans[i-1].Start) {
+			t.Errorf("spans not by start time")
+		}
+	}
+	if rev := first.Spans[0].Attr(correlate.AttrRevision); rev != int64(9007199254740993) {
+		t.Errorf("revision %v (%T) after JSON", rev, rev)
+	}
+	if got[1].ID != traceID(2) || strings.Join(got[1].nodes, ",") != "n2" {
+		t.Errorf("trace 2: %x from %v", got[1].ID, got[1].nodes)
+	}
+}
+
+// fakeCluster stands in for the API server: it lists agent pods, knows the
+// pod being explained, and answers pods/proxy requests with what each
+// agent's Recent store holds, as the agent's handler serves it.
+type fakeCluster struct {
+	agents   []corev1.Pod
+	stores   map[string]*export.Recent // agent pod name → store; missing: the agent does not answer
+	target   *corev1.Pod
+	requests []string
+}
+
+func agentPod(name, node string, port int32, phase corev1.PodPhase) corev1.Pod {
+	return corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "kpath", Labels: map[string]string{"app.kubernetes.io/name": "kpath-agent"}},
+		Spec: corev1.PodSpec{NodeName: node, Containers: []corev1.Container{{Name: "agent",
+			Ports: []corev1.ContainerPort{{Name: "metrics", ContainerPort: port}}}}},
+		Status: corev1.PodStatus{Phase: phase},
+	}
+}
+
+func (f *fakeCluster) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	f.requests = append(f.requests, r.URL.String())
+	writeJSON := func(v any) {
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(v)
+	}
+	p := r.URL.Path
+	switch {
+	case p == "/api/v1/namespaces/kpath/pods":
+		if r.URL.Query().Get("labelSelector") != "app.kubernetes.io/name=kpath-agent" {
+			http.Error(w, "unexpected selector", 400)
+			return
+		}
+		writeJSON(&corev1.PodList{TypeMeta: metav1.TypeMeta{Kind: "PodList", APIVersion: "v1"}, Items: f.agents})
+	case strings.HasPrefix(p, "/api/v1/namespaces/default/pods/") && !strings.Contains(p, "/proxy"):
+		name := strings.TrimPrefix(p, "/api/v1/namespaces/default/pods/")
+		if f.target == nil || f.target.Name != name {
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(404)
+			fmt.Fprintf(w, `{"kind":"Status","apiVersion":"v1","status":"Failure","reason":"NotFound","code":404,"message":"pods %q not found","details":{"name":%q,"kind":"pods"}}`, name, name)
+			return
+		}
+		writeJSON(f.target)
+	case strings.HasPrefix(p, "/api/v1/namespaces/kpath/pods/") && strings.Contains(p, "/proxy/"):
+		rest := strings.TrimPrefix(p, "/api/v1/namespaces/kpath/pods/")
+		target, path, _ := strings.Cut(rest, "/proxy")
+		name, port, _ := strings.Cut(target, ":")
+		var want int32
+		for _, a := range f.agents {
+			if a.Name == name {
+				want = a.Spec.Containers[0].Ports[0].ContainerPort
+			}
+		}
+		st, ok := f.stores[name]
+		if !ok || port != fmt.Sprint(want) || path != tracesPath {
+			http.Error(w, "Error trying to reach service: dial tcp 10.0.0.9:9464: connect: connection refused", http.StatusServiceUnavailable)
+			return
+		}
+		st.Handler().ServeHTTP(w, r)
+	default:
+		http.Error(w, "not found: "+p, 404)
+	}
+}
+
+func kubeconfigFor(t *testing.T, url string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "kubeconfig")
+	cfg := fmt.Sprintf(`apiVersion: v1
+kind: Config
+clusters: [{name: c, cluster: {server: %q}}]
+users: [{name: u, user: {token: x}}]
+contexts: [{name: ctx, context: {cluster: c, user: u, namespace: default}}]
+current-context: ctx
+`, url)
+	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+func storeOf(node string, ts []correlate.Trace) *export.Recent {
+	r := export.NewRecent(export.RecentOptions{Node: node})
+	for _, t := range ts {
+		r.Export(t)
+	}
+	return r
+}
+
+func runAgainst(t *testing.T, f *fakeCluster, args ...string) (string, string, error) {
+	t.Helper()
+	srv := httptest.NewServer(f)
+	t.Cleanup(srv.Close)
+	t.Setenv("KUBECONFIG", kubeconfigFor(t, srv.URL))
+	var out, errOut bytes.Buffer
+	err := run(context.Background(), append(args, "--timeout=5s"), &out, &errOut)
+	return out.String(), errOut.String(), err
+}
+
+func TestExplainAgainstFakeAgents(t *testing.T) {
+	other := storeOf("n4", []correlate.Trace{{ID: traceID(9), Complete: true, Spans: []correlate.Span{
+		span(9, 9, 0, "POST other", "kube-apiserver", "request", 0, time.Millisecond,
+			correlate.Attribute{Key: correlate.AttrKey, Value: "/registry/pods/default/other"}),
+	}}})
+	f := &fakeCluster{
+		agents: []corev1.Pod{
+			agentPod("kpath-agent-a", "n1", 9464, corev1.PodRunning),
+			agentPod("kpath-agent-b", "n2", 19464, corev1.PodRunning),
+			agentPod("kpath-agent-c", "n3", 9464, corev1.PodRunning),
+			agentPod("kpath-agent-d", "n5", 9464, corev1.PodPending),
+			agentPod("kpath-agent-e", "n4", 9464, corev1.PodRunning),
+		},
+		stores: map[string]*export.Recent{
+			"kpath-agent-a": storeOf("n1", node1Traces()),
+			"kpath-agent-b": storeOf("n2", node2Traces()),
+			"kpath-agent-e": other,
+		},
+		target: &corev1.Pod{TypeMeta: metav1.TypeMeta{Kind: "Pod", APIVersion: "v1"},
+			ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: "default", UID: types.UID("uid-web")}},
+	}
+	// Flags after the argument, as kubectl users type them.
+	out, errOut, err := runAgainst(t, f, "explain", "pod/web", "-n", "default")
+	if err != nil {
+		t.Fatalf("explain: %v\nstderr: %s", err, errOut)
+	}
+	t.Logf("stdout:\n%s\nstderr:\n%s", out, errOut)
+	for _, want := range []string{
+		"pod default/web (uid uid-web): 2 trace(s) from 3 of 5 agent(s)",
+		"trace 0101010101010101", "trace 0202020202020202",
+		"key=/registry/pods/default/web",
+		"◀ slowest", "kubelet/container-start", "(merged from nodes n1, n2)",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("stdout lacks %q", want)
+		}
+	}
+	if strings.Contains(out, "other") {
+		t.Errorf("stdout shows another pod's trace")
+	}
+	for _, want := range []string{
+		"agent kpath-agent-c (node n3) did not answer", "continuing with the others",
+		"agent kpath-agent-d (node n5) did not answer: pod is Pending",
+	} {
+		if !strings.Contains(errOut, want) {
+			t.Errorf("stderr lacks %q", want)
+		}
+	}
+	var sawUID bool
+	for _, r := range f.requests {
+		if strings.Contains(r, "/proxy/api/v1/traces") && strings.Contains(r, "uid=uid-web") {
+			sawUID = true
+		}
+	}
+	if !sawUID {
+		t.Errorf("agents were not asked by UID: %v", f.requests)
+	}
+}
+
+func TestExplainErrors(t *testing.T) {
+	t.Run("no agents", func(t *testing.T) {
+		_, _, err := runAgainst(t, &fakeCluster{}, "explain", "pod/web")
+		if err == nil || !strings.Contains(err.Error(), "no kpath agent pods in namespace kpath") {
+			t.Errorf("err = %v", err)
+		}
+	})
+	t.Run("no agent answers", func(t *testing.T) {
+		f := &fakeCluster{agents: []corev1.Pod{agentPod("kpath-agent-a", "n1", 9464, corev1.PodRunning)}}
+		_, errOut, err := runAgainst(t, f, "explain", "pod/web")
+		if err == nil || !strings.Contains(err.Error(), "none of the 1 kpath agents answered") {
+			t.Errorf("err = %v", err)
+		}
+		if !strings.Contains(errOut, "does not exist") {
+			t.Errorf("stderr does not say the pod is gone: %s", errOut)
+		}
+	})
+	t.Run("no traces", func(t *testing.T) {
+		f := &fakeCluster{
+			agents: []corev1.Pod{agentPod("kpath-agent-a", "n1", 9464, corev1.PodRunning)},
+			stores: map[string]*export.Recent{"kpath-agent-a": storeOf("n1", node1Traces())},
+		}
+		_, _, err := runAgainst(t, f, "explain", "pod/nope", "-n", "default")
+		if err == nil || !strings.Contains(err.Error(), "no traces for pod default/nope on 1 agent(s)") {
+			t.Errorf("err = %v", err)
+		}
+	})
+	t.Run("usage", func(t *testing.T) {
+		for _, args := range [][]string{{}, {"explain"}, {"explain", "deployment/x"}, {"frob"}, {"explain", "pod/x", "--via=ssh"}} {
+			_, _, err := runAgainst(t, &fakeCluster{}, args...)
+			if _, ok := err.(usageError); !ok {
+				t.Errorf("%v: err = %v, want a usage error", args, err)
+			}
+		}
+	})
+}
+
+func TestPodName(t *testing.T) {
+	for in, want := range map[string]string{"pod/a": "a", "pods/b": "b", "po/c": "c", "d": "d"} {
+		if got, err := podName(in); err != nil || got != want {
+			t.Errorf("%s: %q %v", in, got, err)
+		}
+	}
+	for _, in := range []string{"svc/a", "pod/", "pod/a/b"} {
+		if _, err := podName(in); err == nil {
+			t.Errorf("%s: no error", in)
+		}
+	}
+}

@@ -1,0 +1,199 @@
+package correlate
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/kpath/kpath/probes"
+)
+
+// podWrite runs oneWrite through a Writes and returns the Write it emits,
+// with the request's method and path set as a client would.
+func podWrite(t *testing.T, key string, rev int64, off float64, method, path string) Write {
+	t.Helper()
+	var out []Write
+	w := NewWrites(Options{}, func(x Write) { out = append(out, x) })
+	for _, ev := range oneWrite(key, rev, off, uint64(1000*rev)) {
+		if ev.Stage == probes.StageRequest {
+			ev.Method, ev.Path = method, path
+		}
+		if ev.Stage == probes.StageAdmission {
+			continue
+		}
+		w.Add(ev, at(off))
+	}
+	w.Flush(at(off + 1000))
+	if len(out) != 1 {
+		t.Fatalf("write %s@%d: %d writes", key, rev, len(out))
+	}
+	return out[0]
+}
+
+func pev(stage string, comp probes.Component, start, end float64, f func(*probes.Event)) probes.Event {
+	e := probes.Event{Stage: stage, Component: comp, PID: 300, Start: at(start), End: at(end), UID: "uid-1", Namespace: "ns", Name: "web"}
+	if f != nil {
+		f(&e)
+	}
+	return e
+}
+
+// startupEvents is one pod's way to Running, shifted by gap ms after the
+// create committed (the scheduler is late) — with writes from podWrite.
+func feedStartup(t *testing.T, p *Pods, schedGap float64) { feed(t, p, schedGap, false) }
+
+// feed gives p one pod's startup; with lateWrites the writes come after
+// every probe event, as when their requests return late.
+func feed(t *testing.T, p *Pods, schedGap float64, lateWrites bool) {
+	key := "/registry/pods/ns/web"
+	create := podWrite(t, key, 10, 0, "POST", "/api/v1/namespaces/ns/pods")
+	now := at(0)
+	var writes []Write
+	addWrite := func(w Write, now time.Time) {
+		if lateWrites {
+			writes = append(writes, w)
+			return
+		}
+		p.AddWrite(w, now)
+	}
+	defer func() {
+		for _, w := range writes {
+			p.AddWrite(w, now)
+		}
+	}()
+	addWrite(create, now)
+	c := schedGap + 7 // create commits at ~5.2
+	p.Add(pev(probes.StageInformer, probes.KubeScheduler, c, c, func(e *probes.Event) { e.Revision = 10 }), now)
+	p.Add(pev(probes.StageSchedule, probes.KubeScheduler, c+1, c+3, nil), now)
+	p.Add(pev(probes.StageBind, probes.KubeScheduler, c+4, c+12, func(e *probes.Event) { e.Node = "node-1"; e.Namespace = "" }), now)
+	addWrite(podWrite(t, key, 11, c+4.5, "POST", "/api/v1/namespaces/ns/pods/web/binding"), now)
+	p.Add(pev(probes.StageInformer, probes.Kubelet, c+12, c+12, func(e *probes.Event) { e.Revision = 11 }), now)
+	p.Add(pev(probes.StagePodSync, probes.Kubelet, c+13, c+200, nil), now)
+	p.Add(pev(probes.StageSandbox, probes.Kubelet, c+20, c+120, nil), now)
+	p.Add(pev(probes.StageContainerStart, probes.Kubelet, c+121, c+150, func(e *probes.Event) { e.Container = "app"; e.Namespace = "" }), now)
+	// A status write before the containers started does not end the startup.
+	p.Add(pev(probes.StageStatusWrite, probes.Kubelet, c+110, c+110, nil), now)
+	addWrite(podWrite(t, key, 12, c+111, "PATCH", "/api/v1/namespaces/ns/pods/web/status"), now)
+	p.Add(pev(probes.StageStatusWrite, probes.Kubelet, c+1150, c+1150, nil), now)
+	addWrite(podWrite(t, key, 13, c+1151, "PATCH", "/api/v1/namespaces/ns/pods/web/status"), now)
+}
+
+func TestPodStartupPartition(t *testing.T) {
+	var got []PodTrace
+	p := NewPods(PodOptions{}, func(pt PodTrace) { got = append(got, pt) })
+	feedStartup(t, p, 0)
+	p.Flush(at(5000))
+	if len(got) != 1 {
+		t.Fatalf("%d pod traces, want 1", len(got))
+	}
+	pt := got[0]
+	if !pt.Trace.Complete || pt.Trace.ID != PodTraceID("uid-1") || pt.UID != "uid-1" {
+		t.Fatalf("complete %v id %x uid %s", pt.Trace.Complete, pt.Trace.ID, pt.UID)
+	}
+	checkNested(t, pt.Trace)
+	var sum time.Duration
+	byStage := map[string]time.Duration{}
+	for _, s := range pt.Stages {
+		if s.Stage != PodWatchLag {
+			sum += s.Duration
+			byStage[s.Stage] = s.Duration
+		}
+	}
+	var root *Span
+	for i := range pt.Trace.Spans {
+		if pt.Trace.Spans[i].Parent == (SpanID{}) {
+			root = &pt.Trace.Spans[i]
+		}
+	}
+	// The partition ends at the status write's commit; the root also covers
+	// that write's request, which returns after it.
+	if len(byStage) != len(PodStages) {
+		t.Fatalf("stages %v", byStage)
+	}
+	first, last := pt.Trace.span(PodAdmission), pt.Trace.span(PodStatusReport)
+	if total := last.End.Sub(first.Start); sum != total || first.Start != root.Start {
+		t.Errorf("stages add up to %v, the startup took %v", sum, total)
+	}
+	if d := byStage[PodSandbox]; d != 100*time.Millisecond {
+		t.Errorf("sandbox %v, want 100ms", d)
+	}
+	if d := byStage[PodStatusReport]; d < time.Second {
+		t.Errorf("status report %v: the early status write was taken", d)
+	}
+	lags := 0
+	for _, s := range pt.Stages {
+		if s.Stage == PodWatchLag {
+			lags++
+		}
+	}
+	if lags != 2 {
+		t.Errorf("%d watch lags (scheduler at the create, kubelet at the binding), want 2", lags)
+	}
+	for _, name := range []string{"bind to node-1", "create sandbox", "start container app", "scheduling cycle"} {
+		found := false
+		for _, s := range pt.Trace.Spans {
+			found = found || s.Name == name
+		}
+		if !found {
+			t.Errorf("no span %q", name)
+		}
+	}
+}
+
+func TestPodEventsBeforeTheCreateWrite(t *testing.T) {
+	var got []PodTrace
+	p := NewPods(PodOptions{}, func(pt PodTrace) { got = append(got, pt) })
+	feed(t, p, 0, true)
+	p.Flush(at(5000))
+	if len(got) != 1 || !got[0].Trace.Complete || len(got[0].Stages) != len(PodStages)+2 {
+		t.Fatalf("%d traces; want one complete with all stages and two lags: %+v", len(got), got)
+	}
+	if s := p.Stats(); s.Orphans != 0 {
+		t.Errorf("%d orphans", s.Orphans)
+	}
+}
+
+func TestPodSchedulerStoppedGoesToSchedulingWait(t *testing.T) {
+	var got []PodTrace
+	p := NewPods(PodOptions{}, func(pt PodTrace) { got = append(got, pt) })
+	feedStartup(t, p, 2000)
+	p.Flush(at(10_000))
+	if len(got) != 1 {
+		t.Fatalf("%d traces", len(got))
+	}
+	for _, s := range got[0].Stages {
+		if s.Stage == PodSchedulingWait && s.Duration < 2*time.Second {
+			t.Errorf("scheduling wait %v, want ≥ 2s", s.Duration)
+		}
+		if s.Stage != PodSchedulingWait && s.Stage != PodStatusReport && s.Stage != PodWatchLag && s.Duration > time.Second {
+			t.Errorf("stage %s took %v: the scheduler's stop leaked into it", s.Stage, s.Duration)
+		}
+	}
+}
+
+func TestPodRecreatedUnderTheSameNameIsAnotherTrace(t *testing.T) {
+	var got []PodTrace
+	p := NewPods(PodOptions{MaxWait: time.Second}, func(pt PodTrace) { got = append(got, pt) })
+	for i, uid := range []string{"uid-a", "uid-b"} {
+		rev := int64(100 * (i + 1))
+		p.AddWrite(podWrite(t, "/registry/pods/ns/same", rev, float64(i*100), "POST", "/api/v1/namespaces/ns/pods"), at(0))
+		p.Add(probes.Event{Stage: probes.StageInformer, Component: probes.KubeScheduler, UID: uid, Namespace: "ns", Name: "same",
+			Revision: rev, Start: at(float64(i*100) + 7), End: at(float64(i*100) + 7)}, at(0))
+	}
+	p.Flush(at(0).Add(2 * time.Second))
+	if len(got) != 2 || got[0].Trace.ID == got[1].Trace.ID {
+		t.Fatalf("%d traces for two lives of one name", len(got))
+	}
+	for _, pt := range got {
+		if pt.Trace.Complete {
+			t.Errorf("an unscheduled pod's trace is marked complete")
+		}
+		if pt.Trace.ID != PodTraceID(pt.UID) {
+			t.Errorf("trace %x is not from uid %s", pt.Trace.ID, pt.UID)
+		}
+	}
+	if s := p.Stats(); s.Incomplete != 2 {
+		t.Errorf("stats %+v", s)
+	}
+	_ = fmt.Sprint
+}

@@ -1,0 +1,378 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	cri "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/kpath/kpath/correlate"
+	"github.com/kpath/kpath/export/otlptest"
+)
+
+func runningPod(name string) *corev1.Pod {
+	no := false
+	zero := int64(0)
+	return &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{"app": "kpath-e2e-pods"}},
+		Spec: corev1.PodSpec{
+			AutomountServiceAccountToken:  &no,
+			TerminationGracePeriodSeconds: &zero,
+			Containers:                    []corev1.Container{{Name: "app", Image: "kpath.local/workload:v1", ImagePullPolicy: corev1.PullNever}},
+		},
+	}
+}
+
+// podTrace is the startup trace of one pod as received.
+type podTrace struct {
+	*trace
+	stages map[string]*tracepb.Span // the partition
+}
+
+func (l *lab) podTraces(rcv *otlptest.Receiver, pods []*corev1.Pod) map[string]*podTrace {
+	traces := groupTraces(rcv.Spans())
+	out := map[string]*podTrace{}
+	for _, p := range pods {
+		id := correlate.PodTraceID(string(p.UID))
+		tr, ok := traces[fmt.Sprintf("%x", id[:])]
+		if !ok {
+			continue
+		}
+		pt := &podTrace{trace: tr, stages: map[string]*tracepb.Span{}}
+		for _, s := range tr.spans {
+			if attrs(s)["kpath.partition"] == true {
+				pt.stages[attrs(s)["kpath.stage"].(string)] = s
+			}
+		}
+		out[string(p.UID)] = pt
+	}
+	return out
+}
+
+// complete says whether the trace holds the whole partition.
+func (pt *podTrace) complete() bool {
+	r := pt.root()
+	return r != nil && attrs(r)["kpath.complete"] == true && len(pt.stages) == len(correlate.PodStages)
+}
+
+// checkPartition: the stages follow each other in causal order and add up
+// to the time from the create request to the status write's commit.
+func (pt *podTrace) checkPartition() error {
+	var prev *tracepb.Span
+	var sum uint64
+	for _, st := range correlate.PodStages {
+		s, ok := pt.stages[st]
+		if !ok {
+			return fmt.Errorf("no %s stage", st)
+		}
+		if prev != nil && s.StartTimeUnixNano != prev.EndTimeUnixNano {
+			return fmt.Errorf("stage %s starts at %d, %s ended at %d", st, s.StartTimeUnixNano, prev.Name, prev.EndTimeUnixNano)
+		}
+		sum += s.EndTimeUnixNano - s.StartTimeUnixNano
+		prev = s
+	}
+	// The interval, from the writes' own spans: the create's request start
+	// and the status write's apply end.
+	var createStart, statusEnd uint64
+	for _, s := range pt.spans {
+		a := attrs(s)
+		if a["kpath.stage"] == "request" && a["http.request.method"] == "POST" && strings.HasSuffix(fmt.Sprint(a["url.path"]), "/pods") {
+			createStart = s.StartTimeUnixNano
+		}
+	}
+	for _, s := range pt.spans {
+		a := attrs(s)
+		if a["kpath.stage"] == "apply" && s.EndTimeUnixNano > statusEnd {
+			statusEnd = s.EndTimeUnixNano
+		}
+	}
+	if createStart == 0 || statusEnd <= createStart {
+		return fmt.Errorf("no create request or status write in the trace")
+	}
+	total := statusEnd - createStart
+	if diff := float64(sum) - float64(total); diff > 0.05*float64(total) || -diff > 0.05*float64(total) {
+		return fmt.Errorf("stages add up to %v, create→status written took %v", time.Duration(sum), time.Duration(total))
+	}
+	return nil
+}
+
+func (pt *podTrace) durations() map[string]time.Duration {
+	m := map[string]time.Duration{}
+	for st, s := range pt.stages {
+		m[st] = time.Duration(s.EndTimeUnixNano - s.StartTimeUnixNano)
+	}
+	return m
+}
+
+// containerStarts asks containerd over CRI when each container of the lab's
+// pods started, by pod UID.
+func (l *lab) containerStarts(ctx context.Context, t *testing.T) map[string]time.Time {
+	t.Helper()
+	sock := l.env("KPATH_LAB_CONTAINERD_SOCK")
+	if sock == "" {
+		t.Fatal("KPATH_LAB_CONTAINERD_SOCK missing from the lab env file")
+	}
+	conn, err := grpc.NewClient("unix://"+sock, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	rt := cri.NewRuntimeServiceClient(conn)
+	list, err := rt.ListContainers(ctx, &cri.ListContainersRequest{})
+	if err != nil {
+		t.Fatalf("CRI ListContainers on %s: %v", sock, err)
+	}
+	out := map[string]time.Time{}
+	for _, c := range list.Containers {
+		st, err := rt.ContainerStatus(ctx, &cri.ContainerStatusRequest{ContainerId: c.Id})
+		if err != nil || st.Status.StartedAt == 0 {
+			continue
+		}
+		out[c.Labels["io.kubernetes.pod.uid"]] = time.Unix(0, st.Status.StartedAt)
+	}
+	return out
+}
+
+func (l *lab) env(key string) string {
+	b, _ := os.ReadFile(filepath.Join(l.dir, "env"))
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(strings.TrimPrefix(line, "export "), key+"="); ok {
+			return strings.Trim(v, `"'`)
+		}
+	}
+	return ""
+}
+
+func (l *lab) pid(t *testing.T, component string) int {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(l.dir, "run", component+".pid"))
+	if err != nil {
+		t.Fatalf("pid of %s: %v", component, err)
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pid
+}
+
+func waitRunning(ctx context.Context, l *lab, ns string, n int) ([]*corev1.Pod, error) {
+	var pods []*corev1.Pod
+	err := waitFor(ctx, fmt.Sprintf("%d pods Running", n), func() (bool, error) {
+		list, err := l.client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{})
+		if err != nil {
+			return false, nil
+		}
+		pods = pods[:0]
+		for i := range list.Items {
+			if list.Items[i].Status.Phase == corev1.PodRunning {
+				pods = append(pods, &list.Items[i])
+			}
+		}
+		return len(pods) >= n, nil
+	})
+	return pods, err
+}
+
+func TestPodsAreTracedFromCreateToRunning(t *testing.T) {
+	l := needLab(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
+	defer cancel()
+	rcv := otlptest.Start(t)
+	a := startAgent(t, rcv.Addr())
+	ns := makeNamespace(ctx, t, l, "kpath-e2e-pods-")
+	before, _ := a.scrape()
+
+	// 50 pods at 5 a second.
+	const n = 50
+	tick := time.NewTicker(200 * time.Millisecond)
+	for i := 0; i < n; i++ {
+		<-tick.C
+		if _, err := l.client.CoreV1().Pods(ns).Create(ctx, runningPod(fmt.Sprintf("p-%02d", i)), metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tick.Stop()
+	pods, err := waitRunning(ctx, l, ns, n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got map[string]*podTrace
+	err = waitFor(ctx, "a complete trace for every Running pod", func() (bool, error) {
+		got = l.podTraces(rcv, pods)
+		for _, p := range pods {
+			if pt, ok := got[string(p.UID)]; !ok || !pt.complete() {
+				return false, nil
+			}
+		}
+		return true, nil
+	})
+	after, _ := a.scrape()
+	if err != nil {
+		missing := 0
+		for _, p := range pods {
+			if pt, ok := got[string(p.UID)]; !ok || !pt.complete() {
+				missing++
+				if missing <= 3 {
+					if ok {
+						t.Logf("pod %s: incomplete trace, stages %v", p.Name, pt.durations())
+					} else {
+						t.Logf("pod %s: no trace", p.Name)
+					}
+				}
+			}
+		}
+		t.Fatalf("%v: %d of %d Running pods lack a complete trace", err, missing, len(pods))
+	}
+
+	starts := l.containerStarts(ctx, t)
+	sums := map[string]time.Duration{}
+	var worstStart time.Duration
+	for _, p := range pods {
+		pt := got[string(p.UID)]
+		if err := pt.checkShape(); err != nil {
+			t.Errorf("pod %s: %v", p.Name, err)
+		}
+		if err := pt.checkPartition(); err != nil {
+			t.Errorf("pod %s: %v", p.Name, err)
+		}
+		for st, d := range pt.durations() {
+			sums[st] += d
+		}
+		lags := map[any]bool{}
+		for _, s := range pt.stage(correlate.PodWatchLag) {
+			lags[attrs(s)["kpath.component"]] = true
+		}
+		if !lags["kube-scheduler"] || !lags["kubelet"] {
+			t.Errorf("pod %s: watch lag for %v, want kube-scheduler and kubelet", p.Name, lags)
+		}
+		// The kubelet's container start (the RET of startContainer) against
+		// containerd's own StartedAt.
+		cs := pt.stage("container-start")
+		started, ok := starts[string(p.UID)]
+		if len(cs) != 1 || !ok {
+			t.Errorf("pod %s: %d container-start spans, containerd start known %v", p.Name, len(cs), ok)
+			continue
+		}
+		d := time.Unix(0, int64(cs[0].EndTimeUnixNano)).Sub(started)
+		if d < 0 {
+			d = -d
+		}
+		worstStart = max(worstStart, d)
+		if d > 10*time.Millisecond {
+			t.Errorf("pod %s: container started at %v by the kubelet's probe, %v by containerd (%v apart)", p.Name,
+				time.Unix(0, int64(cs[0].EndTimeUnixNano)).Format(time.StampMicro), started.Format(time.StampMicro), d)
+		}
+	}
+	var lines []string
+	for _, st := range correlate.PodStages {
+		lines = append(lines, fmt.Sprintf("%s=%v", st, (sums[st]/time.Duration(len(pods))).Round(time.Microsecond)))
+	}
+	t.Logf("mean stage per pod over %d pods: %s", len(pods), strings.Join(lines, " "))
+	t.Logf("container start: kubelet probe vs containerd StartedAt within %v", worstStart)
+
+	hits := map[string]float64{}
+	for _, s := range after {
+		if s.name == "kpath_probe_hits_total" {
+			hits[s.labels["component"]] += s.value
+		}
+	}
+	for _, s := range before {
+		if s.name == "kpath_probe_hits_total" {
+			hits[s.labels["component"]] -= s.value
+		}
+	}
+	var total float64
+	var per []string
+	for c, h := range hits {
+		total += h
+		per = append(per, fmt.Sprintf("%s %.1f", c, h/n))
+	}
+	sort.Strings(per)
+	t.Logf("probe hits per pod lifecycle: %.1f (goal ≤ 40; includes the cluster's background activity): %s", total/n, strings.Join(per, ", "))
+	t.Logf("ring-buffer drops: %.0f", after.sum("kpath_events_dropped_total", "reason", "ringbuf_full"))
+	if d := after.sum("kpath_events_dropped_total", "reason", "ringbuf_full"); d != 0 {
+		t.Errorf("ring buffer dropped %.0f events", d)
+	}
+}
+
+// stopFor stops a process, runs during, keeps it stopped d longer, and
+// always lets it go again.
+func stopFor(t *testing.T, pid int, d time.Duration, during func()) {
+	t.Helper()
+	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	defer syscall.Kill(pid, syscall.SIGCONT)
+	during()
+	time.Sleep(d)
+}
+
+// TestStoppedComponentDelayIsAttributed stops kube-scheduler, then the
+// kubelet, for 2 s while a pod is on its way and checks the delay lands in
+// that component's stage and nowhere else.
+func TestStoppedComponentDelayIsAttributed(t *testing.T) {
+	l := needLab(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	rcv := otlptest.Start(t)
+	startAgent(t, rcv.Addr())
+	ns := makeNamespace(ctx, t, l, "kpath-e2e-stop-")
+
+	for _, c := range []struct{ component, stage, pod string }{
+		{"kube-scheduler", correlate.PodSchedulingWait, "stop-scheduler"},
+		{"kubelet", correlate.PodKubeletWatch, "stop-kubelet"},
+	} {
+		t.Run(c.component, func(t *testing.T) {
+			stopFor(t, l.pid(t, c.component), 2*time.Second, func() {
+				p, err := l.client.CoreV1().Pods(ns).Create(ctx, runningPod(c.pod), metav1.CreateOptions{})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if c.component == "kubelet" {
+					// Let the scheduler bind it: the kubelet's stop then
+					// counts from the binding.
+					waitFor(ctx, "binding", func() (bool, error) {
+						got, err := l.client.CoreV1().Pods(ns).Get(ctx, p.Name, metav1.GetOptions{})
+						return err == nil && got.Spec.NodeName != "", nil
+					})
+				}
+			})
+			var pt *podTrace
+			err := waitFor(ctx, "the pod's complete trace", func() (bool, error) {
+				got, err := l.client.CoreV1().Pods(ns).Get(ctx, c.pod, metav1.GetOptions{})
+				if err != nil {
+					return false, nil
+				}
+				pt = l.podTraces(rcv, []*corev1.Pod{got})[string(got.UID)]
+				return pt != nil && pt.complete(), nil
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			d := pt.durations()
+			t.Logf("stages with %s stopped 2s: %v", c.component, d)
+			if d[c.stage] < 2*time.Second {
+				t.Errorf("%s took %v, want ≥ 2s", c.stage, d[c.stage])
+			}
+			for st, v := range d {
+				if st != c.stage && v > time.Second {
+					t.Errorf("stage %s took %v: the stop leaked into it", st, v)
+				}
+			}
+		})
+	}
+}

@@ -1,0 +1,289 @@
+#!/usr/bin/env bash
+# Build pinned etcd / Kubernetes binaries from the Go module proxy and cache them.
+#
+#   test/lab/build.sh [--flavour normal|release] [component ...]
+#
+# Components: etcd kube-apiserver kube-controller-manager kube-scheduler kubelet kubectl
+# (default: all six). Binaries land in
+#   ${KPATH_CACHE_DIR:-$HOME/.cache/kpath}/bin/<flavour>/<version>/<component>
+# and are not rebuilt when present. Build work dirs live in .../work/.
+#
+# Flavours:
+#   normal  - the machine's Go toolchain, CGO_ENABLED=0, not stripped (symtab + DWARF kept).
+#   release - like upstream release binaries: GOTOOLCHAIN=$RELEASE_GO_TOOLCHAIN (etcd:
+#             $ETCD_RELEASE_GO_TOOLCHAIN), -trimpath, -s -w, Kubernetes tags
+#             selinux,notest,grpcnotrace, kubelet with CGO_ENABLED=1.
+#
+# Env: KPATH_CACHE_DIR, KPATH_BUILD_PARALLEL (go build -p, default 2).
+set -euo pipefail
+
+# shellcheck source=lib.sh
+. "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/lib.sh"
+
+PARALLEL="${KPATH_BUILD_PARALLEL:-2}"
+
+die() { echo "build.sh: ERROR: $*" >&2; exit 1; }
+log() { echo "[build $(date +%H:%M:%S)] $*"; }
+
+usage() {
+	sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'
+}
+
+FLAVOUR=normal
+COMPONENTS=()
+while [ $# -gt 0 ]; do
+	case "$1" in
+	--flavour | --flavor)
+		[ $# -ge 2 ] || die "--flavour needs a value (normal|release)"
+		FLAVOUR="$2"
+		shift 2
+		;;
+	--flavour=* | --flavor=*)
+		FLAVOUR="${1#*=}"
+		shift
+		;;
+	-h | --help)
+		usage
+		exit 0
+		;;
+	-*) die "unknown option $1 (see --help)" ;;
+	*)
+		COMPONENTS+=("$1")
+		shift
+		;;
+	esac
+done
+case "$FLAVOUR" in normal | release) ;; *) die "unknown flavour '$FLAVOUR' (want normal or release)" ;; esac
+[ ${#COMPONENTS[@]} -gt 0 ] || COMPONENTS=("${ALL_COMPONENTS[@]}")
+for c in "${COMPONENTS[@]}"; do
+	case " ${ALL_COMPONENTS[*]} " in *" $c "*) ;; *) die "unknown component '$c' (known: ${ALL_COMPONENTS[*]})" ;; esac
+done
+
+command -v go >/dev/null || die "the go command is not installed (need Go >= 1.25)"
+
+bin_path() { kpath_bin_path "$FLAVOUR" "$1"; }
+
+mkdir -p "$CACHE_DIR/bin" "$CACHE_DIR/work"
+
+# Several build.sh runs (e.g. a background build and up.sh) must not race on the work dirs.
+exec 9>"$CACHE_DIR/build.lock"
+if ! flock -n 9; then
+	log "another build.sh holds $CACHE_DIR/build.lock; waiting for it..."
+	flock 9
+fi
+
+# Go settings shared by all builds.
+export GOFLAGS="${GOFLAGS:-} -buildvcs=false -mod=mod"
+export GOWORK=off
+# Go's temporary build dirs go under the cache too (not /tmp).
+export GOTMPDIR="$CACHE_DIR/work/tmp"
+mkdir -p "$GOTMPDIR"
+export GOTOOLCHAIN=local
+
+# toolchain_of COMPONENT: the Go toolchain for this flavour.
+toolchain_of() {
+	if [ "$FLAVOUR" = normal ]; then
+		echo local
+	elif [ "$1" = etcd ]; then
+		echo "$ETCD_RELEASE_GO_TOOLCHAIN"
+	else
+		echo "$RELEASE_GO_TOOLCHAIN"
+	fi
+}
+
+# Runs a long command in the background and prints a heartbeat with elapsed time.
+run_with_progress() {
+	local what="$1" logfile="$2"
+	shift 2
+	local start=$SECONDS
+	"$@" >>"$logfile" 2>&1 &
+	local pid=$!
+	while kill -0 "$pid" 2>/dev/null; do
+		for _ in $(seq 1 30); do
+			kill -0 "$pid" 2>/dev/null || break
+			sleep 1
+		done
+		kill -0 "$pid" 2>/dev/null && log "  ... $what still running ($((SECONDS - start)) s)"
+	done
+	if ! wait "$pid"; then
+		echo "build.sh: ERROR: $what failed after $((SECONDS - start)) s; last lines of $logfile:" >&2
+		tail -n 40 "$logfile" >&2
+		exit 1
+	fi
+}
+
+# ---------- etcd ----------
+prepare_etcd_module() {
+	local dir="$CACHE_DIR/work/etcd-$ETCD_VERSION"
+	if [ ! -f "$dir/.ready" ]; then
+		log "preparing etcd build module in $dir"
+		rm -rf "$dir"
+		mkdir -p "$dir"
+		cat >"$dir/go.mod" <<EOF
+module kpath.local/lab/etcd
+
+go 1.25.0
+
+require go.etcd.io/etcd/server/v3 $ETCD_VERSION
+EOF
+		cat >"$dir/main.go" <<'EOF'
+// Command etcd: the etcd server, built from the go.etcd.io/etcd/server/v3 module
+// (the etcd root module uses replace directives and cannot be built from the proxy).
+package main
+
+import (
+	"os"
+
+	"go.etcd.io/etcd/server/v3/etcdmain"
+)
+
+func main() { etcdmain.Main(os.Args) }
+EOF
+		(cd "$dir" && GOTOOLCHAIN=local GOFLAGS=-mod=mod go mod tidy) >"$dir/prepare.log" 2>&1 ||
+			{ tail -n 30 "$dir/prepare.log" >&2; die "go mod tidy failed for etcd (log: $dir/prepare.log)"; }
+		touch "$dir/.ready"
+	fi
+	MODDIR="$dir"
+}
+
+# ---------- Kubernetes ----------
+prepare_kube_module() {
+	local dir="$CACHE_DIR/work/kubernetes-$KUBERNETES_VERSION"
+	if [ ! -f "$dir/.ready" ]; then
+		log "preparing Kubernetes build module in $dir"
+		rm -rf "$dir"
+		mkdir -p "$dir"
+		local kmod
+		kmod="$(cd "$dir" && GOTOOLCHAIN=local go mod download -json "k8s.io/kubernetes@$KUBERNETES_VERSION" | sed -n 's/^[[:space:]]*"GoMod": "\(.*\)",$/\1/p')"
+		[ -n "$kmod" ] && [ -f "$kmod" ] ||
+			die "could not download k8s.io/kubernetes@$KUBERNETES_VERSION's go.mod from the module proxy"
+		local stver="v0.${KUBERNETES_VERSION#v1.}"
+		local staging
+		staging="$(awk '$2 == "=>" && $3 ~ /^\.\/staging\// {print $1}' "$kmod" | sed 's/^replace //' | sort -u)"
+		[ -n "$staging" ] || die "found no '=> ./staging/' replace lines in $kmod"
+		{
+			echo "module kpath.local/lab/kubernetes"
+			echo
+			echo "go 1.25.0"
+			echo
+			echo "godebug default=go1.25"
+			echo
+			echo "require k8s.io/kubernetes $KUBERNETES_VERSION"
+			echo
+			echo "// Staging modules: k8s.io/kubernetes replaces them with ./staging/..., which is not"
+			echo "// in the module zip; use the published $stver modules instead."
+			echo "replace ("
+			for m in $staging; do echo "	$m => $m $stver"; done
+			echo ")"
+		} >"$dir/go.mod"
+		cat >"$dir/tools.go" <<'EOF'
+//go:build tools
+
+// Package tools pins the Kubernetes commands so that go mod tidy keeps their deps.
+package tools
+
+import (
+	_ "k8s.io/kubernetes/cmd/kube-apiserver"
+	_ "k8s.io/kubernetes/cmd/kube-controller-manager"
+	_ "k8s.io/kubernetes/cmd/kube-scheduler"
+	_ "k8s.io/kubernetes/cmd/kubectl"
+	_ "k8s.io/kubernetes/cmd/kubelet"
+)
+EOF
+		log "  $(echo "$staging" | wc -l) staging modules replaced by $stver; running go mod tidy (downloads modules)"
+		(cd "$dir" && GOTOOLCHAIN=local GOFLAGS=-mod=mod go mod tidy) >"$dir/prepare.log" 2>&1 ||
+			{ tail -n 30 "$dir/prepare.log" >&2; die "go mod tidy failed for Kubernetes (log: $dir/prepare.log)"; }
+		touch "$dir/.ready"
+	fi
+	MODDIR="$dir"
+}
+
+kube_ldflags() {
+	local v="$KUBERNETES_VERSION" major minor date
+	major="${v#v}"
+	major="${major%%.*}"
+	minor="${v#v*.}"
+	minor="${minor%%.*}"
+	# Build date = the release's commit time from the proxy (reproducible cache key).
+	date="$(sed -n 's/.*"Time":"\([^"]*\)".*/\1/p' "$(go env GOMODCACHE)/cache/download/k8s.io/kubernetes/@v/$v.info" 2>/dev/null || true)"
+	[ -n "$date" ] || date="1970-01-01T00:00:00Z"
+	local f=""
+	for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+		f+=" -X $p.gitVersion=$v -X $p.gitMajor=$major -X $p.gitMinor=$minor"
+		f+=" -X $p.gitTreeState=clean -X $p.buildDate=$date"
+	done
+	echo "${f# }"
+}
+
+build_one() {
+	local comp="$1" out tmp dir logfile start pkg cgo=0
+	out="$(bin_path "$comp")"
+	if [ -x "$out" ]; then
+		log "$comp ($FLAVOUR $(version_of "$comp")): cached at $out"
+		return 0
+	fi
+	mkdir -p "$(dirname "$out")"
+	local tc
+	tc="$(toolchain_of "$comp")"
+	local -a args=(build -p "$PARALLEL")
+	local ldflags=""
+	if [ "$comp" = etcd ]; then
+		prepare_etcd_module
+		dir="$MODDIR"
+		pkg=.
+	else
+		prepare_kube_module
+		dir="$MODDIR"
+		pkg="k8s.io/kubernetes/cmd/$comp"
+		ldflags="$(kube_ldflags)"
+	fi
+	if [ "$FLAVOUR" = release ]; then
+		args+=(-trimpath)
+		[ "$comp" = etcd ] || args+=(-tags "selinux,notest,grpcnotrace")
+		args+=(-ldflags "all=$ldflags -s -w")
+		[ "$comp" = kubelet ] && cgo=1
+	else
+		args+=(-ldflags "$ldflags")
+	fi
+	if [ "$cgo" = 1 ] && ! command -v gcc >/dev/null; then
+		log "kubelet release build uses cgo: installing gcc libc6-dev"
+		{ DEBIAN_FRONTEND=noninteractive apt-get install -y -q gcc libc6-dev ||
+			{ apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q gcc libc6-dev; }; } >"$CACHE_DIR/work/apt-gcc.log" 2>&1 ||
+			die "could not install gcc (needed for the cgo kubelet release build); see $CACHE_DIR/work/apt-gcc.log"
+	fi
+	tmp="$out.tmp.$$"
+	logfile="$CACHE_DIR/work/build-$FLAVOUR-$comp.log"
+	: >"$logfile"
+	log "building $comp $(version_of "$comp") ($FLAVOUR, GOTOOLCHAIN=$tc, CGO_ENABLED=$cgo, -p $PARALLEL); log: $logfile"
+	start=$SECONDS
+	echo "+ (cd $dir && GOTOOLCHAIN=$tc CGO_ENABLED=$cgo go ${args[*]} -o $tmp $pkg)" >>"$logfile"
+	run_with_progress "$comp build" "$logfile" env -C "$dir" GOTOOLCHAIN="$tc" CGO_ENABLED="$cgo" go "${args[@]}" -o "$tmp" "$pkg"
+	# The binary must come from the intended toolchain.
+	local want="$tc"
+	[ "$want" != local ] || want="$(go env GOVERSION)"
+	go version "$tmp" | grep -qF ": $want" || { rm -f "$tmp"; die "$comp: built with $(go version "$tmp"), expected $want"; }
+	mv -f "$tmp" "$out"
+	local secs=$((SECONDS - start))
+	log "built $comp in ${secs} s -> $out ($(du -h "$out" | cut -f1))"
+	echo "$(date -u +%FT%TZ) $FLAVOUR $comp $(version_of "$comp") ${secs}s" >>"$CACHE_DIR/build-times.log"
+}
+
+main() {
+	local total=$SECONDS c tc seen=" "
+	for c in "${COMPONENTS[@]}"; do
+		tc="$(toolchain_of "$c")"
+		[[ "$seen" != *" $tc "* ]] || continue
+		seen+="$tc "
+		[ "$tc" != local ] || continue
+		log "release flavour: Go toolchain $tc (downloaded from the module proxy on first use)"
+		run_with_progress "toolchain $tc download" "$CACHE_DIR/work/toolchain.log" env GOTOOLCHAIN="$tc" go version
+	done
+	log "flavour $FLAVOUR; local Go: $(go version); components: ${COMPONENTS[*]}"
+	for c in "${COMPONENTS[@]}"; do build_one "$c"; done
+	log "done ($FLAVOUR) in $((SECONDS - total)) s"
+}
+
+# Everything runs from main (parsed in full first), so editing this file while
+# a build runs cannot make bash execute a half-read line.
+main "$@"
+exit

@@ -1,0 +1,116 @@
+# shellcheck shell=bash disable=SC2034
+# Shared settings and helpers for the kpath lab scripts (sourced, not run).
+
+LAB_SRC="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+# shellcheck source=versions.env
+. "$LAB_SRC/versions.env"
+
+CACHE_DIR="${KPATH_CACHE_DIR:-$HOME/.cache/kpath}"
+LAB_DIR="${KPATH_LAB_DIR:-$HOME/.cache/kpath/lab}"
+
+ALL_COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler kubelet kubectl)
+# Daemons in start order (kubectl is a client only).
+DAEMONS=(containerd etcd kube-apiserver kube-controller-manager kube-scheduler kubelet)
+
+PKI_DIR="$LAB_DIR/pki"
+RUN_DIR="$LAB_DIR/run"
+LOG_DIR="$LAB_DIR/logs"
+STATE_FILE="$LAB_DIR/state"
+CONTAINERD_DIR="$LAB_DIR/containerd"
+CONTAINERD_SOCK="$CONTAINERD_DIR/containerd.sock"
+KUBELET_DIR="$LAB_DIR/kubelet"
+CNI_DIR="$LAB_DIR/cni"
+IMAGES_DIR="$LAB_DIR/images"
+ADMIN_KUBECONFIG="$LAB_DIR/admin.kubeconfig"
+
+LAB_BRIDGE=labbr0
+LAB_CNI_NETWORK=kpath-lab
+LAB_POD_CIDR=10.244.0.0/24
+LAB_SERVICE_CIDR=10.96.0.0/24
+ETCD_ENDPOINT=http://127.0.0.1:2379
+APISERVER_URL=https://127.0.0.1:6443
+PAUSE_IMAGE=kpath.local/pause:v1
+WORKLOAD_IMAGE=kpath.local/workload:v1
+
+lab_log() { echo "[lab $(date +%H:%M:%S)] $*"; }
+lab_warn() { echo "[lab $(date +%H:%M:%S)] WARNING: $*" >&2; }
+lab_die() {
+	echo "lab: ERROR: $*" >&2
+	exit 1
+}
+
+version_of() {
+	case "$1" in
+	etcd) echo "$ETCD_VERSION" ;;
+	*) echo "$KUBERNETES_VERSION" ;;
+	esac
+}
+
+# kpath_bin_path FLAVOUR COMPONENT: where build.sh caches a binary.
+kpath_bin_path() { echo "$CACHE_DIR/bin/$1/$(version_of "$2")/$2"; }
+
+pidfile_of() { echo "$RUN_DIR/$1.pid"; }
+logfile_of() { echo "$LOG_DIR/$1.log"; }
+
+# lab_pid NAME: prints the pid of a running lab daemon, or fails. A pid only
+# counts when the process still mentions the lab dir on its command line (pids
+# get reused).
+lab_pid() {
+	local pf pid
+	pf="$(pidfile_of "$1")"
+	[ -f "$pf" ] || return 1
+	pid="$(cat "$pf" 2>/dev/null)" || return 1
+	[[ "$pid" =~ ^[0-9]+$ ]] || return 1
+	[ -r "/proc/$pid/cmdline" ] || return 1
+	local cmd
+	cmd="$(tr '\0' ' ' 2>/dev/null <"/proc/$pid/cmdline")" || return 1
+	[[ "$cmd" == *"$LAB_DIR"* ]] || return 1
+	# A zombie is not running.
+	[ "$(awk '/^State:/ {print $2}' "/proc/$pid/status" 2>/dev/null)" != Z ] || return 1
+	echo "$pid"
+}
+
+# pids_matching STRING: pids whose command line contains STRING (exact substring).
+pids_matching() {
+	local p cmd
+	for p in /proc/[0-9]*; do
+		p="${p#/proc/}"
+		[ "$p" != "$$" ] || continue
+		cmd="$(tr '\0' ' ' 2>/dev/null <"/proc/$p/cmdline")" || continue
+		case "$cmd" in *"$1"*) echo "$p" ;; esac
+	done
+}
+
+# ctr against the lab's containerd, in the CRI namespace.
+lab_ctr() { ctr -a "$CONTAINERD_SOCK" -n k8s.io "$@"; }
+
+# Which flavour (normal|release) a component uses in this lab run.
+# Needs LAB_FLAVOUR and LAB_RELEASE_SET (space separated, padded with spaces).
+component_flavour() {
+	if [ "$LAB_FLAVOUR" = release ] && [[ "$LAB_RELEASE_SET" == *" $1 "* ]]; then
+		echo release
+	else
+		echo normal
+	fi
+}
+
+# Sets LAB_FLAVOUR, LAB_RELEASE_SET and LAB_ID from the environment.
+resolve_flavour() {
+	LAB_FLAVOUR="${KPATH_LAB_FLAVOUR:-normal}"
+	case "$LAB_FLAVOUR" in normal | release) ;; *) lab_die "KPATH_LAB_FLAVOUR='$LAB_FLAVOUR': want normal or release" ;; esac
+	local extra="${KPATH_LAB_RELEASE_COMPONENTS:-}" c set=" etcd kube-apiserver "
+	extra="${extra//,/ }"
+	[ "$extra" != all ] || extra="${ALL_COMPONENTS[*]}"
+	for c in $extra; do
+		[[ " ${ALL_COMPONENTS[*]} " == *" $c "* ]] || lab_die "KPATH_LAB_RELEASE_COMPONENTS: unknown component '$c' (known: ${ALL_COMPONENTS[*]}, or 'all')"
+		[[ "$set" == *" $c "* ]] || set+="$c "
+	done
+	LAB_RELEASE_SET="$set"
+	if [ "$LAB_FLAVOUR" = release ]; then
+		local sorted
+		sorted="$(for c in "${ALL_COMPONENTS[@]}"; do [[ "$set" != *" $c "* ]] || printf '%s,' "$c"; done)"
+		LAB_ID="release:${sorted%,}"
+	else
+		LAB_ID=normal
+	fi
+}
