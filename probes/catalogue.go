@@ -54,9 +54,21 @@ const (
 	FieldNamespace
 	FieldName
 	FieldUID
+	FieldNode      // node name (the scheduler's bind target)
+	FieldContainer // container name
+	// FieldFailed is an error interface's type word, a *Status's code or a
+	// similar integer: non-zero means the call failed.
+	FieldFailed
+	// A resourceVersion is a decimal string in ObjectMeta. The BPF program
+	// reads it as integers: the first and second 8 bytes of its text and its
+	// length; the reader turns them into Event.Revision (see revText).
+	FieldRVText0
+	FieldRVText1
+	FieldRVLen
 )
 
-var fieldNames = [...]string{"none", "method", "path", "key", "revision", "succeeded", "raft-id", "webhook", "namespace", "name", "uid"}
+var fieldNames = [...]string{"none", "method", "path", "key", "revision", "succeeded", "raft-id", "webhook", "namespace", "name", "uid",
+	"node", "container", "failed", "rv-text0", "rv-text1", "rv-len"}
 
 func (f Field) String() string {
 	if int(f) < len(fieldNames) {
@@ -68,7 +80,7 @@ func (f Field) String() string {
 // IsString says whether the field is captured into a string slot.
 func (f Field) IsString() bool {
 	switch f {
-	case FieldMethod, FieldPath, FieldKey, FieldWebhook, FieldNamespace, FieldName, FieldUID:
+	case FieldMethod, FieldPath, FieldKey, FieldWebhook, FieldNamespace, FieldName, FieldUID, FieldNode, FieldContainer:
 		return true
 	}
 	return false

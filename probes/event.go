@@ -46,8 +46,16 @@ type Event struct {
 	Namespace    string
 	Name         string
 	UID          string
+	Node         string // node name (scheduler bind)
+	Container    string // container name (kubelet container start)
+	Failed       bool   // the call returned an error or a failure status (rows that capture FieldFailed)
 	// Truncated is set when a captured string was longer than the BPF buffer.
 	Truncated bool
+
+	// rvText collects a resourceVersion read as text (FieldRVText0/1,
+	// FieldRVLen) until it can be parsed into Revision.
+	rvText [2]uint64
+	rvLen  uint64
 }
 
 // Duration is End-Start, zero for point events.

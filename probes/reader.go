@@ -122,6 +122,10 @@ func setField(ev *Event, c Capture, be *bpf.Event, slot uint8) {
 			ev.Name = s
 		case FieldUID:
 			ev.UID = s
+		case FieldNode:
+			ev.Node = s
+		case FieldContainer:
+			ev.Container = s
 		}
 		return
 	}
@@ -133,5 +137,35 @@ func setField(ev *Event, c Capture, be *bpf.Event, slot uint8) {
 		ev.Succeeded, ev.SucceededSet = v != 0, true
 	case FieldRaftID:
 		ev.RaftID = uint64(v)
+	case FieldFailed:
+		ev.Failed = v != 0
+	case FieldRVText0, FieldRVText1, FieldRVLen:
+		switch c.Field {
+		case FieldRVText0:
+			ev.rvText[0] = uint64(v)
+		case FieldRVText1:
+			ev.rvText[1] = uint64(v)
+		default:
+			ev.rvLen = uint64(v)
+		}
+		ev.Revision = revText(ev.rvText, ev.rvLen)
 	}
+}
+
+// revText parses a resourceVersion read as two little-endian words of
+// text and a length: up to 16 decimal digits. Anything else (a longer or
+// unreadable string, or one not yet complete) gives 0.
+func revText(w [2]uint64, n uint64) int64 {
+	if n == 0 || n > 16 {
+		return 0
+	}
+	var rev int64
+	for i := range n {
+		c := byte(w[i/8] >> (8 * (i % 8)))
+		if c < '0' || c > '9' {
+			return 0
+		}
+		rev = rev*10 + int64(c-'0')
+	}
+	return rev
 }

@@ -2,4 +2,189 @@ package probes
 
 // podRows follow a pod from kube-apiserver's watch cache through the
 // informers of kube-scheduler and the kubelet to its containers.
-var podRows = []Row{}
+//
+// Registers and offsets were read from the DWARF of the lab builds
+// (Kubernetes v1.35.4, client-go v0.35.4, go1.26) at each function's entry
+// PC, results at the RETs from the ABI, and everything was proven live on the
+// lab (pods_live_test.go). For 1.33 and 1.34 the signatures, bodies where
+// inlining could change, and the structs read were compared in the sources
+// (k8s.io/kubernetes v1.33.13 and v1.34.4, staging v0.33.13 and v0.34.4): a
+// range reaches back only as far as they are identical. Left out: the
+// scheduling cycle on 1.33 (state was a *CycleState: podInfo in R9) and the
+// kubelet status manager on 1.33 (no logger / no ctx: the pod in RBX, the
+// UID in RBX,RCX), which would need rows of their own.
+//
+// Join keys: the pod UID everywhere but the watch cache's key; namespace and
+// name where the slots allow (the BPF event has three string slots); the
+// resourceVersion (etcd revision) where the object is at hand.
+//
+// Hit budget, measured by pods_live_test.go on the lab: one pod with two
+// containers, from create to Running, fires the default pod rows 21 times
+// (19 with one container): scheduler.informer.receive 4 (one per write of
+// the pod: create, binding, 2 status patches), scheduler.cycle 2,
+// scheduler.bind 2, kubelet.pod.received 1, kubelet.pod.sync 4–6 (2–3
+// syncs; then one more a minute while it runs), kubelet.sandbox.create 2,
+// kubelet.container.start 2 per container, kubelet.status.write 2. The
+// detail rows add about 13: apiserver.watch.cache 4, controller-manager
+// informer 4, scheduler.queue.add 1, kubelet.pod.updated 2,
+// kubelet.status.set 2. The write path the pod causes costs far more: 4
+// writes of the pod and about 10 Events, at 11 hits each.
+
+const (
+	modKubernetes = "k8s.io/kubernetes"
+	modClientGo   = "k8s.io/client-go"
+
+	kube133to135 = ">=v1.33.0 <v1.36.0"
+	kube134to135 = ">=v1.34.0 <v1.36.0"
+	// k8s133to135 (rows.go) covers the staging modules v0.33–v0.35:
+	// k8s.io/apiserver and k8s.io/client-go.
+)
+
+// Stages of the pod rows.
+const (
+	StageWatchCache     = "watch-cache"      // apiserver: event in the watch cache, queued for dispatch to watchers
+	StageInformer       = "informer-receive" // a component's reflector received the object from its watch
+	StageSchedulerQueue = "scheduler-queue"  // pod added to the scheduling queue
+	StageSchedule       = "scheduling-cycle" // one scheduling attempt: filter, score, assume
+	StageBind           = "bind"             // the scheduler binds the pod: POST pods/binding
+	StagePodSync        = "pod-sync"         // the kubelet syncs the pod (create / update)
+	StageSandbox        = "sandbox-create"   // the kubelet creates the pod sandbox (CRI RunPodSandbox)
+	StageContainerStart = "container-start"  // the kubelet pulls (if needed), creates and starts one container
+	StageStatusSet      = "status-set"       // the kubelet computed a pod status (status manager cache)
+	StageStatusWrite    = "status-write"     // the kubelet's status manager writes the status to the API
+)
+
+// Offsets in any top-level API object, TypeMeta then ObjectMeta (v1.Pod,
+// core.Pod, PartialObjectMetadata, ...): DWARF of v1.Pod and core.Pod in the
+// lab builds; both structs are the same in apimachinery v0.33–v0.35.
+const (
+	objName      = 0x20
+	objNamespace = 0x40
+	objUID       = 0x60
+	objRV        = 0x70 // ResourceVersion: string, ptr @0x70, len @0x78
+)
+
+// objMeta captures namespace, name and UID of the object at path (pointer
+// hops from r ending at the object).
+func objMeta(r Reg, path ...uint32) []Capture {
+	at := func(off uint32) []uint32 { return append(append([]uint32{}, path...), off) }
+	return []Capture{strAt(FieldNamespace, r, at(objNamespace)...), strAt(FieldName, r, at(objName)...), strAt(FieldUID, r, at(objUID)...)}
+}
+
+// objRevision captures the object's resourceVersion string as text words
+// and length (FieldRVText0/1, FieldRVLen); the reader parses it into
+// Event.Revision. Up to 16 digits.
+func objRevision(r Reg, path ...uint32) []Capture {
+	at := func(offs ...uint32) []uint32 { return append(append([]uint32{}, path...), offs...) }
+	return []Capture{
+		u64At(FieldRVText0, r, at(objRV, 0)...),
+		u64At(FieldRVText1, r, at(objRV, 8)...),
+		u64At(FieldRVLen, r, at(objRV+8)...),
+	}
+}
+
+// informerRow is the client-go reflector → RealFIFO hand-off, one row per
+// component that runs shared informers (Row.Component is single-valued).
+// client-go v0.35 uses RealFIFO (feature InOrderInformers, on by default
+// since v0.33); a binary that turned it off uses DeltaFIFO and this row
+// stays silent. addToItems_locked(deltaActionType DeltaType, skipTransform
+// bool, obj interface{}): obj in RSI (type), R8 (data → the object).
+func informerRow(id string, c Component, detail bool, hits string) Row {
+	return Row{ID: id, Component: c, Stage: StageInformer, Detail: detail,
+		Symbol: "k8s.io/client-go/tools/cache.(*RealFIFO).addToItems_locked",
+		Module: modClientGo, Versions: k8s133to135, Hits: hits,
+		Entry: append(objMeta(R8), objRevision(R8)...)}
+}
+
+var podRows = []Row{
+	// kube-apiserver: the cacher got an event from its etcd watch, put it in
+	// the watch cache and hands it to the dispatcher (before the per-watcher
+	// fan-out). event *watchCacheEvent in RBX: Object iface @16 (data @24),
+	// Key @80 (/pods/NS/NAME: the etcd key without /registry),
+	// ResourceVersion uint64 @96. Detail: it costs a hit on every write of
+	// the cluster, and the watch lag is measured at the reflectors anyway;
+	// this splits it into the apiserver's part and the rest.
+	{ID: "apiserver.watch.cache", Component: KubeAPIServer, Stage: StageWatchCache, Detail: true,
+		Symbol: "k8s.io/apiserver/pkg/storage/cacher.(*Cacher).processEvent",
+		Module: modAPIServer, Versions: k8s133to135,
+		Hits: "once per write of any resource the watch cache holds (all but Events by default): every pod create, binding, " +
+			"status patch, delete; leases, nodes, ...; plus a bookmark (no key, no object) per etcd progress notification",
+		Entry: []Capture{strAt(FieldKey, RBX, 80), u64At(FieldRevision, RBX, 96), strAt(FieldUID, RBX, 24, objUID)}},
+
+	// Informers. kube-scheduler's pod informer is on the pod's path; the
+	// controller-manager's only sees it (its controllers act on owners).
+	informerRow("scheduler.informer.receive", KubeScheduler, false,
+		"once per watch event per informer of kube-scheduler (pods: every pod write; also nodes, PVs, ...); once per object on a relist"),
+	informerRow("controller-manager.informer.receive", KubeControllerManager, true,
+		"once per watch event per informer of kube-controller-manager (pods, nodes, leases, ...); once per object on a relist or a resync (12–24 h)"),
+
+	// kube-scheduler. PriorityQueue.Add(logger, pod): pod in RSI. Detail: it
+	// follows scheduler.informer.receive of the create by a fraction of a
+	// millisecond (the informer's handler).
+	{ID: "scheduler.queue.add", Component: KubeScheduler, Stage: StageSchedulerQueue, Detail: true,
+		Symbol: "k8s.io/kubernetes/pkg/scheduler/backend/queue.(*PriorityQueue).Add",
+		Module: modKubernetes, Versions: kube133to135, Hits: "once per unscheduled pod added",
+		Entry: objMeta(RSI)},
+	// schedulingCycle(ctx, state, fwk, podInfo *QueuedPodInfo, start, podsToActivate)
+	// (ScheduleResult, *QueuedPodInfo, *Status): podInfo in R10 → PodInfo @0
+	// → Pod @0; at a RET the *Status is in R9 (code @0; nil = success).
+	{ID: "scheduler.cycle", Component: KubeScheduler, Stage: StageSchedule, Timed: true,
+		Symbol: "k8s.io/kubernetes/pkg/scheduler.(*Scheduler).schedulingCycle",
+		Module: modKubernetes, Versions: kube134to135, Hits: "once per scheduling attempt (retries of unschedulable pods included)",
+		Entry: objMeta(R10, 0, 0),
+		Exit:  []Capture{u64At(FieldFailed, R9, 0)}},
+	// bind(ctx, fwk, assumed *v1.Pod, targetNode string, state) *Status:
+	// pod in R8, node in R9,R10; the RET comes after the POST pods/binding
+	// answered and the scheduler cache finished the binding. Status in RAX.
+	{ID: "scheduler.bind", Component: KubeScheduler, Stage: StageBind, Timed: true,
+		Symbol: "k8s.io/kubernetes/pkg/scheduler.(*Scheduler).bind",
+		Module: modKubernetes, Versions: kube133to135, Hits: "once per pod bound",
+		Entry: []Capture{strAt(FieldUID, R8, objUID), strAt(FieldName, R8, objName), str(FieldNode, R9, R10)},
+		Exit:  []Capture{u64At(FieldFailed, RAX, 0)}},
+
+	// kubelet. Its pods come from a plain Reflector into an UndeltaStore
+	// (field selector spec.nodeName), not from an informer. Add(obj
+	// interface{}): obj in RBX,RCX, RCX → *v1.Pod, the decoded object itself.
+	{ID: "kubelet.pod.received", Component: Kubelet, Stage: StageInformer,
+		Symbol: "k8s.io/client-go/tools/cache.(*UndeltaStore).Add",
+		Module: modClientGo, Versions: k8s133to135, Hits: "once per pod bound to this node (watch ADDED); also once per static pod manifest file added (no resourceVersion)",
+		Entry: append(objMeta(RCX), objRevision(RCX)...)},
+	{ID: "kubelet.pod.updated", Component: Kubelet, Stage: StageInformer, Detail: true,
+		Symbol: "k8s.io/client-go/tools/cache.(*UndeltaStore).Update",
+		Module: modClientGo, Versions: k8s133to135, Hits: "once per update of a pod on this node (its own status patches included)",
+		Entry: append(objMeta(RCX), objRevision(RCX)...)},
+	// (*Kubelet).SyncPod(ctx, updateType, pod, mirrorPod, podStatus)
+	// (isTerminal bool, err error): pod in RSI; err's type word in RBX at a RET.
+	{ID: "kubelet.pod.sync", Component: Kubelet, Stage: StagePodSync, Timed: true,
+		Symbol: "k8s.io/kubernetes/pkg/kubelet.(*Kubelet).SyncPod",
+		Module: modKubernetes, Versions: kube133to135,
+		Hits:  "once per pod worker sync: the pod's arrival, each container change PLEG reports, each spec update, and a resync about every minute (--sync-frequency) per running pod",
+		Entry: objMeta(RSI),
+		Exit:  []Capture{u64(FieldFailed, RBX)}},
+	// createPodSandbox(ctx, pod, attempt) (id, message string, err error):
+	// pod in RDI; err's type word in RSI at a RET.
+	{ID: "kubelet.sandbox.create", Component: Kubelet, Stage: StageSandbox, Timed: true,
+		Symbol: "k8s.io/kubernetes/pkg/kubelet/kuberuntime.(*kubeGenericRuntimeManager).createPodSandbox",
+		Module: modKubernetes, Versions: kube133to135, Hits: "once per sandbox created (pod start, sandbox re-creation)",
+		Entry: objMeta(RDI),
+		Exit:  []Capture{u64(FieldFailed, RSI)}},
+	// startContainer(ctx, sandboxID, sandboxConfig, spec *startSpec, pod, ...)
+	// (message string, err error): spec in R9 → container @0 → Name @0; pod
+	// in R10; err's type word in RCX at a RET.
+	{ID: "kubelet.container.start", Component: Kubelet, Stage: StageContainerStart, Timed: true,
+		Symbol: "k8s.io/kubernetes/pkg/kubelet/kuberuntime.(*kubeGenericRuntimeManager).startContainer",
+		Module: modKubernetes, Versions: kube133to135, Hits: "once per container (init, regular, ephemeral) started or restarted",
+		Entry: []Capture{strAt(FieldUID, R10, objUID), strAt(FieldName, R10, objName), strAt(FieldContainer, R9, 0, 0)},
+		Exit:  []Capture{u64(FieldFailed, RCX)}},
+	// SetPodStatus(logger, pod, status): pod in RSI (status on the stack).
+	{ID: "kubelet.status.set", Component: Kubelet, Stage: StageStatusSet, Detail: true,
+		Symbol: "k8s.io/kubernetes/pkg/kubelet/status.(*manager).SetPodStatus",
+		Module: modKubernetes, Versions: kube134to135, Hits: "once per pod sync (as kubelet.pod.sync, resyncs included)",
+		Entry: objMeta(RSI)},
+	// syncPod(ctx, uid types.UID, status versionedPodStatus): UID in RDI,RSI;
+	// status on the stack at RSP+8: podName @8, podNamespace @24.
+	{ID: "kubelet.status.write", Component: Kubelet, Stage: StageStatusWrite,
+		Symbol: "k8s.io/kubernetes/pkg/kubelet/status.(*manager).syncPod",
+		Module: modKubernetes, Versions: kube134to135, Hits: "once per new pod status version (and per reconcile of a stale one, checked every 10 s)",
+		Entry: []Capture{str(FieldUID, RDI, RSI), strAt(FieldNamespace, RSP, 8+24), strAt(FieldName, RSP, 8+8)}},
+}
