@@ -39,3 +39,25 @@ demo: build
 
 clean:
 	rm -rf bin
+
+# Overhead benchmark (root): own etcd + kube-apiserver on free ports, ConfigMap
+# creates with no agent, with kpath-agent and with the apiserver's native
+# tracing, interleaved; prints ratios (docs/benchmarks.md).
+# BENCH_ARGS="--rounds=5 --duration=30s" make bench
+.PHONY: bench
+bench: build
+	$(GO) run ./test/bench $(BENCH_ARGS)
+
+# The agent as a container image on the lab, without Docker or a registry:
+# a static build, written as an OCI tarball by the lab's imagetool and
+# imported into the lab's containerd as kpath.local/kpath-agent:dev
+# (deploy/daemonset/overlays/lab uses it with imagePullPolicy: Never).
+.PHONY: image-lab
+LAB_ENV ?= $(or $(KPATH_LAB_DIR),$(HOME)/.cache/kpath/lab)/env
+image-lab:
+	mkdir -p bin/image
+	CGO_ENABLED=0 $(GO) build -o bin/image/kpath-agent ./cmd/agent
+	. $(LAB_ENV) && \
+	"$$KPATH_LAB_IMAGETOOL" build --binary bin/image/kpath-agent --path /usr/local/bin/kpath-agent \
+		--ref kpath.local/kpath-agent:dev --out bin/image/kpath-agent.tar && \
+	ctr -a "$$KPATH_LAB_CONTAINERD_SOCK" -n k8s.io images import bin/image/kpath-agent.tar

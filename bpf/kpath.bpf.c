@@ -264,8 +264,7 @@ static __always_inline void run_captures(__u64 *r, struct probe_config *cfg, str
 	}
 }
 
-SEC("uprobe")
-int kpath_probe(struct regs *r)
+static __always_inline int handle(struct regs *r)
 {
 	__u32 slot = bpf_get_attach_cookie(r);
 	struct probe_config *cfg = bpf_map_lookup_elem(&configs, &slot);
@@ -330,6 +329,21 @@ int kpath_probe(struct regs *r)
 			count(CNT_RINGBUF_FULL);
 	}
 	return 0;
+}
+
+// The same program twice: attached one uprobe at a time (any kernel with
+// attach cookies, 5.15+), or as one uprobe_multi link per row (6.6+), whose
+// detach waits for one RCU grace period instead of one per uprobe.
+SEC("uprobe")
+int kpath_probe(struct regs *r)
+{
+	return handle(r);
+}
+
+SEC("uprobe.multi")
+int kpath_probe_multi(struct regs *r)
+{
+	return handle(r);
 }
 
 char LICENSE[] SEC("license") = "Dual MIT/GPL";

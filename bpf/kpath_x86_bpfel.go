@@ -114,20 +114,21 @@ type kpathStashKey struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	kpathMapConfigs       = "configs"
-	kpathMapCounters      = "counters"
-	kpathMapEvents        = "events"
-	kpathMapHits          = "hits"
-	kpathMapScratch       = "scratch"
-	kpathMapStash         = "stash"
-	kpathProgKpathProbe   = "kpath_probe"
-	kpathVarUnusedCapKind = "unused_cap_kind"
-	kpathVarUnusedCfgFlag = "unused_cfg_flag"
-	kpathVarUnusedConfig  = "unused_config"
-	kpathVarUnusedCounter = "unused_counter"
-	kpathVarUnusedEvent   = "unused_event"
-	kpathVarUnusedMode    = "unused_mode"
-	kpathVarUnusedReg     = "unused_reg"
+	kpathMapConfigs          = "configs"
+	kpathMapCounters         = "counters"
+	kpathMapEvents           = "events"
+	kpathMapHits             = "hits"
+	kpathMapScratch          = "scratch"
+	kpathMapStash            = "stash"
+	kpathProgKpathProbe      = "kpath_probe"
+	kpathProgKpathProbeMulti = "kpath_probe_multi"
+	kpathVarUnusedCapKind    = "unused_cap_kind"
+	kpathVarUnusedCfgFlag    = "unused_cfg_flag"
+	kpathVarUnusedConfig     = "unused_config"
+	kpathVarUnusedCounter    = "unused_counter"
+	kpathVarUnusedEvent      = "unused_event"
+	kpathVarUnusedMode       = "unused_mode"
+	kpathVarUnusedReg        = "unused_reg"
 )
 
 // loadKpath returns the embedded CollectionSpec for kpath.
@@ -172,7 +173,8 @@ type kpathSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type kpathProgramSpecs struct {
-	KpathProbe *ebpf.ProgramSpec `ebpf:"kpath_probe"`
+	KpathProbe      *ebpf.ProgramSpec `ebpf:"kpath_probe"`
+	KpathProbeMulti *ebpf.ProgramSpec `ebpf:"kpath_probe_multi"`
 }
 
 // kpathMapSpecs contains maps before they are loaded into the kernel.
@@ -256,12 +258,14 @@ type kpathVariables struct {
 //
 // It can be passed to loadKpathObjects or ebpf.CollectionSpec.LoadAndAssign.
 type kpathPrograms struct {
-	KpathProbe *ebpf.Program `ebpf:"kpath_probe"`
+	KpathProbe      *ebpf.Program `ebpf:"kpath_probe"`
+	KpathProbeMulti *ebpf.Program `ebpf:"kpath_probe_multi"`
 }
 
 func (p *kpathPrograms) Close() error {
 	return _KpathClose(
 		p.KpathProbe,
+		p.KpathProbeMulti,
 	)
 }
 

@@ -83,6 +83,9 @@ var Counters = []Counter{RingbufFull, StashFull, RetWithoutEntry, ReadError}
 // Objects is the loaded BPF program and its maps.
 type Objects struct {
 	objs kpathObjects
+	// MultiErr says why the uprobe_multi program did not load (an old
+	// kernel); nil when it did.
+	MultiErr error
 }
 
 // Load loads the program into the kernel with a ring buffer of ringBytes
@@ -99,7 +102,14 @@ func Load(ringBytes uint32) (*Objects, error) {
 		spec.Maps["events"].MaxEntries = ringBytes
 	}
 	o := &Objects{}
-	if err := spec.LoadAndAssign(&o.objs, nil); err != nil {
+	err = spec.LoadAndAssign(&o.objs, nil)
+	if err != nil {
+		// Kernels before 6.6 have no uprobe_multi: load without it.
+		o.MultiErr = fmt.Errorf("uprobe_multi program: %w", err)
+		delete(spec.Programs, "kpath_probe_multi")
+		err = spec.LoadAndAssign(&o.objs, nil)
+	}
+	if err != nil {
 		var ve *ebpf.VerifierError
 		if errors.As(err, &ve) {
 			return nil, fmt.Errorf("load BPF program (verifier): %+v", ve)
@@ -112,6 +122,10 @@ func Load(ringBytes uint32) (*Objects, error) {
 // Program is the one uprobe program every probe attaches; the attach cookie
 // selects its config slot.
 func (o *Objects) Program() *ebpf.Program { return o.objs.KpathProbe }
+
+// MultiProgram is the program for uprobe_multi links, nil when the kernel
+// has none (see MultiErr).
+func (o *Objects) MultiProgram() *ebpf.Program { return o.objs.KpathProbeMulti }
 
 // Events is the ring buffer of finished events.
 func (o *Objects) Events() *ebpf.Map { return o.objs.Events }

@@ -298,13 +298,18 @@ func (w *Writes) addEtcdRequest(ev probes.Event, now time.Time) {
 }
 
 // matchFsync picks the WAL fsync that made the proposal durable: the first
-// one to start after the proposal that ended before the apply.
+// one to start after the proposal (or, without the detail row that sees
+// it, the request) that ended before the apply.
 func (w *Writes) matchFsync(wr *write) {
-	if wr.fsync != nil || wr.propose == nil || wr.apply == nil || wr.etcd == nil {
+	if wr.fsync != nil || wr.apply == nil || wr.etcd == nil {
 		return
 	}
+	after := wr.etcd.Start
+	if wr.propose != nil {
+		after = wr.propose.Start
+	}
 	for _, f := range w.fsyncs[wr.etcd.PID] {
-		if !f.ev.Start.Before(wr.propose.Start) && !f.ev.End.After(wr.apply.start) {
+		if !f.ev.Start.Before(after) && !f.ev.End.After(wr.apply.start) {
 			e := f.ev
 			wr.fsync = &e
 			return

@@ -61,7 +61,7 @@ func testEtcdLive(t *testing.T, bin string) {
 	}
 	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
 
-	tr, err := NewTracer(Options{})
+	tr, err := NewTracer(Options{Detail: true}) // every row, detail ones too
 	if err != nil {
 		t.Fatal(err)
 	}

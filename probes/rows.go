@@ -119,7 +119,7 @@ var writeRows = []Row{
 		Exit:  []Capture{u64At(FieldRevision, RAX, 0, 16)}},
 	// The raft request ID is registered on the request goroutine just
 	// before the proposal; Trigger hands the apply result back under it.
-	{ID: "etcd.raft.propose", Component: Etcd, Stage: StagePropose,
+	{ID: "etcd.raft.propose", Component: Etcd, Stage: StagePropose, Detail: true,
 		Symbol: "go.etcd.io/etcd/pkg/v3/wait.(*list).Register",
 		Module: modEtcdPkg, Versions: etcd36, Hits: "once per proposal",
 		Entry: []Capture{u64(FieldRaftID, RBX)}},

@@ -155,7 +155,7 @@ var podRows = []Row{
 		Entry: append(objMeta(RCX), objRevision(RCX)...)},
 	// (*Kubelet).SyncPod(ctx, updateType, pod, mirrorPod, podStatus)
 	// (isTerminal bool, err error): pod in RSI; err's type word in RBX at a RET.
-	{ID: "kubelet.pod.sync", Component: Kubelet, Stage: StagePodSync, Timed: true,
+	{ID: "kubelet.pod.sync", Component: Kubelet, Stage: StagePodSync, Timed: true, Detail: true,
 		Symbol: "k8s.io/kubernetes/pkg/kubelet.(*Kubelet).SyncPod",
 		Module: modKubernetes, Versions: kube133to135,
 		Hits:  "once per pod worker sync: the pod's arrival, each container change PLEG reports, each spec update, and a resync about every minute (--sync-frequency) per running pod",

@@ -118,6 +118,9 @@ func NewTracer(opts Options) (*Tracer, error) {
 	if log == nil {
 		log = slog.Default()
 	}
+	if objs.MultiErr != nil {
+		log.Warn("kernel has no uprobe_multi: attaching one uprobe at a time; detaching will be slow", "err", objs.MultiErr)
+	}
 	t := &Tracer{
 		objs:    objs,
 		rows:    rows,
@@ -278,15 +281,6 @@ func (t *Tracer) attachRow(p *Process, bin *Binary, ex *link.Executable, row *Ro
 		}
 		return s, t.objs.SetConfig(s, &cfg)
 	}
-	attach := func(off uint64, slot uint32) error {
-		l, err := ex.Uprobe(row.Symbol, t.objs.Program(), &link.UprobeOptions{Address: off, PID: p.PID, Cookie: uint64(slot)})
-		if err != nil {
-			return fmt.Errorf("uprobe on %s at file offset %#x in pid %d: %w", row.Symbol, off, p.PID, err)
-		}
-		links = append(links, l)
-		return nil
-	}
-
 	mode := bpf.ModePoint
 	if row.Timed {
 		mode = bpf.ModeEntry
@@ -295,25 +289,39 @@ func (t *Tracer) attachRow(p *Process, bin *Binary, ex *link.Executable, row *Ro
 	if err != nil {
 		return fail(err)
 	}
+	offs, cookies := []uint64{fn.FileOffset}, []uint64{uint64(entrySlot)}
 	if row.Timed {
-		// RETs first: a call already running when the entry probe lands
-		// would otherwise leave an entry that no RET ever completes.
 		retSlot, err := alloc(probeConfig(row.Exit, fields, bpf.ModeRet, entrySlot, g, false))
 		if err != nil {
 			return fail(err)
 		}
 		for _, r := range rets {
-			if err := attach(r, retSlot); err != nil {
-				return fail(err)
-			}
+			offs = append(offs, r)
+			cookies = append(cookies, uint64(retSlot))
 		}
 	}
-	if err := attach(fn.FileOffset, entrySlot); err != nil {
-		return fail(err)
+	if prog := t.objs.MultiProgram(); prog != nil {
+		// One link for the entry and every RET: attached and detached at once.
+		l, err := ex.UprobeMulti(nil, prog, &link.UprobeMultiOptions{Addresses: offs, Cookies: cookies, PID: uint32(p.PID)})
+		if err != nil {
+			return fail(fmt.Errorf("uprobe_multi on %s (%d sites) in pid %d: %w", row.Symbol, len(offs), p.PID, err))
+		}
+		links = append(links, l)
+	} else {
+		// RETs first: a call already running when the entry probe lands
+		// would otherwise leave an entry that no RET ever completes.
+		for i := len(offs) - 1; i >= 0; i-- {
+			l, err := ex.Uprobe(row.Symbol, t.objs.Program(), &link.UprobeOptions{Address: offs[i], PID: p.PID, Cookie: cookies[i]})
+			if err != nil {
+				return fail(fmt.Errorf("uprobe on %s at file offset %#x in pid %d: %w", row.Symbol, offs[i], p.PID, err))
+			}
+			links = append(links, l)
+		}
 	}
+	st.Uprobes = len(offs)
 	p.links = append(p.links, links...)
 	p.slots = append(p.slots, used...)
-	st.State, st.Uprobes = RowAttached, len(links)
+	st.State = RowAttached
 	return st
 }
 

@@ -21,10 +21,12 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"strconv"
 	"strings"
 	"text/tabwriter"
+	"unsafe"
 
 	"github.com/cilium/ebpf/rlimit"
 	"golang.org/x/sys/unix"
@@ -98,8 +100,9 @@ func (d *doctor) run() error {
 	d.btf()
 	d.uprobes()
 	caps := d.capabilities()
-	d.memlock()
-	tracer := d.bpfLoad()
+	d.uprobePermission(caps)
+	d.memlock(caps)
+	tracer := d.bpfLoad(caps)
 	d.components(tracer, caps)
 	if tracer != nil {
 		tracer.Close()
@@ -220,13 +223,17 @@ func (d *doctor) capabilities() capSet {
 	need(capBPF, "CAP_BPF", "load the BPF program and its maps", capSysAdmin)
 	need(capPerfmon, "CAP_PERFMON", "attach uprobes with perf_event_open", capSysAdmin)
 	need(capSysPtrace, "CAP_SYS_PTRACE", "read /proc/PID/exe of the control-plane processes and attach to them")
-	detail := fmt.Sprintf("CapEff %016x: %s; uid %d", uint64(eff), strings.Join(have, " "), uid)
-	if eff.has(capSysAdmin) {
-		detail += "; has CAP_SYS_ADMIN (more than kpath needs)"
+	var names []string
+	for _, c := range []struct {
+		bit  uint
+		name string
+	}{{capBPF, "CAP_BPF"}, {capPerfmon, "CAP_PERFMON"}, {capSysPtrace, "CAP_SYS_PTRACE"}, {capSysAdmin, "CAP_SYS_ADMIN"}, {capSysResrc, "CAP_SYS_RESOURCE"}} {
+		if eff.has(c.bit) {
+			names = append(names, c.name)
+		}
 	}
-	if eff.has(capSysResrc) {
-		detail += "; has CAP_SYS_RESOURCE"
-	}
+	detail := fmt.Sprintf("CapEff %016x (%s); uid %d", uint64(eff), strings.Join(names, " "), uid)
+	_ = have
 	if len(fixes) == 0 {
 		d.add(check{name: "capabilities", status: statusOK, detail: detail})
 		return eff
@@ -241,9 +248,15 @@ func (d *doctor) capabilities() capSet {
 	return eff
 }
 
-func (d *doctor) memlock() {
+func (d *doctor) memlock(caps capSet) {
 	var lim unix.Rlimit
 	_ = unix.Getrlimit(unix.RLIMIT_MEMLOCK, &lim)
+	if !caps.has(capBPF) && !caps.has(capSysAdmin) {
+		// RemoveMemlock tells memcg accounting by creating a map, which
+		// needs CAP_BPF: without it, it would wrongly blame the rlimit.
+		d.add(check{name: "memlock rlimit", status: statusSkip, detail: fmt.Sprintf("RLIMIT_MEMLOCK %s; cannot tell whether it matters without CAP_BPF", rlim(lim.Cur))})
+		return
+	}
 	// On kernels ≥ 5.11 BPF memory is charged to the memory cgroup and
 	// RemoveMemlock does nothing; on older ones it raises the limit, which
 	// needs CAP_SYS_RESOURCE when above the hard limit.
@@ -268,14 +281,17 @@ func rlim(v uint64) string {
 	return strconv.FormatUint(v, 10)
 }
 
-func (d *doctor) bpfLoad() *probes.Tracer {
+func (d *doctor) bpfLoad(caps capSet) *probes.Tracer {
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
 	t, err := probes.NewTracer(probes.Options{Detail: d.detail, Logger: quiet})
 	if err != nil {
 		c := check{name: "BPF program load", status: statusFail, detail: err.Error()}
-		if errors.Is(err, os.ErrPermission) {
+		switch {
+		case !caps.has(capBPF) && !caps.has(capSysAdmin):
+			c.detail = "refused: no CAP_BPF (see the capabilities FIX)"
+		case errors.Is(err, os.ErrPermission):
 			c.fix = "the kernel refused to load the BPF program: the container needs CAP_BPF and CAP_PERFMON (securityContext.capabilities.add), runAsUser 0, and a seccomp profile that allows bpf(2) and perf_event_open(2)"
-		} else {
+		default:
 			c.fix = "the BPF program did not load: see the error above (kernel ≥ 5.15 with BPF ring buffers and uprobe BPF cookies)"
 		}
 		d.add(c)
@@ -407,9 +423,13 @@ func (d *doctor) components(t *probes.Tracer, caps capSet) {
 	case len(permErrs) > 0:
 		c.status = statusFail
 		c.detail += "; permission denied: " + permErrs[0]
-		c.fix = "attaching uprobes was refused: the container needs CAP_PERFMON and CAP_SYS_PTRACE (securityContext.capabilities.add), and a seccomp profile that allows perf_event_open(2)"
-		if !caps.has(capSysPtrace) {
+		switch {
+		case !caps.has(capSysPtrace):
 			c.fix = "CAP_SYS_PTRACE missing: add it to securityContext.capabilities.add (uprobes on another user's or more privileged process need it)"
+		case !caps.has(capSysAdmin):
+			c.fix = sysAdminFix
+		default:
+			c.fix = "attaching uprobes was refused: the container needs CAP_PERFMON, CAP_SYS_PTRACE and (on Linux ≥ 6.16) CAP_SYS_ADMIN, and a seccomp profile and LSM (AppArmor: Unconfined) that allow perf_event_open(2) on other processes"
 		}
 	case attached == 0:
 		c.status = statusWarn
@@ -467,10 +487,12 @@ func (d *doctor) report() error {
 	}
 	fmt.Fprintln(&buf)
 	failed := 0
+	printed := map[string]bool{}
 	for _, c := range d.checks {
 		if c.status == statusFail {
 			failed++
-			if c.fix != "" {
+			if c.fix != "" && !printed[c.fix] {
+				printed[c.fix] = true
 				fmt.Fprintln(&buf, "FIX: "+c.fix)
 			}
 		}
@@ -491,4 +513,77 @@ func oneLine(s string) string {
 		s = string(r[:159]) + "…"
 	}
 	return s
+}
+
+// sysAdminFix is the fix when the kernel refuses uprobe perf events to
+// CAP_PERFMON: "perf/core: Require CAP_SYS_ADMIN for uprobes" (Linux 6.16,
+// backported to stable kernels) made perf_uprobe_event_init check
+// capable(CAP_SYS_ADMIN) instead of perfmon_capable().
+const sysAdminFix = "CAP_SYS_ADMIN missing: this kernel creates uprobe perf events only for CAP_SYS_ADMIN (Linux 6.16+ and stable backports of \"perf/core: Require CAP_SYS_ADMIN for uprobes\"; CAP_PERFMON is no longer enough): add SYS_ADMIN to securityContext.capabilities.add"
+
+// uprobePermission asks the kernel directly whether this process may create
+// a uprobe perf event: one on its own executable (main.main, long passed),
+// for itself, closed at once. It needs no BPF and no ptrace access, so it
+// isolates the kernel's rule for uprobes from everything else.
+func (d *doctor) uprobePermission(caps capSet) {
+	name := "uprobe permission"
+	typ, err := os.ReadFile(filepath.Join(uprobePMUPath, "type"))
+	if err != nil {
+		d.add(check{name: name, status: statusSkip, detail: "no uprobe PMU"})
+		return
+	}
+	pmu, err := strconv.ParseUint(strings.TrimSpace(string(typ)), 10, 32)
+	if err != nil {
+		d.add(check{name: name, status: statusSkip, detail: "uprobe PMU type: " + err.Error()})
+		return
+	}
+	self, err := os.Executable()
+	if err != nil {
+		d.add(check{name: name, status: statusSkip, detail: err.Error()})
+		return
+	}
+	bin, err := probes.OpenBinary(self)
+	if err != nil {
+		d.add(check{name: name, status: statusSkip, detail: err.Error()})
+		return
+	}
+	fn, err := bin.Func("main.main")
+	bin.Close()
+	if err != nil {
+		d.add(check{name: name, status: statusSkip, detail: err.Error()})
+		return
+	}
+	path, err := unix.BytePtrFromString(self)
+	if err != nil {
+		d.add(check{name: name, status: statusSkip, detail: err.Error()})
+		return
+	}
+	attr := unix.PerfEventAttr{
+		Type: uint32(pmu),
+		Size: uint32(unsafe.Sizeof(unix.PerfEventAttr{})),
+		Ext1: uint64(uintptr(unsafe.Pointer(path))), // config1: uprobe_path
+		Ext2: fn.FileOffset,                         // config2: probe_offset
+		Bits: unix.PerfBitDisabled,
+	}
+	fd, err := unix.PerfEventOpen(&attr, os.Getpid(), -1, -1, unix.PERF_FLAG_FD_CLOEXEC)
+	runtime.KeepAlive(path)
+	if err == nil {
+		unix.Close(fd)
+		d.add(check{name: name, status: statusOK, detail: "the kernel lets this process create uprobe perf events"})
+		return
+	}
+	c := check{name: name, status: statusFail, detail: "perf_event_open(uprobe on itself): " + err.Error()}
+	switch {
+	case !errors.Is(err, unix.EACCES) && !errors.Is(err, unix.EPERM):
+		c.status, c.fix = statusWarn, ""
+	case !caps.has(capPerfmon) && !caps.has(capSysAdmin):
+		c.detail += " (no CAP_PERFMON, see the capabilities FIX)"
+	case errors.Is(err, unix.EPERM):
+		c.fix = "perf_event_open(2) was refused with EPERM: a seccomp profile or LSM blocks it; use seccompProfile RuntimeDefault of a runtime that allows it with CAP_PERFMON/CAP_SYS_ADMIN, or a custom profile"
+	case !caps.has(capSysAdmin):
+		c.fix = sysAdminFix
+	default:
+		c.fix = "perf_event_open(2) of a uprobe was refused even with CAP_SYS_ADMIN: check kernel.perf_event_paranoid and the LSM (AppArmor/SELinux) policy of the container"
+	}
+	d.add(c)
 }

@@ -158,7 +158,6 @@ func run(args []string) error {
 		pods.AddWrite(w, time.Now())
 	})
 
-
 	errc := make(chan error, 2)
 	go func() {
 		errc <- tracer.Watch(ctx, c.procRoot, c.scan, func(e probes.AttachEvent) {

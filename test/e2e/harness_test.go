@@ -103,7 +103,7 @@ func freeAddr(t *testing.T) string {
 }
 
 // startAgent runs kpath-agent exporting to otlpAddr and waits until it is
-// attached to kube-apiserver and etcd.
+// attached to every lab component that has default rows.
 func startAgent(t *testing.T, otlpAddr string, extra ...string) *agent {
 	t.Helper()
 	a := &agent{metrics: freeAddr(t), logPath: filepath.Join(t.TempDir(), "agent.log")}
@@ -136,13 +136,14 @@ func startAgent(t *testing.T, otlpAddr string, extra ...string) *agent {
 	deadline := time.Now().Add(60 * time.Second)
 	for time.Now().Before(deadline) {
 		m, err := a.scrape()
-		if err == nil && m.sum("kpath_attached_probes", "component", "kube-apiserver") > 0 && m.sum("kpath_attached_probes", "component", "etcd") > 0 {
+		if err == nil && m.sum("kpath_attached_probes", "component", "kube-apiserver") > 0 && m.sum("kpath_attached_probes", "component", "etcd") > 0 &&
+			m.sum("kpath_attached_probes", "component", "kube-scheduler") > 0 && m.sum("kpath_attached_probes", "component", "kubelet") > 0 {
 			return a
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
 	b, _ := os.ReadFile(a.logPath)
-	t.Fatalf("agent did not attach to kube-apiserver and etcd within 60s; log:\n%s", b)
+	t.Fatalf("agent did not attach to kube-apiserver, etcd, kube-scheduler and kubelet within 60s; log:\n%s", b)
 	return nil
 }
 

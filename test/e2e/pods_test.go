@@ -228,7 +228,11 @@ func TestPodsAreTracedFromCreateToRunning(t *testing.T) {
 				missing++
 				if missing <= 3 {
 					if ok {
-						t.Logf("pod %s: incomplete trace, stages %v", p.Name, pt.durations())
+						var names []string
+						for _, s := range pt.spans {
+							names = append(names, fmt.Sprintf("%s[%v/%v]", s.Name, attrs(s)["kpath.component"], attrs(s)["kpath.stage"]))
+						}
+						t.Logf("pod %s (uid %s): incomplete trace, stages %v, spans %s", p.Name, p.UID, pt.durations(), strings.Join(names, ", "))
 					} else {
 						t.Logf("pod %s: no trace", p.Name)
 					}

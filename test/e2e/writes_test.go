@@ -285,8 +285,11 @@ func TestWritesAreTracedThroughAPIServerAndEtcd(t *testing.T) {
 	if ringDrops != 0 {
 		t.Errorf("ring buffer dropped %.0f events, want 0", ringDrops)
 	}
-	// The budget: 4 hits in kube-apiserver for a plain write (README).
-	if tracesMade > 0 && apiHits/tracesMade > 4 {
+	// The budget: 4 hits in kube-apiserver for a plain write (README). The
+	// cluster's own requests that end without a write (a conflict retried,
+	// a no-op update) cost hits without a trace, hence the small margin; a
+	// fifth probe on the write path would cost a whole hit per write.
+	if tracesMade > 0 && apiHits/tracesMade > 4.25 {
 		t.Errorf("kube-apiserver took %.2f probe hits per write, budget 4", apiHits/tracesMade)
 	}
 }

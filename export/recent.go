@@ -1,0 +1,459 @@
+package export
+
+import (
+	"container/list"
+	"context"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"net/http"
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/kpath/kpath/correlate"
+)
+
+// Recent keeps the traces an agent exported lately in memory, so that
+// `kubectl kpath explain` can ask every agent about one pod. It is bounded
+// by count and by age, and indexed by pod (k8s.namespace.name +
+// k8s.pod.name, or a /registry/pods/NS/NAME key), pod UID (k8s.pod.uid) and
+// etcd key (kpath.key). It is an Exporter, to be teed next to the real one
+// (see Tee). Safe for concurrent use.
+type Recent struct {
+	max    int
+	maxAge time.Duration
+	node   string
+	now    func() time.Time
+
+	mu    sync.Mutex
+	order *list.List // of *recentEntry, least recently updated first
+	byID  map[correlate.TraceID]*list.Element
+	byPod map[podRef]map[*recentEntry]struct{}
+	byUID map[string]map[*recentEntry]struct{}
+	byKey map[string]map[*recentEntry]struct{}
+}
+
+// RecentOptions bound a Recent store.
+type RecentOptions struct {
+	MaxTraces int           // default 2000
+	MaxAge    time.Duration // default 10 minutes
+	// Node is reported with every answer, so merged answers say which
+	// agent saw what.
+	Node string
+}
+
+// Defaults of RecentOptions.
+const (
+	DefaultRecentTraces = 2000
+	DefaultRecentAge    = 10 * time.Minute
+)
+
+type podRef struct{ ns, name string }
+
+type recentEntry struct {
+	id       correlate.TraceID
+	updated  time.Time
+	start    time.Time
+	complete bool
+	spans    []JSONSpan
+	spanIDs  map[string]bool
+	pods     []podRef
+	uids     []string
+	keys     []string
+}
+
+// NewRecent returns an empty store.
+func NewRecent(o RecentOptions) *Recent {
+	if o.MaxTraces <= 0 {
+		o.MaxTraces = DefaultRecentTraces
+	}
+	if o.MaxAge <= 0 {
+		o.MaxAge = DefaultRecentAge
+	}
+	return &Recent{
+		max: o.MaxTraces, maxAge: o.MaxAge, node: o.Node, now: time.Now,
+		order: list.New(),
+		byID:  map[correlate.TraceID]*list.Element{},
+		byPod: map[podRef]map[*recentEntry]struct{}{},
+		byUID: map[string]map[*recentEntry]struct{}{},
+		byKey: map[string]map[*recentEntry]struct{}{},
+	}
+}
+
+// Export stores t. A trace ID seen before is merged into the stored trace
+// (spans deduplicated by span ID). It never blocks for long: the work is a
+// conversion of the spans to their JSON form and a few map updates.
+func (r *Recent) Export(t correlate.Trace) {
+	if len(t.Spans) == 0 {
+		return
+	}
+	spans := make([]JSONSpan, len(t.Spans))
+	for i := range t.Spans {
+		spans[i] = NewJSONSpan(&t.Spans[i])
+	}
+	now := r.now()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if el, ok := r.byID[t.ID]; ok {
+		e := el.Value.(*recentEntry)
+		r.unindex(e)
+		for _, s := range spans {
+			if !e.spanIDs[s.SpanID] {
+				e.spanIDs[s.SpanID] = true
+				e.spans = append(e.spans, s)
+			}
+		}
+		e.complete = e.complete || t.Complete
+		e.updated = now
+		r.index(e, t.Spans)
+		r.order.MoveToBack(el)
+	} else {
+		e := &recentEntry{id: t.ID, updated: now, complete: t.Complete, spans: spans, spanIDs: map[string]bool{}}
+		for _, s := range spans {
+			e.spanIDs[s.SpanID] = true
+		}
+		r.index(e, t.Spans)
+		r.byID[t.ID] = r.order.PushBack(e)
+	}
+	r.evictLocked(now)
+}
+
+// Close implements Exporter; the store stays readable.
+func (r *Recent) Close(context.Context) error { return nil }
+
+// Len is the number of traces held.
+func (r *Recent) Len() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.evictLocked(r.now())
+	return r.order.Len()
+}
+
+func (r *Recent) evictLocked(now time.Time) {
+	for r.order.Len() > 0 {
+		el := r.order.Front()
+		e := el.Value.(*recentEntry)
+		if r.order.Len() <= r.max && now.Sub(e.updated) <= r.maxAge {
+			return
+		}
+		r.order.Remove(el)
+		delete(r.byID, e.id)
+		r.unindex(e)
+	}
+}
+
+// index records what e is about, from its spans (the new ones and those
+// already held: e.spans holds both).
+func (r *Recent) index(e *recentEntry, fresh []correlate.Span) {
+	pods, uids, keys := map[podRef]bool{}, map[string]bool{}, map[string]bool{}
+	for _, ref := range e.pods {
+		pods[ref] = true
+	}
+	for _, u := range e.uids {
+		uids[u] = true
+	}
+	for _, k := range e.keys {
+		keys[k] = true
+	}
+	for i := range fresh {
+		s := &fresh[i]
+		if e.start.IsZero() || s.Start.Before(e.start) {
+			e.start = s.Start
+		}
+		ns, _ := s.Attr(correlate.AttrNamespace).(string)
+		if name, _ := s.Attr(correlate.AttrPodName).(string); ns != "" && name != "" {
+			pods[podRef{ns, name}] = true
+		}
+		if uid, _ := s.Attr(correlate.AttrPodUID).(string); uid != "" {
+			uids[uid] = true
+		}
+		if key, _ := s.Attr(correlate.AttrKey).(string); key != "" {
+			keys[key] = true
+			if o := correlate.ParseKey(key); o.Resource == "pods" && o.Group == "" && o.Namespace != "" {
+				pods[podRef{o.Namespace, o.Name}] = true
+			}
+		}
+	}
+	e.pods, e.uids, e.keys = mapKeys(pods), mapKeys(uids), mapKeys(keys)
+	for _, p := range e.pods {
+		addTo(r.byPod, p, e)
+	}
+	for _, u := range e.uids {
+		addTo(r.byUID, u, e)
+	}
+	for _, k := range e.keys {
+		addTo(r.byKey, k, e)
+	}
+}
+
+func (r *Recent) unindex(e *recentEntry) {
+	for _, p := range e.pods {
+		removeFrom(r.byPod, p, e)
+	}
+	for _, u := range e.uids {
+		removeFrom(r.byUID, u, e)
+	}
+	for _, k := range e.keys {
+		removeFrom(r.byKey, k, e)
+	}
+}
+
+func mapKeys[K comparable](m map[K]bool) []K {
+	out := make([]K, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	return out
+}
+
+func addTo[K comparable](m map[K]map[*recentEntry]struct{}, k K, e *recentEntry) {
+	set := m[k]
+	if set == nil {
+		set = map[*recentEntry]struct{}{}
+		m[k] = set
+	}
+	set[e] = struct{}{}
+}
+
+func removeFrom[K comparable](m map[K]map[*recentEntry]struct{}, k K, e *recentEntry) {
+	if set := m[k]; set != nil {
+		delete(set, e)
+		if len(set) == 0 {
+			delete(m, k)
+		}
+	}
+}
+
+// RecentQuery selects traces. Conditions are ORed: a trace matches when it
+// is about the pod Namespace/Pod (by attributes or by its etcd key), or
+// about the pod UID, or has etcd key Key. A pod query also matches the
+// traces of every UID that the pod's own traces name, so that spans which
+// carry only the UID are found. An empty query matches every trace.
+type RecentQuery struct {
+	Namespace, Pod string
+	UID            string
+	Key            string
+	// Limit keeps the newest Limit matches; 0 means DefaultRecentLimit.
+	Limit int
+}
+
+// DefaultRecentLimit is the most traces one answer holds unless asked otherwise.
+const DefaultRecentLimit = 200
+
+// RecentTrace is one trace in an answer of /api/v1/traces. Spans use the
+// public JSONL encoding (JSONSpan).
+type RecentTrace struct {
+	TraceID  string     `json:"traceId"`
+	Complete bool       `json:"complete"`
+	Spans    []JSONSpan `json:"spans"`
+}
+
+// TracesResponse is the body of GET /api/v1/traces.
+type TracesResponse struct {
+	Node   string        `json:"node,omitempty"`
+	Traces []RecentTrace `json:"traces"`
+}
+
+// Query returns the matching traces, oldest first (by their first span).
+func (r *Recent) Query(q RecentQuery) []RecentTrace {
+	limit := q.Limit
+	if limit <= 0 {
+		limit = DefaultRecentLimit
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.evictLocked(r.now())
+
+	var hits []*recentEntry
+	if q.Namespace == "" && q.Pod == "" && q.UID == "" && q.Key == "" {
+		for el := r.order.Front(); el != nil; el = el.Next() {
+			hits = append(hits, el.Value.(*recentEntry))
+		}
+	} else {
+		set := map[*recentEntry]bool{}
+		uids := map[string]bool{}
+		if q.UID != "" {
+			uids[q.UID] = true
+		}
+		if q.Pod != "" {
+			for e := range r.byPod[podRef{q.Namespace, q.Pod}] {
+				set[e] = true
+				for _, u := range e.uids {
+					uids[u] = true
+				}
+			}
+		}
+		for u := range uids {
+			for e := range r.byUID[u] {
+				set[e] = true
+			}
+		}
+		if q.Key != "" {
+			for e := range r.byKey[q.Key] {
+				set[e] = true
+			}
+		}
+		for e := range set {
+			hits = append(hits, e)
+		}
+	}
+	slices.SortFunc(hits, func(a, b *recentEntry) int {
+		if c := a.start.Compare(b.start); c != 0 {
+			return c
+		}
+		return slices.Compare(a.id[:], b.id[:])
+	})
+	if len(hits) > limit {
+		hits = hits[len(hits)-limit:]
+	}
+	out := make([]RecentTrace, len(hits))
+	for i, e := range hits {
+		out[i] = RecentTrace{TraceID: hex.EncodeToString(e.id[:]), Complete: e.complete, Spans: slices.Clone(e.spans)}
+	}
+	return out
+}
+
+// Handler serves GET /api/v1/traces?namespace=NS&pod=NAME[&uid=UID][&key=KEY][&limit=N]
+// as a TracesResponse. pod needs namespace.
+func (r *Recent) Handler() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		if req.Method != http.MethodGet && req.Method != http.MethodHead {
+			w.Header().Set("Allow", "GET, HEAD")
+			http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+			return
+		}
+		v := req.URL.Query()
+		q := RecentQuery{Namespace: v.Get("namespace"), Pod: v.Get("pod"), UID: v.Get("uid"), Key: v.Get("key")}
+		if q.Pod != "" && q.Namespace == "" {
+			http.Error(w, "pod needs namespace", http.StatusBadRequest)
+			return
+		}
+		if s := v.Get("limit"); s != "" {
+			n, err := strconv.Atoi(s)
+			if err != nil || n < 0 {
+				http.Error(w, "limit: want a non-negative integer", http.StatusBadRequest)
+				return
+			}
+			q.Limit = n
+		}
+		resp := TracesResponse{Node: r.node, Traces: r.Query(q)}
+		w.Header().Set("Content-Type", "application/json")
+		enc := json.NewEncoder(w)
+		enc.SetEscapeHTML(false)
+		enc.Encode(resp)
+	})
+}
+
+// Tee sends every trace to each exporter in turn; Close closes them all.
+// Exporters must treat the trace as read-only, as they share it.
+func Tee(es ...Exporter) Exporter { return tee(es) }
+
+type tee []Exporter
+
+func (t tee) Export(tr correlate.Trace) {
+	for _, e := range t {
+		e.Export(tr)
+	}
+}
+
+func (t tee) Close(ctx context.Context) error {
+	var errs []error
+	for _, e := range t {
+		errs = append(errs, e.Close(ctx))
+	}
+	return errors.Join(errs...)
+}
+
+// Span converts a JSONL span back. Attribute numbers may come as
+// json.Number (a decoder with UseNumber, which keeps int64 exact) or
+// float64; integral numbers become int64, as the encoder wrote them.
+func (j JSONSpan) Span() (correlate.Span, error) {
+	var s correlate.Span
+	if err := decodeHex(s.TraceID[:], j.TraceID); err != nil {
+		return s, fmt.Errorf("traceId: %w", err)
+	}
+	if err := decodeHex(s.SpanID[:], j.SpanID); err != nil {
+		return s, fmt.Errorf("spanId: %w", err)
+	}
+	if j.ParentSpanID != "" {
+		if err := decodeHex(s.Parent[:], j.ParentSpanID); err != nil {
+			return s, fmt.Errorf("parentSpanId: %w", err)
+		}
+	}
+	s.Name = j.Name
+	var err error
+	if s.Start, err = parseNano(j.StartTimeUnixNano); err != nil {
+		return s, fmt.Errorf("startTimeUnixNano: %w", err)
+	}
+	if s.End, err = parseNano(j.EndTimeUnixNano); err != nil {
+		return s, fmt.Errorf("endTimeUnixNano: %w", err)
+	}
+	keys := make([]string, 0, len(j.Attributes))
+	for k := range j.Attributes {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	for _, k := range keys {
+		s.Attributes = append(s.Attributes, correlate.Attribute{Key: k, Value: jsonAttr(j.Attributes[k])})
+	}
+	return s, nil
+}
+
+// Trace converts an answer's trace back to a correlate.Trace.
+func (rt RecentTrace) Trace() (correlate.Trace, error) {
+	t := correlate.Trace{Complete: rt.Complete}
+	if err := decodeHex(t.ID[:], rt.TraceID); err != nil {
+		return t, fmt.Errorf("traceId: %w", err)
+	}
+	for _, j := range rt.Spans {
+		s, err := j.Span()
+		if err != nil {
+			return t, fmt.Errorf("span %s: %w", j.SpanID, err)
+		}
+		t.Spans = append(t.Spans, s)
+	}
+	return t, nil
+}
+
+func decodeHex(dst []byte, s string) error {
+	if len(s) != 2*len(dst) {
+		return fmt.Errorf("%q: want %d hex digits", s, 2*len(dst))
+	}
+	_, err := hex.Decode(dst, []byte(s))
+	return err
+}
+
+func parseNano(s string) (time.Time, error) {
+	n, err := strconv.ParseUint(s, 10, 64)
+	if err != nil {
+		return time.Time{}, err
+	}
+	if n == 0 {
+		return time.Time{}, nil
+	}
+	if n > math.MaxInt64 {
+		return time.Time{}, fmt.Errorf("%s is out of range", s)
+	}
+	return time.Unix(0, int64(n)), nil
+}
+
+func jsonAttr(v any) any {
+	switch v := v.(type) {
+	case json.Number:
+		if i, err := v.Int64(); err == nil {
+			return i
+		}
+		f, _ := v.Float64()
+		return f
+	case float64:
+		if v == math.Trunc(v) && math.Abs(v) < 1<<53 {
+			return int64(v)
+		}
+		return v
+	}
+	return v
+}
