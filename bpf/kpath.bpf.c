@@ -156,6 +156,23 @@ const enum mode *unused_mode __attribute__((unused));
 const enum counter *unused_counter __attribute__((unused));
 const enum cfg_flag *unused_cfg_flag __attribute__((unused));
 
+// The PID namespace of the agent (dev and inode of /proc/self/ns/pid), set
+// at load: PIDs are reported as the agent sees them in /proc. Inside a kind
+// node (or any nested PID namespace) the kernel's own PIDs would match no
+// process the agent found. Zero: report the kernel's PIDs.
+volatile const __u64 pidns_dev = 0;
+volatile const __u64 pidns_ino = 0;
+
+static __always_inline __u64 current_pid_tgid(void)
+{
+	if (pidns_ino) {
+		struct bpf_pidns_info ns = {};
+		if (bpf_get_ns_current_pid_tgid(pidns_dev, pidns_ino, &ns, sizeof(ns)) == 0)
+			return ((__u64)ns.tgid << 32) | ns.pid;
+	}
+	return bpf_get_current_pid_tgid();
+}
+
 static __always_inline void count(__u32 c)
 {
 	__u64 *v = bpf_map_lookup_elem(&counters, &c);
@@ -278,7 +295,7 @@ static __always_inline int handle(struct regs *r)
 	__u64 a[NREGS];
 	load_regs(r, a);
 	__u64 now = bpf_ktime_get_ns();
-	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	__u64 pid_tgid = current_pid_tgid();
 	struct stash_key key = {
 		.pid = pid_tgid >> 32,
 		.slot = cfg->mode == MODE_RET ? cfg->entry_slot : slot,

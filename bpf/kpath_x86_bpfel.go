@@ -122,6 +122,8 @@ const (
 	kpathMapStash            = "stash"
 	kpathProgKpathProbe      = "kpath_probe"
 	kpathProgKpathProbeMulti = "kpath_probe_multi"
+	kpathVarPidnsDev         = "pidns_dev"
+	kpathVarPidnsIno         = "pidns_ino"
 	kpathVarUnusedCapKind    = "unused_cap_kind"
 	kpathVarUnusedCfgFlag    = "unused_cfg_flag"
 	kpathVarUnusedConfig     = "unused_config"
@@ -193,6 +195,8 @@ type kpathMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type kpathVariableSpecs struct {
+	PidnsDev      *ebpf.VariableSpec `ebpf:"pidns_dev"`
+	PidnsIno      *ebpf.VariableSpec `ebpf:"pidns_ino"`
 	UnusedCapKind *ebpf.VariableSpec `ebpf:"unused_cap_kind"`
 	UnusedCfgFlag *ebpf.VariableSpec `ebpf:"unused_cfg_flag"`
 	UnusedConfig  *ebpf.VariableSpec `ebpf:"unused_config"`
@@ -245,6 +249,8 @@ func (m *kpathMaps) Close() error {
 //
 // It can be passed to loadKpathObjects or ebpf.CollectionSpec.LoadAndAssign.
 type kpathVariables struct {
+	PidnsDev      *ebpf.Variable `ebpf:"pidns_dev"`
+	PidnsIno      *ebpf.Variable `ebpf:"pidns_ino"`
 	UnusedCapKind *ebpf.Variable `ebpf:"unused_cap_kind"`
 	UnusedCfgFlag *ebpf.Variable `ebpf:"unused_cfg_flag"`
 	UnusedConfig  *ebpf.Variable `ebpf:"unused_config"`
