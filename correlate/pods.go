@@ -18,7 +18,7 @@ import (
 const (
 	PodAdmission      = "admission"       // create request → storage write (decode, admission, validation)
 	PodStorage        = "storage"         // storage write → etcd request (encode, transform)
-	PodEtcdCommit     = "etcd-commit"     // etcd request → applied
+	PodEtcdCommit     = "etcd-commit"     // etcd request → the key applied (watchers notified)
 	PodSchedulingWait = "scheduling-wait" // committed → the successful scheduling cycle starts (watch delivery, queue)
 	PodScheduling     = "scheduling"      // scheduling cycle → bind starts
 	PodBinding        = "binding"         // bind starts → binding committed
@@ -423,6 +423,7 @@ type startup struct {
 	bindingWrite  *Write
 	lastContainer *probes.Event
 	status        *Write // the status write after the last container started
+	missing       []string
 }
 
 func (l *podLife) startup() startup {
@@ -465,8 +466,19 @@ func (l *podLife) startup() startup {
 			}
 		}
 	}
-	s.done = l.create != nil && s.cycle != nil && l.bind != nil && s.bindingWrite != nil && l.kubeletRcv != nil &&
-		l.sandbox != nil && s.lastContainer != nil && s.status != nil
+	for _, m := range []struct {
+		have bool
+		what string
+	}{
+		{l.create != nil, "create-write"}, {s.cycle != nil, "scheduling-cycle"}, {l.bind != nil, "bind"},
+		{s.bindingWrite != nil, "binding-write"}, {l.kubeletRcv != nil, "kubelet-receive"}, {l.sandbox != nil, "sandbox"},
+		{s.lastContainer != nil, "container-start"}, {s.status != nil, "status-write"},
+	} {
+		if !m.have {
+			s.missing = append(s.missing, m.what)
+		}
+	}
+	s.done = len(s.missing) == 0
 	return s
 }
 
@@ -480,7 +492,11 @@ func (p *Pods) emitLife(l *podLife, st startup, complete bool) {
 	}
 	for i := range pt.Trace.Spans {
 		if pt.Trace.Spans[i].SpanID == podRootID(pt.UID) && pt.UID != "" {
-			pt.Trace.Spans[i].Attributes = append(pt.Trace.Spans[i].Attributes, Attribute{AttrComplete, pt.Trace.Complete})
+			sp := &pt.Trace.Spans[i]
+			sp.Attributes = append(sp.Attributes, Attribute{AttrComplete, pt.Trace.Complete})
+			if len(st.missing) > 0 {
+				sp.Attributes = append(sp.Attributes, Attribute{AttrMissing, strings.Join(st.missing, ",")})
+			}
 		}
 	}
 	p.stats.Traces++

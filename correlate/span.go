@@ -55,6 +55,7 @@ const (
 	AttrSucceeded = "kpath.succeeded"
 	AttrRaftID    = "kpath.raft_id"
 	AttrComplete  = "kpath.complete" // on a pod trace's root: every stage was seen
+	AttrMissing   = "kpath.missing"  // on an incomplete pod trace's root: what was not seen
 	AttrNamespace = "k8s.namespace.name"
 	AttrPodName   = "k8s.pod.name"
 	AttrPodUID    = "k8s.pod.uid"

@@ -124,7 +124,8 @@ type Write struct {
 	Path     string
 	// Start is when the request (or, without one, the storage write) began.
 	Start time.Time
-	// Committed is when etcd finished applying it: from then on watchers can see it.
+	// Committed is when etcd applied the key: its watchers are notified as
+	// that txn ends, before the result goes back to the request.
 	Committed time.Time
 	Trace     Trace
 }
@@ -461,7 +462,7 @@ func (w *Writes) emitWrite(wr *write, complete bool) {
 		out.Start = wr.apply.start
 	}
 	if wr.apply != nil {
-		out.Committed = wr.apply.end
+		out.Committed = wr.apply.ev.Start
 	}
 	w.emit(out)
 }

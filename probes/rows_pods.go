@@ -49,7 +49,7 @@ const (
 	StageBind           = "bind"             // the scheduler binds the pod: POST pods/binding
 	StagePodSync        = "pod-sync"         // the kubelet syncs the pod (create / update)
 	StageSandbox        = "sandbox-create"   // the kubelet creates the pod sandbox (CRI RunPodSandbox)
-	StageContainerStart = "container-start"  // the kubelet pulls (if needed), creates and starts one container
+	StageContainerStart = "start-container"  // the kubelet pulls (if needed), creates and starts one container
 	StageStatusSet      = "status-set"       // the kubelet computed a pod status (status manager cache)
 	StageStatusWrite    = "status-write"     // the kubelet's status manager writes the status to the API
 )

@@ -27,11 +27,11 @@ import (
 )
 
 // The capabilities the DaemonSet adds (deploy/daemonset/base/daemonset.yaml)
-// and the CapEff bits they make: BPF 39, PERFMON 38, SYS_ADMIN 21,
-// SYS_PTRACE 19.
+// and the CapEff bits they make: BPF 39, PERFMON 38, SYS_PTRACE 19. No
+// SYS_ADMIN: the agent attaches with uprobe_multi links.
 var (
-	dsCaps   = []string{"BPF", "PERFMON", "SYS_ADMIN", "SYS_PTRACE"}
-	dsCapEff = uint64(1<<39 | 1<<38 | 1<<21 | 1<<19)
+	dsCaps   = []string{"BPF", "PERFMON", "SYS_PTRACE"}
+	dsCapEff = uint64(1<<39 | 1<<38 | 1<<19)
 )
 
 const (
@@ -198,14 +198,17 @@ patches:
 	t.Logf("%d of %d pods Running; %d spans received", running, dsPods, len(rcv.Spans()))
 	dsCheckPodChain(ctx, t, rcv, names, uids, running)
 
-	// doctor inside the agent pod: everything required is there.
+	// doctor inside the agent pod: everything required is there, and
+	// CAP_SYS_ADMIN is not required (uprobe_multi).
 	out, err := dsRun(t, root, kenv, kubectl, "-n", dsNamespace, "exec", agentPod.Name, "--", "/usr/local/bin/kpath-agent", "doctor")
 	if err != nil {
 		t.Errorf("doctor in the agent pod: %v\n%s", err, out)
 	} else if !strings.Contains(out, "every required check passed") || !strings.Contains(out, "kube-apiserver") {
 		t.Errorf("doctor in the agent pod said:\n%s", out)
+	} else if line := dsCheckLine(out, "CAP_SYS_ADMIN"); !strings.Contains(line, "absent, not required") {
+		t.Errorf("doctor in the agent pod: CAP_SYS_ADMIN check %q, want absent, not required; output:\n%s", line, out)
 	} else {
-		t.Logf("doctor in the agent pod: exit 0")
+		t.Logf("doctor in the agent pod: exit 0; %s; %s", dsCheckLine(out, "uprobe_multi"), line)
 	}
 
 	// doctor in a pod without CAP_BPF (nor SYS_ADMIN, which implies it): it must fail and say how to fix it.
@@ -232,6 +235,16 @@ patches:
 	if err == nil || !strings.Contains(out, "no traces for pod "+ns+"/no-such-pod") {
 		t.Errorf("explain of a pod without traces: err %v, output:\n%s", err, out)
 	}
+}
+
+// dsCheckLine is the line of doctor's check table for the named check.
+func dsCheckLine(out, name string) string {
+	for _, line := range strings.Split(out, "\n") {
+		if f := strings.Fields(line); len(f) > 0 && f[0] == name {
+			return strings.Join(f, " ")
+		}
+	}
+	return ""
 }
 
 func dsWaitAgentReady(ctx context.Context, t *testing.T, l *lab) *corev1.Pod {
@@ -328,7 +341,7 @@ func dsCheckHostCaps(t *testing.T, port string) {
 		t.Logf("agent pid %d on the host: CapEff %016x, CapBnd %s, NoNewPrivs %s, Seccomp %s",
 			pid, eff, fields["CapBnd"], fields["NoNewPrivs"], fields["Seccomp"])
 		if eff != dsCapEff {
-			t.Errorf("agent CapEff %016x, want %016x (BPF PERFMON SYS_ADMIN SYS_PTRACE)", eff, dsCapEff)
+			t.Errorf("agent CapEff %016x, want %016x (BPF PERFMON SYS_PTRACE)", eff, dsCapEff)
 		}
 		if fields["NoNewPrivs"] != "1" || fields["Seccomp"] != "2" {
 			t.Errorf("NoNewPrivs %s Seccomp %s, want 1 and 2 (filter: RuntimeDefault)", fields["NoNewPrivs"], fields["Seccomp"])
@@ -547,7 +560,7 @@ func dsCheckDoctorWithoutBPF(ctx context.Context, t *testing.T, l *lab) {
 	logs, _ := io.ReadAll(rc)
 	rc.Close()
 	const fix = "FIX: CAP_BPF missing (load the BPF program and its maps): add it to securityContext.capabilities.add"
-	if exit == 0 || !strings.Contains(string(logs), fix) {
+	if exit == 0 || !strings.Contains(string(logs), fix) || strings.Contains(string(logs), "FIX: CAP_SYS_ADMIN") {
 		t.Errorf("doctor without CAP_BPF: exit %d, want non-zero and %q; output:\n%s", exit, fix, logs)
 		return
 	}

@@ -85,7 +85,7 @@ func (pt *podTrace) checkPartition() error {
 		prev = s
 	}
 	// The interval, from the writes' own spans: the create's request start
-	// and the status write's apply end.
+	// and the status write's apply (the key written: watchers see it).
 	var createStart, statusEnd uint64
 	for _, s := range pt.spans {
 		a := attrs(s)
@@ -95,8 +95,8 @@ func (pt *podTrace) checkPartition() error {
 	}
 	for _, s := range pt.spans {
 		a := attrs(s)
-		if a["kpath.stage"] == "apply" && s.EndTimeUnixNano > statusEnd {
-			statusEnd = s.EndTimeUnixNano
+		if a["kpath.stage"] == "apply" && s.StartTimeUnixNano > statusEnd {
+			statusEnd = s.StartTimeUnixNano
 		}
 	}
 	if createStart == 0 || statusEnd <= createStart {
@@ -232,7 +232,7 @@ func TestPodsAreTracedFromCreateToRunning(t *testing.T) {
 						for _, s := range pt.spans {
 							names = append(names, fmt.Sprintf("%s[%v/%v]", s.Name, attrs(s)["kpath.component"], attrs(s)["kpath.stage"]))
 						}
-						t.Logf("pod %s (uid %s): incomplete trace, stages %v, spans %s", p.Name, p.UID, pt.durations(), strings.Join(names, ", "))
+						t.Logf("pod %s (uid %s): incomplete trace, missing %v, stages %v, spans %s", p.Name, p.UID, attrs(pt.root())["kpath.missing"], pt.durations(), strings.Join(names, ", "))
 					} else {
 						t.Logf("pod %s: no trace", p.Name)
 					}
@@ -265,7 +265,7 @@ func TestPodsAreTracedFromCreateToRunning(t *testing.T) {
 		}
 		// The kubelet's container start (the RET of startContainer) against
 		// containerd's own StartedAt.
-		cs := pt.stage("container-start")
+		cs := pt.stage("start-container") // the probe's span, not the partition's container-start
 		started, ok := starts[string(p.UID)]
 		if len(cs) != 1 || !ok {
 			t.Errorf("pod %s: %d container-start spans, containerd start known %v", p.Name, len(cs), ok)
@@ -321,6 +321,16 @@ func stopFor(t *testing.T, pid int, d time.Duration, during func()) {
 		t.Fatal(err)
 	}
 	defer syscall.Kill(pid, syscall.SIGCONT)
+	for i := 0; ; i++ {
+		b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:])); len(f) > 0 && f[0] == "T" {
+			break
+		}
+		if i == 100 {
+			t.Fatalf("pid %d did not stop", pid)
+		}
+		time.Sleep(time.Millisecond)
+	}
 	during()
 	time.Sleep(d)
 }
@@ -335,6 +345,23 @@ func TestStoppedComponentDelayIsAttributed(t *testing.T) {
 	rcv := otlptest.Start(t)
 	startAgent(t, rcv.Addr())
 	ns := makeNamespace(ctx, t, l, "kpath-e2e-stop-")
+	// Start from a quiet node: pods still being torn down (an earlier
+	// test's namespace) keep the kubelet and CNI busy and slow every stage.
+	err := waitFor(ctx, "no pod terminating", func() (bool, error) {
+		list, err := l.client.CoreV1().Pods("").List(ctx, metav1.ListOptions{})
+		if err != nil {
+			return false, nil
+		}
+		for _, p := range list.Items {
+			if p.DeletionTimestamp != nil {
+				return false, nil
+			}
+		}
+		return true, nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
 
 	for _, c := range []struct{ component, stage, pod string }{
 		{"kube-scheduler", correlate.PodSchedulingWait, "stop-scheduler"},
@@ -372,8 +399,13 @@ func TestStoppedComponentDelayIsAttributed(t *testing.T) {
 			if d[c.stage] < 2*time.Second {
 				t.Errorf("%s took %v, want ≥ 2s", c.stage, d[c.stage])
 			}
+			// A stage that got the stop would take ≥ 2 s. Status report is
+			// the exception that proves nothing: the kubelet notices a started
+			// container at its next PLEG relist (a 1 s timer) and writes the
+			// status through its status manager; here it takes 0.6–2.5 s with
+			// or without any stop.
 			for st, v := range d {
-				if st != c.stage && v > time.Second {
+				if st != c.stage && st != correlate.PodStatusReport && v >= 2*time.Second {
 					t.Errorf("stage %s took %v: the stop leaked into it", st, v)
 				}
 			}
