@@ -38,7 +38,7 @@ var PodStages = []string{PodAdmission, PodStorage, PodEtcdCommit, PodSchedulingW
 func IsPodStage(stage string) bool {
 	switch stage {
 	case probes.StageWatchCache, probes.StageInformer, probes.StageSchedulerQueue, probes.StageSchedule, probes.StageBind,
-		probes.StagePodSync, probes.StageSandbox, probes.StageContainerStart, probes.StageStatusSet, probes.StageStatusWrite:
+		probes.StagePodSync, probes.StageSandbox, probes.StageContainerStart, probes.StageCRIStart, probes.StageStatusSet, probes.StageStatusWrite:
 		return true
 	}
 	return false
@@ -86,7 +86,10 @@ type Pods struct {
 	// reported only when its request returns, after the scheduler has seen
 	// the pod. A new life adopts them; the rest expire, counted.
 	orphans []piece
-	stats   PodStats
+	// criStarts are the kubelet's CRI StartContainer calls by goroutine:
+	// they carry no pod, and belong to the container start around them.
+	criStarts map[gkey][]piece
+	stats     PodStats
 }
 
 // PodStats counts what the pod correlator did.
@@ -110,6 +113,7 @@ type podLife struct {
 	syncs      []probes.Event
 	sandbox    *probes.Event
 	containers []probes.Event
+	started    []probes.Event // CRI StartContainer calls inside the container starts
 	statusSets []probes.Event // kubelet status-write points
 }
 
@@ -126,7 +130,7 @@ func NewPods(opts PodOptions, emit func(PodTrace)) *Pods {
 		opts.MaxPending = 20000
 	}
 	return &Pods{opts: opts, emit: emit, byUID: map[string]*podLife{}, byName: map[string][]*podLife{},
-		writes: map[string][]Write{}}
+		writes: map[string][]Write{}, criStarts: map[gkey][]piece{}}
 }
 
 // Stats returns the counters.
@@ -305,6 +309,11 @@ func (p *Pods) Add(ev probes.Event, now time.Time) {
 	if ev.Stage == probes.StageWatchCache {
 		return // the watch cache's event has no consumer; lags are measured at the reflectors
 	}
+	if ev.Stage == probes.StageCRIStart {
+		k := gkey{ev.PID, ev.Goroutine}
+		p.criStarts[k] = append(p.criStarts[k], piece{ev, now})
+		return
+	}
 	l := p.life(&ev, now)
 	if l == nil {
 		p.orphans = append(p.orphans, piece{ev, now})
@@ -343,6 +352,17 @@ func (p *Pods) place(l *podLife, ev probes.Event, now time.Time) {
 			l.sandbox = &e
 		}
 	case probes.StageContainerStart:
+		k := gkey{ev.PID, ev.Goroutine}
+		for i, c := range p.criStarts[k] {
+			if inside(&c.ev, &ev) {
+				l.started = append(l.started, c.ev)
+				p.criStarts[k] = slices.Delete(p.criStarts[k], i, i+1)
+				break
+			}
+		}
+		if len(p.criStarts[k]) == 0 {
+			delete(p.criStarts, k)
+		}
 		l.containers = append(l.containers, ev)
 	case probes.StageStatusWrite:
 		l.statusSets = append(l.statusSets, ev)
@@ -371,6 +391,13 @@ func (p *Pods) Flush(now time.Time) {
 			delete(p.byName, k)
 		} else {
 			p.byName[k] = ls
+		}
+	}
+	for k, ps := range p.criStarts {
+		if ps = slices.DeleteFunc(ps, func(c piece) bool { return now.Sub(c.seen) > orphanTTL }); len(ps) == 0 {
+			delete(p.criStarts, k)
+		} else {
+			p.criStarts[k] = ps
 		}
 	}
 	n := len(p.orphans)
@@ -422,7 +449,8 @@ type startup struct {
 	cycle         *probes.Event // the successful scheduling cycle
 	bindingWrite  *Write
 	lastContainer *probes.Event
-	status        *Write // the status write after the last container started
+	started       time.Time // when the last container was started
+	status        *Write    // the status write after the last container started
 	missing       []string
 }
 
@@ -446,12 +474,22 @@ func (l *podLife) startup() startup {
 			s.lastContainer = c
 		}
 	}
+	// The container counts as started when the runtime said so: the RET of
+	// the CRI call inside the last container start, when it was seen.
+	if s.lastContainer != nil {
+		s.started = s.lastContainer.End
+		for _, c := range l.started {
+			if inside(&c, s.lastContainer) && !c.Failed {
+				s.started = c.End
+			}
+		}
+	}
 	if s.lastContainer != nil {
 		// The kubelet's status manager writes with a PATCH of pods/status
 		// that starts after its syncPod probe; take the first after the
 		// last container started.
 		for _, set := range l.statusSets {
-			if set.Start.Before(s.lastContainer.End) {
+			if set.Start.Before(s.started) {
 				continue
 			}
 			for i := range l.writes {
@@ -584,8 +622,14 @@ func (l *podLife) trace(st startup) PodTrace {
 		add(root, "create sandbox", probes.StageSandbox, string(probes.Kubelet), l.sandbox.Start, l.sandbox.End)
 	}
 	for _, c := range l.containers {
-		add(root, "start container "+c.Container, probes.StageContainerStart, string(probes.Kubelet), c.Start, c.End,
+		cs := add(root, "start container "+c.Container, probes.StageContainerStart, string(probes.Kubelet), c.Start, c.End,
 			Attribute{"k8s.container.name", c.Container}, Attribute{AttrSucceeded, !c.Failed})
+		for _, cri := range l.started {
+			if inside(&cri, &c) {
+				add(cs, "CRI StartContainer", probes.StageCRIStart, string(probes.Kubelet), cri.Start, cri.End,
+					Attribute{"k8s.container.name", c.Container}, Attribute{AttrSucceeded, !cri.Failed})
+			}
+		}
 	}
 	if st.status != nil {
 		graft(st.status, root)
@@ -599,7 +643,7 @@ func (l *podLife) trace(st startup) PodTrace {
 		)
 		if sw != nil && etc != nil {
 			bounds := []time.Time{l.create.Start, sw.Start, etc.Start, l.create.Committed, st.cycle.Start, l.bind.Start,
-				st.bindingWrite.Committed, l.kubeletRcv.Start, l.sandbox.Start, l.sandbox.End, st.lastContainer.End, st.status.Committed}
+				st.bindingWrite.Committed, l.kubeletRcv.Start, l.sandbox.Start, l.sandbox.End, st.started, st.status.Committed}
 			comps := []probes.Component{probes.KubeAPIServer, probes.KubeAPIServer, probes.Etcd, probes.KubeScheduler, probes.KubeScheduler,
 				probes.KubeScheduler, probes.Kubelet, probes.Kubelet, probes.Kubelet, probes.Kubelet, probes.Kubelet}
 			ordered := true

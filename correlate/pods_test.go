@@ -70,7 +70,9 @@ func feed(t *testing.T, p *Pods, schedGap float64, lateWrites bool) {
 	p.Add(pev(probes.StageInformer, probes.Kubelet, c+12, c+12, func(e *probes.Event) { e.Revision = 11 }), now)
 	p.Add(pev(probes.StagePodSync, probes.Kubelet, c+13, c+200, nil), now)
 	p.Add(pev(probes.StageSandbox, probes.Kubelet, c+20, c+120, nil), now)
-	p.Add(pev(probes.StageContainerStart, probes.Kubelet, c+121, c+150, func(e *probes.Event) { e.Container = "app"; e.Namespace = "" }), now)
+	// The CRI call inside the container start, on its goroutine, with no pod.
+	p.Add(probes.Event{Stage: probes.StageCRIStart, Component: probes.Kubelet, PID: 300, Goroutine: 77, Start: at(c + 130), End: at(c + 140)}, now)
+	p.Add(pev(probes.StageContainerStart, probes.Kubelet, c+121, c+150, func(e *probes.Event) { e.Container = "app"; e.Namespace = ""; e.Goroutine = 77 }), now)
 	// A status write before the containers started does not end the startup.
 	p.Add(pev(probes.StageStatusWrite, probes.Kubelet, c+110, c+110, nil), now)
 	addWrite(podWrite(t, key, 12, c+111, "PATCH", "/api/v1/namespaces/ns/pods/web/status"), now)
@@ -129,7 +131,10 @@ func TestPodStartupPartition(t *testing.T) {
 	if lags != 2 {
 		t.Errorf("%d watch lags (scheduler at the create, kubelet at the binding), want 2", lags)
 	}
-	for _, name := range []string{"bind to node-1", "create sandbox", "start container app", "scheduling cycle"} {
+	if cs := pt.Trace.span(PodContainerStart); cs == nil || !cs.End.Equal(at(7+140)) {
+		t.Errorf("container-start stage %+v: want it to end at the CRI call's return", cs)
+	}
+	for _, name := range []string{"bind to node-1", "create sandbox", "start container app", "CRI StartContainer", "scheduling cycle"} {
 		found := false
 		for _, s := range pt.Trace.Spans {
 			found = found || s.Name == name

@@ -173,7 +173,7 @@ func (w *Writes) Add(ev probes.Event, now time.Time) {
 		k := gkey{ev.PID, ev.Goroutine}
 		w.storage[k] = append(w.storage[k], piece{ev, now})
 		for _, wr := range w.byAPIG[k] {
-			if wr.storage == nil && within(wr.storageWrite, &ev) {
+			if wr.storage == nil && inside(wr.storageWrite, &ev) {
 				e := ev
 				wr.storage, wr.changed = &e, now
 			}
@@ -194,8 +194,9 @@ func (w *Writes) Add(ev probes.Event, now time.Time) {
 	}
 }
 
-func within(outer, inner *probes.Event) bool {
-	return !inner.Start.After(outer.Start) && !inner.End.Before(outer.End)
+// inside says whether inner ran within outer.
+func inside(inner, outer *probes.Event) bool {
+	return !inner.Start.Before(outer.Start) && !inner.End.After(outer.End)
 }
 
 func (w *Writes) addRequest(ev probes.Event, now time.Time) {
@@ -271,7 +272,7 @@ func (w *Writes) addStorageWrite(ev probes.Event, now time.Time) {
 	}
 	w.hooks = keep
 	for _, s := range w.storage[g] {
-		if within(&s.ev, &ev) {
+		if inside(&ev, &s.ev) {
 			e := s.ev
 			wr.storage = &e
 		}

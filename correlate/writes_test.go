@@ -270,3 +270,29 @@ func TestParseKey(t *testing.T) {
 		}
 	}
 }
+
+func TestDetailStorageSpanWrapsTheWrite(t *testing.T) {
+	w, out := collect(Options{})
+	evs := oneWrite("/registry/configmaps/ns/d", 5, 0, 6000)
+	// etcd3.store.Create on the writing goroutine, around the etcd txn; its
+	// RET comes after the txn's.
+	storage := probes.Event{Component: probes.KubeAPIServer, Stage: probes.StageStorage, Probe: "apiserver.storage.create", PID: apiPID,
+		Goroutine: 6001, ParentGoroutine: 6000, Start: at(3.5), End: at(5.8), Key: "/configmaps/ns/d"}
+	for _, ev := range evs {
+		w.Add(ev, at(10))
+		if ev.Stage == probes.StageStorageWrite {
+			w.Add(storage, at(10))
+		}
+	}
+	w.Flush(at(100))
+	if len(*out) != 1 {
+		t.Fatalf("%d traces", len(*out))
+	}
+	tr := (*out)[0]
+	checkNested(t, tr)
+	st := stages(tr)
+	s, sw := st["storage/kube-apiserver"], st["storage-write/kube-apiserver"]
+	if s == nil || sw == nil || sw.Parent != s.SpanID || s.Parent != st["request/kube-apiserver"].SpanID {
+		t.Fatalf("want request → storage → storage-write, got %+v", tr.Spans)
+	}
+}

@@ -50,6 +50,7 @@ const (
 	StagePodSync        = "pod-sync"         // the kubelet syncs the pod (create / update)
 	StageSandbox        = "sandbox-create"   // the kubelet creates the pod sandbox (CRI RunPodSandbox)
 	StageContainerStart = "start-container"  // the kubelet pulls (if needed), creates and starts one container
+	StageCRIStart       = "cri-start"        // the kubelet's CRI StartContainer call: it returns once the runtime started the container
 	StageStatusSet      = "status-set"       // the kubelet computed a pod status (status manager cache)
 	StageStatusWrite    = "status-write"     // the kubelet's status manager writes the status to the API
 )
@@ -176,6 +177,15 @@ var podRows = []Row{
 		Module: modKubernetes, Versions: kube133to135, Hits: "once per container (init, regular, ephemeral) started or restarted",
 		Entry: []Capture{strAt(FieldUID, R10, objUID), strAt(FieldName, R10, objName), strAt(FieldContainer, R9, 0, 0)},
 		Exit:  []Capture{u64(FieldFailed, RCX)}},
+	// The CRI call inside startContainer, on the same goroutine: its RET is
+	// the first moment the kubelet knows the runtime started the container
+	// (startContainer's own RET comes after the event recording). StartContainer(ctx,
+	// containerID string) (err error): receiver RAX, ctx RBX,RCX, ID
+	// RDI,RSI; err's type word in RAX at a RET. Joined by goroutine.
+	{ID: "kubelet.cri.start", Component: Kubelet, Stage: StageCRIStart, Timed: true,
+		Symbol: "k8s.io/cri-client/pkg.(*remoteRuntimeService).StartContainer",
+		Module: "k8s.io/cri-client", Versions: ">=v0.35.0 <v0.36.0", Hits: "once per container started (2 hits)",
+		Exit: []Capture{u64(FieldFailed, RAX)}},
 	// SetPodStatus(logger, pod, status): pod in RSI (status on the stack).
 	{ID: "kubelet.status.set", Component: Kubelet, Stage: StageStatusSet, Detail: true,
 		Symbol: "k8s.io/kubernetes/pkg/kubelet/status.(*manager).SetPodStatus",
