@@ -31,6 +31,7 @@ import (
 	"github.com/cilium/ebpf/rlimit"
 	"golang.org/x/sys/unix"
 
+	"github.com/kpath/kpath/bpf"
 	"github.com/kpath/kpath/probes"
 )
 
@@ -54,6 +55,7 @@ const (
 	statusWarn checkStatus = "warn"
 	statusFail checkStatus = "FAIL"
 	statusSkip checkStatus = "skipped"
+	statusInfo checkStatus = "info" // reported, not required either way
 )
 
 type check struct {
@@ -100,10 +102,10 @@ func (d *doctor) run() error {
 	d.btf()
 	d.uprobes()
 	caps := d.capabilities()
-	d.uprobePermission(caps)
 	d.memlock(caps)
-	tracer := d.bpfLoad(caps)
-	d.components(tracer, caps)
+	tracer, multi := d.bpfLoad(caps)
+	needSysAdmin := d.uprobePermission(caps, multi)
+	d.components(tracer, caps, multi, needSysAdmin)
 	if tracer != nil {
 		tracer.Close()
 	}
@@ -221,7 +223,7 @@ func (d *doctor) capabilities() capSet {
 	}
 	// CAP_SYS_ADMIN implies BPF and PERFMON (and older kernels knew only it).
 	need(capBPF, "CAP_BPF", "load the BPF program and its maps", capSysAdmin)
-	need(capPerfmon, "CAP_PERFMON", "attach uprobes with perf_event_open", capSysAdmin)
+	need(capPerfmon, "CAP_PERFMON", "load the tracing (uprobe) BPF program and attach it", capSysAdmin)
 	need(capSysPtrace, "CAP_SYS_PTRACE", "read /proc/PID/exe of the control-plane processes and attach to them")
 	var names []string
 	for _, c := range []struct {
@@ -281,9 +283,34 @@ func rlim(v uint64) string {
 	return strconv.FormatUint(v, 10)
 }
 
-func (d *doctor) bpfLoad(caps capSet) *probes.Tracer {
-	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
-	t, err := probes.NewTracer(probes.Options{Detail: d.detail, Logger: quiet})
+// multiSupport says whether the agent attaches each row as one BPF
+// uprobe_multi link (Linux ≥ 6.6: needs CAP_BPF, CAP_PERFMON and
+// CAP_SYS_PTRACE, no perf events) or, on kernels without it, as one
+// perf-event uprobe per site (which Linux ≥ 6.16 allows only with
+// CAP_SYS_ADMIN).
+type multiSupport int
+
+const (
+	multiUnknown multiSupport = iota // the BPF program did not load
+	multiYes
+	multiNo
+)
+
+// bpfLoad loads the BPF program as the agent does: once on its own, to learn
+// whether the kernel took the uprobe_multi program (bpf.Objects.MultiErr),
+// then through a Tracer for the catalogue rows.
+func (d *doctor) bpfLoad(caps capSet) (*probes.Tracer, multiSupport) {
+	var (
+		t        *probes.Tracer
+		multiErr error
+	)
+	objs, err := bpf.Load(0)
+	if err == nil {
+		multiErr = objs.MultiErr
+		objs.Close()
+		quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+		t, err = probes.NewTracer(probes.Options{Detail: d.detail, Logger: quiet})
+	}
 	if err != nil {
 		c := check{name: "BPF program load", status: statusFail, detail: err.Error()}
 		switch {
@@ -295,10 +322,17 @@ func (d *doctor) bpfLoad(caps capSet) *probes.Tracer {
 			c.fix = "the BPF program did not load: see the error above (kernel ≥ 5.15 with BPF ring buffers and uprobe BPF cookies)"
 		}
 		d.add(c)
-		return nil
+		d.add(check{name: "uprobe_multi", status: statusSkip, detail: "unknown: the BPF program did not load"})
+		return nil, multiUnknown
 	}
 	d.add(check{name: "BPF program load", status: statusOK, detail: "program and maps loaded and unloaded"})
-	return t
+	if multiErr != nil {
+		d.add(check{name: "uprobe_multi", status: statusWarn,
+			detail: "not in this kernel (Linux < 6.6): rows attach as perf-event uprobes, one per site, slower to detach and maybe needing CAP_SYS_ADMIN (below): " + oneLine(multiErr.Error())})
+		return t, multiNo
+	}
+	d.add(check{name: "uprobe_multi", status: statusOK, detail: "each row attaches as one BPF uprobe_multi link: needs CAP_BPF, CAP_PERFMON and CAP_SYS_PTRACE, no perf events"})
+	return t, multiYes
 }
 
 // hostPIDNamespace says whether procRoot shows the host's processes: only
@@ -343,7 +377,7 @@ func unreadable(procRoot string) []string {
 	return out
 }
 
-func (d *doctor) components(t *probes.Tracer, caps capSet) {
+func (d *doctor) components(t *probes.Tracer, caps capSet, multi multiSupport, needSysAdmin bool) {
 	hostNS := hostPIDNamespace(d.proc)
 	found, err := probes.FindProcesses(d.proc)
 	if err != nil {
@@ -423,19 +457,26 @@ func (d *doctor) components(t *probes.Tracer, caps capSet) {
 	case len(permErrs) > 0:
 		c.status = statusFail
 		c.detail += "; permission denied: " + permErrs[0]
-		switch {
-		case !caps.has(capSysPtrace):
-			c.fix = "CAP_SYS_PTRACE missing: add it to securityContext.capabilities.add (uprobes on another user's or more privileged process need it)"
-		case !caps.has(capSysAdmin):
-			c.fix = sysAdminFix
-		default:
-			c.fix = "attaching uprobes was refused: the container needs CAP_PERFMON, CAP_SYS_PTRACE and (on Linux ≥ 6.16) CAP_SYS_ADMIN, and a seccomp profile and LSM (AppArmor: Unconfined) that allow perf_event_open(2) on other processes"
-		}
+		c.fix = rowsPermissionFix(caps, multi, needSysAdmin)
 	case attached == 0:
 		c.status = statusWarn
 		c.detail += ": no row fits these binaries, nothing will be traced"
 	}
 	d.add(c)
+}
+
+// rowsPermissionFix is the fix when attaching rows was refused.
+func rowsPermissionFix(caps capSet, multi multiSupport, needSysAdmin bool) string {
+	switch {
+	case !caps.has(capSysPtrace):
+		return "CAP_SYS_PTRACE missing: add it to securityContext.capabilities.add (uprobes on another user's or more privileged process need it)"
+	case multi == multiYes:
+		return "attaching uprobe_multi links was refused although the container has CAP_BPF, CAP_PERFMON and CAP_SYS_PTRACE: an LSM or the seccomp profile denies it; on AppArmor hosts set securityContext.appArmorProfile.type: Unconfined, and the seccomp profile must allow bpf(2) (RuntimeDefault does)"
+	case needSysAdmin && !caps.has(capSysAdmin):
+		return sysAdminFix
+	default:
+		return "attaching uprobes was refused: without uprobe_multi the container needs CAP_PERFMON, CAP_SYS_PTRACE and, if the kernel demands it (the CAP_SYS_ADMIN check), CAP_SYS_ADMIN, and a seccomp profile and LSM (AppArmor: Unconfined) that allow perf_event_open(2) on other processes"
+	}
 }
 
 // binaryVersions describes a component's binary: its Kubernetes or etcd
@@ -515,67 +556,68 @@ func oneLine(s string) string {
 	return s
 }
 
-// sysAdminFix is the fix when the kernel refuses uprobe perf events to
-// CAP_PERFMON: "perf/core: Require CAP_SYS_ADMIN for uprobes" (Linux 6.16,
-// backported to stable kernels) made perf_uprobe_event_init check
-// capable(CAP_SYS_ADMIN) instead of perfmon_capable().
-const sysAdminFix = "CAP_SYS_ADMIN missing: this kernel creates uprobe perf events only for CAP_SYS_ADMIN (Linux 6.16+ and stable backports of \"perf/core: Require CAP_SYS_ADMIN for uprobes\"; CAP_PERFMON is no longer enough): add SYS_ADMIN to securityContext.capabilities.add"
+// sysAdminFix is the fix when the agent needs uprobe perf events and the
+// kernel refuses them to CAP_PERFMON: "perf/core: Require CAP_SYS_ADMIN for
+// uprobes" (Linux 6.16, backported to stable kernels) made
+// perf_uprobe_event_init check capable(CAP_SYS_ADMIN) instead of
+// perfmon_capable(). With uprobe_multi (Linux ≥ 6.6) the agent creates no
+// perf events, so it matters only on kernels that have the backport but not
+// uprobe_multi.
+const sysAdminFix = "CAP_SYS_ADMIN missing: this kernel has no BPF uprobe_multi (Linux < 6.6), so the agent attaches uprobes as perf events, and it creates uprobe perf events only for CAP_SYS_ADMIN (stable backports of Linux 6.16's \"perf/core: Require CAP_SYS_ADMIN for uprobes\"; CAP_PERFMON is no longer enough): add SYS_ADMIN to securityContext.capabilities.add"
+
+// perfRule is what the kernel demands of a process that creates a uprobe
+// perf event.
+type perfRule int
+
+const (
+	ruleUnknown  perfRule = iota
+	rulePerfmon           // CAP_PERFMON is enough (before Linux 6.16)
+	ruleSysAdmin          // CAP_SYS_ADMIN only (Linux 6.16+ and backports)
+)
 
 // uprobePermission asks the kernel directly whether this process may create
-// a uprobe perf event: one on its own executable (main.main, long passed),
-// for itself, closed at once. It needs no BPF and no ptrace access, so it
-// isolates the kernel's rule for uprobes from everything else.
-func (d *doctor) uprobePermission(caps capSet) {
-	name := "uprobe permission"
-	typ, err := os.ReadFile(filepath.Join(uprobePMUPath, "type"))
-	if err != nil {
-		d.add(check{name: name, status: statusSkip, detail: "no uprobe PMU"})
-		return
+// a uprobe perf event (selfUprobe), and says whether CAP_SYS_ADMIN is
+// required: only when the kernel has no uprobe_multi (the agent then
+// attaches perf-event uprobes) and creates uprobe perf events only for
+// CAP_SYS_ADMIN. With uprobe_multi both checks are information. It returns
+// whether CAP_SYS_ADMIN is required.
+func (d *doctor) uprobePermission(caps capSet, multi multiSupport) bool {
+	u, skip := newSelfUprobe()
+	if skip != "" {
+		d.add(check{name: "uprobe permission", status: statusSkip, detail: skip})
+		d.add(sysAdminCheck(multi, caps.has(capSysAdmin), ruleUnknown, "cannot test the kernel's rule for uprobes: "+skip))
+		return false
 	}
-	pmu, err := strconv.ParseUint(strings.TrimSpace(string(typ)), 10, 32)
-	if err != nil {
-		d.add(check{name: name, status: statusSkip, detail: "uprobe PMU type: " + err.Error()})
-		return
+	err, _ := u.open(false)
+	d.add(permissionCheck(err, caps, multi))
+	rule, why := ruleUnknown, ""
+	if multi == multiNo {
+		rule, why = u.rule(caps, err)
 	}
-	self, err := os.Executable()
-	if err != nil {
-		d.add(check{name: name, status: statusSkip, detail: err.Error()})
-		return
-	}
-	bin, err := probes.OpenBinary(self)
-	if err != nil {
-		d.add(check{name: name, status: statusSkip, detail: err.Error()})
-		return
-	}
-	fn, err := bin.Func("main.main")
-	bin.Close()
-	if err != nil {
-		d.add(check{name: name, status: statusSkip, detail: err.Error()})
-		return
-	}
-	path, err := unix.BytePtrFromString(self)
-	if err != nil {
-		d.add(check{name: name, status: statusSkip, detail: err.Error()})
-		return
-	}
-	attr := unix.PerfEventAttr{
-		Type: uint32(pmu),
-		Size: uint32(unsafe.Sizeof(unix.PerfEventAttr{})),
-		Ext1: uint64(uintptr(unsafe.Pointer(path))), // config1: uprobe_path
-		Ext2: fn.FileOffset,                         // config2: probe_offset
-		Bits: unix.PerfBitDisabled,
-	}
-	fd, err := unix.PerfEventOpen(&attr, os.Getpid(), -1, -1, unix.PERF_FLAG_FD_CLOEXEC)
-	runtime.KeepAlive(path)
+	d.add(sysAdminCheck(multi, caps.has(capSysAdmin), rule, why))
+	return multi == multiNo && rule == ruleSysAdmin
+}
+
+// permissionCheck judges the result of creating the self uprobe perf event:
+// required only when the agent attaches perf-event uprobes.
+func permissionCheck(err error, caps capSet, multi multiSupport) check {
+	c := check{name: "uprobe permission", status: statusOK, detail: "the kernel lets this process create uprobe perf events"}
 	if err == nil {
-		unix.Close(fd)
-		d.add(check{name: name, status: statusOK, detail: "the kernel lets this process create uprobe perf events"})
-		return
+		if multi == multiYes {
+			c.detail += " (not used: rows attach as uprobe_multi links)"
+		}
+		return c
 	}
-	c := check{name: name, status: statusFail, detail: "perf_event_open(uprobe on itself): " + err.Error()}
+	c.status, c.detail = statusFail, "perf_event_open(uprobe on itself): "+err.Error()
 	switch {
+	case multi == multiYes:
+		c.status = statusInfo
+		c.detail += "; not needed: rows attach as uprobe_multi links, no perf events"
+	case multi == multiUnknown:
+		c.status = statusInfo
+		c.detail += "; matters only if the kernel has no uprobe_multi, unknown until the BPF program loads (then run doctor again)"
 	case !errors.Is(err, unix.EACCES) && !errors.Is(err, unix.EPERM):
-		c.status, c.fix = statusWarn, ""
+		c.status = statusWarn
 	case !caps.has(capPerfmon) && !caps.has(capSysAdmin):
 		c.detail += " (no CAP_PERFMON, see the capabilities FIX)"
 	case errors.Is(err, unix.EPERM):
@@ -585,5 +627,172 @@ func (d *doctor) uprobePermission(caps capSet) {
 	default:
 		c.fix = "perf_event_open(2) of a uprobe was refused even with CAP_SYS_ADMIN: check kernel.perf_event_paranoid and the LSM (AppArmor/SELinux) policy of the container"
 	}
-	d.add(c)
+	return c
+}
+
+// sysAdminCheck reports CAP_SYS_ADMIN: present or not, and required only
+// when the kernel has no uprobe_multi and demands CAP_SYS_ADMIN for uprobe
+// perf events (rule; why says how that was found).
+func sysAdminCheck(multi multiSupport, present bool, rule perfRule, why string) check {
+	c := check{name: "CAP_SYS_ADMIN", status: statusInfo}
+	has, drop := "absent", ""
+	if present {
+		has, drop = "present", "; SYS_ADMIN can be dropped from securityContext.capabilities.add"
+	}
+	switch {
+	case multi == multiYes:
+		c.detail = has + ", not required: rows attach as uprobe_multi links, which need CAP_BPF, CAP_PERFMON and CAP_SYS_PTRACE" + drop
+	case multi == multiUnknown:
+		c.detail = has + "; required only if the kernel has no uprobe_multi and creates uprobe perf events only for CAP_SYS_ADMIN: unknown until the BPF program loads"
+	case rule == ruleSysAdmin && present:
+		c.status, c.detail = statusOK, "present, required: no uprobe_multi, and "+why
+	case rule == ruleSysAdmin:
+		c.status, c.detail, c.fix = statusFail, "absent, required: no uprobe_multi, and "+why, sysAdminFix
+	case rule == rulePerfmon:
+		c.detail = has + ", not required: no uprobe_multi, but " + why + drop
+	default:
+		c.status, c.detail = statusWarn, has+"; no uprobe_multi, so required if the kernel creates uprobe perf events only for CAP_SYS_ADMIN (Linux 6.16+ and backports): "+why
+	}
+	return c
+}
+
+// selfUprobe is a uprobe perf event on this process's own executable
+// (main.main, long passed), for the calling thread. Creating it needs no BPF
+// and no ptrace access, so it isolates the kernel's rule for uprobes from
+// everything else.
+type selfUprobe struct {
+	attr unix.PerfEventAttr
+	path *byte // config1 points here
+}
+
+// newSelfUprobe prepares the event; skip says why it cannot be.
+func newSelfUprobe() (u *selfUprobe, skip string) {
+	typ, err := os.ReadFile(filepath.Join(uprobePMUPath, "type"))
+	if err != nil {
+		return nil, "no uprobe PMU"
+	}
+	pmu, err := strconv.ParseUint(strings.TrimSpace(string(typ)), 10, 32)
+	if err != nil {
+		return nil, "uprobe PMU type: " + err.Error()
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return nil, err.Error()
+	}
+	bin, err := probes.OpenBinary(self)
+	if err != nil {
+		return nil, err.Error()
+	}
+	fn, err := bin.Func("main.main")
+	bin.Close()
+	if err != nil {
+		return nil, err.Error()
+	}
+	path, err := unix.BytePtrFromString(self)
+	if err != nil {
+		return nil, err.Error()
+	}
+	u = &selfUprobe{path: path}
+	u.attr = unix.PerfEventAttr{
+		Type: uint32(pmu),
+		Size: uint32(unsafe.Sizeof(unix.PerfEventAttr{})),
+		Ext1: uint64(uintptr(unsafe.Pointer(path))), // config1: uprobe_path
+		Ext2: fn.FileOffset,                         // config2: probe_offset
+		Bits: unix.PerfBitDisabled,
+	}
+	return u, ""
+}
+
+// open creates the event and closes it at once. withoutSysAdmin does so on
+// a thread locked to a goroutine of its own that first drops CAP_SYS_ADMIN
+// from the thread's effective set (capabilities are per thread, and Go
+// starts no thread from a locked one) and raises it again afterwards; if
+// that fails, the thread stays locked and the runtime retires it with the
+// goroutine. setupErr says why the drop failed.
+func (u *selfUprobe) open(withoutSysAdmin bool) (perfErr, setupErr error) {
+	if !withoutSysAdmin {
+		return u.create(), nil
+	}
+	type result struct{ perf, setup error }
+	done := make(chan result, 1)
+	go func() {
+		runtime.LockOSThread()
+		eff, err := dropEffective(capSysAdmin)
+		if err != nil {
+			done <- result{setup: fmt.Errorf("drop CAP_SYS_ADMIN on a test thread: %w", err)}
+			return
+		}
+		err = u.create()
+		if restoreEffective(eff) == nil {
+			runtime.UnlockOSThread()
+		}
+		done <- result{perf: err}
+	}()
+	r := <-done
+	return r.perf, r.setup
+}
+
+// create creates the event for the calling thread and closes it.
+func (u *selfUprobe) create() error {
+	fd, err := unix.PerfEventOpen(&u.attr, 0, -1, -1, unix.PERF_FLAG_FD_CLOEXEC)
+	runtime.KeepAlive(u.path)
+	if err == nil {
+		unix.Close(fd)
+	}
+	return err
+}
+
+// rule finds what the kernel demands for a uprobe perf event, given err, the
+// outcome of open(false): without CAP_SYS_ADMIN that outcome tells; with it,
+// the event is tried again on a thread without CAP_SYS_ADMIN.
+func (u *selfUprobe) rule(caps capSet, err error) (perfRule, string) {
+	if caps.has(capSysAdmin) {
+		var setupErr error
+		if err, setupErr = u.open(true); setupErr != nil {
+			return ruleUnknown, "cannot tell whether the kernel does: " + setupErr.Error()
+		}
+	}
+	return perfRuleOf(err, caps)
+}
+
+// perfRuleOf reads the kernel's rule from the outcome of creating a uprobe
+// perf event without CAP_SYS_ADMIN.
+func perfRuleOf(err error, caps capSet) (perfRule, string) {
+	switch {
+	case err == nil:
+		return rulePerfmon, "this kernel creates uprobe perf events for CAP_PERFMON"
+	case !caps.has(capPerfmon):
+		return ruleUnknown, "cannot tell whether the kernel does without CAP_PERFMON (see the capabilities FIX)"
+	case errors.Is(err, unix.EACCES):
+		return ruleSysAdmin, "this kernel creates uprobe perf events only for CAP_SYS_ADMIN (perf_event_open with CAP_PERFMON: " + err.Error() + ")"
+	default:
+		return ruleUnknown, "cannot tell whether the kernel does: perf_event_open with CAP_PERFMON: " + err.Error() + " (see the uprobe permission check)"
+	}
+}
+
+// dropEffective clears one capability from the calling thread's effective
+// set (it stays permitted) and returns the effective set it had.
+func dropEffective(bit uint) (saved [2]uint32, err error) {
+	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+	var data [2]unix.CapUserData
+	if err := unix.Capget(&hdr, &data[0]); err != nil {
+		return saved, fmt.Errorf("capget: %w", err)
+	}
+	saved = [2]uint32{data[0].Effective, data[1].Effective}
+	data[bit/32].Effective &^= 1 << (bit % 32)
+	if err := unix.Capset(&hdr, &data[0]); err != nil {
+		return saved, fmt.Errorf("capset: %w", err)
+	}
+	return saved, nil
+}
+
+// restoreEffective gives the calling thread back the effective set eff.
+func restoreEffective(eff [2]uint32) error {
+	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+	var data [2]unix.CapUserData
+	if err := unix.Capget(&hdr, &data[0]); err != nil {
+		return err
+	}
+	data[0].Effective, data[1].Effective = eff[0], eff[1]
+	return unix.Capset(&hdr, &data[0])
 }
