@@ -55,7 +55,7 @@ const (
 	AttrSucceeded = "kpath.succeeded"
 	AttrRaftID    = "kpath.raft_id"
 	AttrComplete  = "kpath.complete" // on a pod trace's root: every stage was seen
-	AttrMissing   = "kpath.missing"  // on an incomplete pod trace's root: what was not seen
+	AttrMissing   = "kpath.missing"  // on an incomplete trace's root: the stages not seen
 	AttrNamespace = "k8s.namespace.name"
 	AttrPodName   = "k8s.pod.name"
 	AttrPodUID    = "k8s.pod.uid"

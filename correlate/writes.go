@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -450,6 +451,22 @@ func (w *Writes) emitWrite(wr *write, complete bool) {
 	w.stats.Traces++
 	if !complete {
 		w.stats.Incomplete++
+		var missing []string
+		for _, m := range []struct {
+			lost bool
+			what string
+		}{
+			{wr.req != nil && wr.req.done == nil, "request-end"},
+			{wr.etcd == nil, "etcd-request"},
+			{wr.apply == nil, "apply"},
+		} {
+			if m.lost {
+				missing = append(missing, m.what)
+			}
+		}
+		if len(t.Spans) > 0 && len(missing) > 0 {
+			t.Spans[0].Attributes = append(t.Spans[0].Attributes, Attribute{AttrMissing, strings.Join(missing, ",")})
+		}
 	}
 	out := Write{Key: wr.key, Revision: wr.rev, Object: ParseKey(wr.key), Trace: t}
 	switch {

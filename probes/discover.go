@@ -61,9 +61,11 @@ func FindProcesses(procRoot string) ([]Found, error) {
 	return out, nil
 }
 
+// hasRows says whether the tracer would attach anything to a component:
+// one whose rows are all detail rows is left alone without --detail.
 func (t *Tracer) hasRows(c Component) bool {
 	for i := range t.rows {
-		if t.rows[i].Component == c {
+		if t.rows[i].Component == c && (!t.rows[i].Detail || t.opts.Detail) {
 			return true
 		}
 	}

@@ -21,6 +21,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/kpath/kpath/correlate"
 	"github.com/kpath/kpath/export/otlptest"
@@ -451,18 +452,16 @@ func dsWaitPodsRunning(ctx context.Context, t *testing.T, l *lab, ns string, nam
 	return running
 }
 
-// dsCheckPodChain is where each pod's whole startup (scheduling, kubelet,
-// containers: correlate/pods.go, checked in depth by pods_test.go) is
-// asserted for the DaemonSet deployment.
-//
-// TODO(pod chain): once the pod startup trace is final, require for every
-// Running pod a complete trace (ID correlate.PodTraceID(uid), root
-// kpath.complete, one kpath.partition span per correlate.PodStages entry)
-// exported by this DaemonSet's agent, e.g. with pods_test.go's podTrace
-// checks. Until then this only reports what arrived, so that the
-// DaemonSet test does not pin a format that is still moving.
+// dsCheckPodChain requires, for every pod that reached Running, its whole
+// startup trace from this DaemonSet's agent: complete, with every stage of
+// the partition in causal order adding up to the startup
+// (pods_test.go's podTrace checks).
 func dsCheckPodChain(ctx context.Context, t *testing.T, rcv *otlptest.Receiver, names []string, uids map[string]string, running int) {
 	t.Helper()
+	var pods []*corev1.Pod
+	for _, n := range names {
+		pods = append(pods, &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: n, UID: types.UID(uids[n])}})
+	}
 	// A pod's trace is exported once its status write is committed, a
 	// little after it shows Running: give the last ones a moment.
 	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
@@ -478,8 +477,23 @@ func dsCheckPodChain(ctx context.Context, t *testing.T, rcv *otlptest.Receiver, 
 		ss = append(ss, s)
 	}
 	slices.Sort(ss)
-	t.Logf("pod chain (reported, not yet asserted): %d of %d pods have a startup trace, %d complete; stages seen: %s",
+	t.Logf("pod chain: %d of %d pods have a startup trace, %d complete; stages seen: %s",
 		found, len(names), complete, strings.Join(ss, " "))
+	if complete < running {
+		t.Errorf("%d of %d Running pods have a complete startup trace", complete, running)
+	}
+	l := &lab{}
+	for uid, pt := range l.podTraces(rcv, pods) {
+		if !pt.complete() {
+			continue
+		}
+		if err := pt.checkShape(); err != nil {
+			t.Errorf("pod uid %s: %v", uid, err)
+		}
+		if err := pt.checkPartition(); err != nil {
+			t.Errorf("pod uid %s: %v", uid, err)
+		}
+	}
 }
 
 func dsPodChains(traces map[string]*trace, names []string, uids map[string]string) (found, complete int, stagesSeen map[string]bool) {

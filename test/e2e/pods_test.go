@@ -239,6 +239,11 @@ func TestPodsAreTracedFromCreateToRunning(t *testing.T) {
 				}
 			}
 		}
+		for _, s := range after {
+			if s.name == "kpath_events_dropped_total" && s.value > 0 {
+				t.Logf("agent dropped %v events: %v", s.value, s.labels)
+			}
+		}
 		t.Fatalf("%v: %d of %d Running pods lack a complete trace", err, missing, len(pods))
 	}
 
@@ -361,10 +366,13 @@ func TestContainerStartAgreesWithContainerd(t *testing.T) {
 	}
 }
 
-// waitQuiet waits until no namespace or pod is terminating: pods being torn
-// down (an earlier test's namespace) keep the kubelet, CNI and CPUs busy.
+// waitQuiet waits until no namespace or pod is terminating, and the node
+// runs no sandbox of a pod the API no longer has: pods being torn down (an
+// earlier test's namespace; with grace 0 they leave the API before the
+// kubelet is done) keep the kubelet, CNI and CPUs busy.
 func waitQuiet(ctx context.Context, t *testing.T, l *lab) {
 	t.Helper()
+	defer l.waitSandboxesGone(ctx, t)
 	err := waitFor(ctx, "no pod or namespace terminating", func() (bool, error) {
 		nss, err := l.client.CoreV1().Namespaces().List(ctx, metav1.ListOptions{})
 		if err != nil {
@@ -381,6 +389,39 @@ func waitQuiet(ctx context.Context, t *testing.T, l *lab) {
 		}
 		for _, p := range list.Items {
 			if p.DeletionTimestamp != nil {
+				return false, nil
+			}
+		}
+		return true, nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (l *lab) waitSandboxesGone(ctx context.Context, t *testing.T) {
+	t.Helper()
+	conn, err := grpc.NewClient("unix://"+l.env("KPATH_LAB_CONTAINERD_SOCK"), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	rt := cri.NewRuntimeServiceClient(conn)
+	err = waitFor(ctx, "the node to tear down deleted pods", func() (bool, error) {
+		pods, err := l.client.CoreV1().Pods("").List(ctx, metav1.ListOptions{})
+		if err != nil {
+			return false, nil
+		}
+		live := map[string]bool{}
+		for _, p := range pods.Items {
+			live[string(p.UID)] = true
+		}
+		sbs, err := rt.ListPodSandbox(ctx, &cri.ListPodSandboxRequest{Filter: &cri.PodSandboxFilter{State: &cri.PodSandboxStateValue{State: cri.PodSandboxState_SANDBOX_READY}}})
+		if err != nil {
+			return false, fmt.Errorf("CRI ListPodSandbox: %w", err)
+		}
+		for _, sb := range sbs.Items {
+			if !live[sb.Metadata.Uid] {
 				return false, nil
 			}
 		}
