@@ -20,6 +20,9 @@ type Options struct {
 	// MaxWait is how long a write waits for its missing pieces before it is
 	// emitted incomplete. Default 5 s.
 	MaxWait time.Duration
+	// ApiserverGrace is how long a txn seen only in etcd waits for the
+	// apiserver's side of it. Default 2 s.
+	ApiserverGrace time.Duration
 	// Retain is how long a piece that matched nothing yet is kept (a
 	// webhook of a request whose write has not happened). Default 30 s.
 	Retain time.Duration
@@ -34,6 +37,9 @@ func (o *Options) defaults() {
 	}
 	if o.MaxWait == 0 {
 		o.MaxWait = 5 * time.Second
+	}
+	if o.ApiserverGrace == 0 {
+		o.ApiserverGrace = 2 * time.Second
 	}
 	if o.Retain == 0 {
 		o.Retain = 30 * time.Second
@@ -372,7 +378,7 @@ func (w *Writes) Flush(now time.Time) {
 			continue
 		}
 		switch {
-		case wr.complete() && now.Sub(wr.changed) >= w.opts.Settle:
+		case wr.complete() && now.Sub(wr.changed) >= w.settle(wr):
 			w.emitWrite(wr, true)
 		case now.Sub(wr.created) >= w.opts.MaxWait:
 			w.emitWrite(wr, false)
@@ -380,6 +386,17 @@ func (w *Writes) Flush(now time.Time) {
 	}
 	w.order = slices.DeleteFunc(w.order, func(wr *write) bool { return wr.emitted })
 	w.prune(now)
+}
+
+// settle is how long a complete write waits. A txn seen only in etcd so
+// far is most likely the apiserver's, whose side is reported when its
+// OptimisticPut returns: under load that can trail etcd's answer by a
+// hundred milliseconds or more, so such a write waits ApiserverGrace.
+func (w *Writes) settle(wr *write) time.Duration {
+	if wr.storageWrite == nil && wr.etcd != nil && wr.etcd.Probe == "etcd.request.txn" {
+		return max(w.opts.Settle, w.opts.ApiserverGrace)
+	}
+	return w.opts.Settle
 }
 
 func (w *Writes) evictOldest(now time.Time) {

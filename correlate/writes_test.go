@@ -296,3 +296,29 @@ func TestDetailStorageSpanWrapsTheWrite(t *testing.T) {
 		t.Fatalf("want request → storage → storage-write, got %+v", tr.Spans)
 	}
 }
+
+// Under load the apiserver's OptimisticPut returns well after etcd answered:
+// a txn seen only in etcd must wait for it rather than go out on its own.
+func TestLateApiserverSideJoinsTheSameWrite(t *testing.T) {
+	w, out := collect(Options{})
+	evs := oneWrite("/registry/pods/ns/late", 77, 0, 7000)
+	var api []probes.Event
+	for _, ev := range evs {
+		if ev.Component == probes.KubeAPIServer && !ev.InFlight {
+			api = append(api, ev)
+			continue
+		}
+		w.Add(ev, at(10))
+	}
+	w.Flush(at(200)) // 190 ms after etcd's side: past Settle
+	if len(*out) != 0 {
+		t.Fatalf("emitted %d traces before the apiserver's side came", len(*out))
+	}
+	for _, ev := range api {
+		w.Add(ev, at(300))
+	}
+	w.Flush(at(400))
+	if len(*out) != 1 || !(*out)[0].Complete || len((*out)[0].Spans) != 8 {
+		t.Fatalf("want one complete trace of 8 spans, got %d", len(*out))
+	}
+}

@@ -233,6 +233,14 @@ func TestPodsAreTracedFromCreateToRunning(t *testing.T) {
 							names = append(names, fmt.Sprintf("%s[%v/%v]", s.Name, attrs(s)["kpath.component"], attrs(s)["kpath.stage"]))
 						}
 						t.Logf("pod %s (uid %s): incomplete trace, missing %v, stages %v, spans %s", p.Name, p.UID, attrs(pt.root())["kpath.missing"], pt.durations(), strings.Join(names, ", "))
+						for _, tr := range groupTraces(rcv.Spans()) {
+							if r := tr.root(); r != nil && attrs(r)["kpath.key"] == "/registry/pods/"+ns+"/"+p.Name {
+								for _, s := range tr.spans {
+									a := attrs(s)
+									t.Logf("  trace %s: %s %v rev %v ok %v [%d,%d]", tr.id[:8], s.Name, a["kpath.stage"], a["kpath.revision"], a["kpath.succeeded"], s.StartTimeUnixNano%1e9, s.EndTimeUnixNano%1e9)
+								}
+							}
+						}
 					} else {
 						t.Logf("pod %s: no trace", p.Name)
 					}
