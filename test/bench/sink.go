@@ -1,0 +1,73 @@
+package main
+
+import (
+	"context"
+	"net"
+	"strings"
+	"sync/atomic"
+
+	"github.com/kpath/kpath/correlate"
+
+	collectortracepb "go.opentelemetry.io/proto/otlp/collector/trace/v1"
+	"google.golang.org/grpc"
+)
+
+// sink is an OTLP/gRPC trace receiver on 127.0.0.1 that counts what it gets
+// and keeps nothing. Both kpath-agent (--export=otlp) and the apiserver's
+// native tracing export to it; it runs inside the bench process, so its CPU is
+// in the bench's column, not the control plane's.
+type sink struct {
+	collectortracepb.UnimplementedTraceServiceServer
+
+	addr     string
+	srv      *grpc.Server
+	spans    atomic.Int64
+	requests atomic.Int64
+	// benchRequests counts kpath request spans of the bench's own ConfigMaps:
+	// one per create that kpath traced (the agent also traces every other
+	// apiserver on the host, e.g. the lab's).
+	benchRequests atomic.Int64
+}
+
+// benchKeyPrefix is the etcd key prefix of the ConfigMaps the bench creates.
+const benchKeyPrefix = "/registry/configmaps/" + benchNamespace + "/"
+
+func startSink() (*sink, error) {
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	s := &sink{addr: lis.Addr().String(), srv: grpc.NewServer(grpc.MaxRecvMsgSize(64 << 20))}
+	collectortracepb.RegisterTraceServiceServer(s.srv, s)
+	go func() { _ = s.srv.Serve(lis) }()
+	return s, nil
+}
+
+func (s *sink) stop() { s.srv.Stop() }
+
+// Export implements collectortracepb.TraceServiceServer.
+func (s *sink) Export(_ context.Context, req *collectortracepb.ExportTraceServiceRequest) (*collectortracepb.ExportTraceServiceResponse, error) {
+	n := 0
+	for _, rs := range req.GetResourceSpans() {
+		for _, ss := range rs.GetScopeSpans() {
+			n += len(ss.GetSpans())
+			for _, sp := range ss.GetSpans() {
+				var stage, key string
+				for _, kv := range sp.GetAttributes() {
+					switch kv.GetKey() {
+					case correlate.AttrStage:
+						stage = kv.GetValue().GetStringValue()
+					case correlate.AttrKey:
+						key = kv.GetValue().GetStringValue()
+					}
+				}
+				if stage == "request" && strings.HasPrefix(key, benchKeyPrefix) {
+					s.benchRequests.Add(1)
+				}
+			}
+		}
+	}
+	s.spans.Add(int64(n))
+	s.requests.Add(1)
+	return &collectortracepb.ExportTraceServiceResponse{}, nil
+}
