@@ -180,6 +180,18 @@ static __always_inline void count(__u32 c)
 		*v += 1;
 }
 
+// Waking the reader is paid for by the traced process (irq_work on its CPU)
+// and by the agent (one epoll return per event): records go in quietly and
+// the agent polls every few milliseconds, unless the ring is filling up.
+#define WAKEUP_BYTES (256 << 10)
+
+static __always_inline void submit(struct event *ev)
+{
+	__u64 flags = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) > WAKEUP_BYTES ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP;
+	if (bpf_ringbuf_output(&events, ev, sizeof(*ev), flags))
+		count(CNT_RINGBUF_FULL);
+}
+
 #define NREGS (REG_DX + 1)
 
 // Copy the argument registers out of the context once: the verifier allows
@@ -310,8 +322,7 @@ static __always_inline int handle(struct regs *r)
 		}
 		ev->end_ns = now;
 		run_captures(a, cfg, ev);
-		if (bpf_ringbuf_output(&events, ev, sizeof(*ev), 0))
-			count(CNT_RINGBUF_FULL);
+		submit(ev);
 		bpf_map_delete_elem(&stash, &key);
 		return 0;
 	}
@@ -333,18 +344,15 @@ static __always_inline int handle(struct regs *r)
 
 	if (cfg->mode == MODE_POINT) {
 		ev->end_ns = now;
-		if (bpf_ringbuf_output(&events, ev, sizeof(*ev), 0))
-			count(CNT_RINGBUF_FULL);
+		submit(ev);
 		return 0;
 	}
 	if (bpf_map_update_elem(&stash, &key, ev, BPF_ANY)) {
 		count(CNT_STASH_FULL);
 		return 0;
 	}
-	if (cfg->flags & CFG_ANNOUNCE) {
-		if (bpf_ringbuf_output(&events, ev, sizeof(*ev), 0))
-			count(CNT_RINGBUF_FULL);
-	}
+	if (cfg->flags & CFG_ANNOUNCE)
+		submit(ev);
 	return 0;
 }
 

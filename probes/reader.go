@@ -5,12 +5,17 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"time"
 	"unsafe"
 
 	"github.com/cilium/ebpf/ringbuf"
 
 	"github.com/kpath/kpath/bpf"
 )
+
+// pollInterval is how often the reader looks at the ring buffer when the
+// BPF program has not woken it (it does only when the ring fills up).
+const pollInterval = 10 * time.Millisecond
 
 // DecodeErrors counts ring-buffer records that could not be decoded: short
 // records, and records of a slot that was freed (its process detached)
@@ -33,7 +38,13 @@ func (t *Tracer) Read(ctx context.Context, fn func(Event)) error {
 	}()
 	var rec ringbuf.Record
 	for {
+		// The BPF program does not wake the reader for each record (see
+		// submit in kpath.bpf.c): poll.
+		rd.SetDeadline(time.Now().Add(pollInterval))
 		if err := rd.ReadInto(&rec); err != nil {
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				continue
+			}
 			if errors.Is(err, ringbuf.ErrClosed) || errors.Is(err, os.ErrClosed) {
 				return nil
 			}
