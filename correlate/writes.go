@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"slices"
+	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -193,7 +194,13 @@ func (w *Writes) Add(ev probes.Event, now time.Time) {
 		k := gkey{ev.PID, ev.Goroutine}
 		w.props[k] = append(w.props[k], piece{ev, now})
 	case probes.StageWALFsync:
-		w.fsyncs[ev.PID] = append(w.fsyncs[ev.PID], piece{ev, now})
+		fs := append(w.fsyncs[ev.PID], piece{ev, now})
+		// Kept in start order for matchFsync's search; they come in order
+		// but for the rare sync from another goroutine.
+		for i := len(fs) - 1; i > 0 && fs[i].ev.Start.Before(fs[i-1].ev.Start); i-- {
+			fs[i], fs[i-1] = fs[i-1], fs[i]
+		}
+		w.fsyncs[ev.PID] = fs
 	case probes.StageApply:
 		w.addApply(ev, now)
 	case probes.StageApplied:
@@ -317,9 +324,12 @@ func (w *Writes) matchFsync(wr *write) {
 	if wr.propose != nil {
 		after = wr.propose.Start
 	}
-	for _, f := range w.fsyncs[wr.etcd.PID] {
-		if !f.ev.Start.Before(after) && !f.ev.End.After(wr.apply.start) {
-			e := f.ev
+	// Search, don't scan: there are hundreds of fsyncs a second.
+	fs := w.fsyncs[wr.etcd.PID]
+	i := sort.Search(len(fs), func(i int) bool { return !fs[i].ev.Start.Before(after) })
+	for ; i < len(fs) && !fs[i].ev.Start.After(wr.apply.start); i++ {
+		if !fs[i].ev.End.After(wr.apply.start) {
+			e := fs[i].ev
 			wr.fsync = &e
 			return
 		}
@@ -423,8 +433,10 @@ func (w *Writes) prune(now time.Time) {
 			}
 		}
 	}
+	// A write waits at most MaxWait, so older fsyncs can match nothing.
+	oldFsync := func(p piece) bool { return now.Sub(p.seen) > w.opts.MaxWait+time.Second }
 	for pid, ps := range w.fsyncs {
-		if ps = slices.DeleteFunc(ps, old); len(ps) == 0 {
+		if ps = slices.DeleteFunc(ps, oldFsync); len(ps) == 0 {
 			delete(w.fsyncs, pid)
 		} else {
 			w.fsyncs[pid] = ps

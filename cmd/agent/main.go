@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	_ "net/http/pprof" // on the default mux, served only with --pprof-addr
 	"os"
 	"os/signal"
 	"strings"
@@ -36,6 +37,7 @@ type config struct {
 	logLevel     string
 	nodeName     string
 	keyPrefixes  []string
+	pprofAddr    string
 }
 
 func main() {
@@ -60,6 +62,7 @@ func parseFlags(args []string) (config, error) {
 	fs.StringVar(&c.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&c.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.StringVar(&c.nodeName, "node-name", os.Getenv("NODE_NAME"), "this node's name, put on the OTLP resource")
+	fs.StringVar(&c.pprofAddr, "pprof-addr", "", "serve Go's /debug/pprof here (off when empty; never expose it)")
 	prefixes := fs.String("key-prefix", "", "export only traces of objects whose etcd key starts with one of these comma-separated prefixes (e.g. /registry/pods/default/); empty: all")
 	if err := fs.Parse(args); err != nil {
 		return c, err
@@ -132,6 +135,13 @@ func run(args []string) error {
 	}
 	defer tracer.Close()
 
+	if c.pprofAddr != "" {
+		go func() {
+			if err := http.ListenAndServe(c.pprofAddr, nil); err != nil {
+				log.Error("pprof server", "addr", c.pprofAddr, "err", err)
+			}
+		}()
+	}
 	var ready atomic.Bool
 	if c.metricsAddr != "" {
 		if err := serve(ctx, c.metricsAddr, metrics, &ready, recent); err != nil {
