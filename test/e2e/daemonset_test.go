@@ -163,7 +163,7 @@ patches:
 	}
 
 	// 20 pods, and a trace of each pod's create.
-	ns := dsTestNamespace(ctx, t, l)
+	ns := makeNamespace(ctx, t, l, "kpath-e2e-ds-")
 	names := make([]string, dsPods)
 	uids := map[string]string{}
 	for i := range names {
@@ -350,25 +350,6 @@ func dsCheckHostCaps(t *testing.T, port string) {
 		return
 	}
 	t.Errorf("no kpath-agent process with --metrics-addr=0.0.0.0:%s on the host", port)
-}
-
-func dsTestNamespace(ctx context.Context, t *testing.T, l *lab) string {
-	t.Helper()
-	ns, err := l.client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "kpath-e2e-ds-"}}, metav1.CreateOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		l.client.CoreV1().Namespaces().Delete(context.Background(), ns.Name, metav1.DeleteOptions{})
-	})
-	err = waitFor(ctx, "default ServiceAccount in "+ns.Name, func() (bool, error) {
-		_, err := l.client.CoreV1().ServiceAccounts(ns.Name).Get(ctx, "default", metav1.GetOptions{})
-		return err == nil, nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return ns.Name
 }
 
 func dsWorkloadPod(name string) *corev1.Pod {
