@@ -91,3 +91,40 @@ func TestCatalogueResolvesInLabBinaries(t *testing.T) {
 		t.Skip("skipped: no lab binaries under ~/.cache/kpath/bin (make lab-up builds them)")
 	}
 }
+
+// TestWriteHitBudget: a plain write (one request, one etcd txn, no webhook)
+// may cost at most 4 probe hits inside kube-apiserver: every default row it
+// passes is counted, 2 for a timed row (entry + RET), 1 for a point.
+func TestWriteHitBudget(t *testing.T) {
+	// The rows a plain create passes through, by stage: one handler and one
+	// storage write (webhooks only when configured; storage-layer and watch
+	// rows are detail).
+	for _, verb := range []string{"create", "update", "patch", "delete"} {
+		hits := 0
+		for _, r := range Catalogue {
+			if r.Component != KubeAPIServer || r.Detail {
+				continue
+			}
+			passes := r.ID == "apiserver.request."+verb ||
+				r.ID == "apiserver.etcd.put" && verb != "delete" || r.ID == "apiserver.etcd.delete" && verb == "delete"
+			if !passes {
+				continue
+			}
+			if r.Timed {
+				hits += 2
+			} else {
+				hits++
+			}
+		}
+		if hits != 4 {
+			t.Errorf("a plain %s costs %d hits in kube-apiserver, budget 4", verb, hits)
+		}
+	}
+	// Nothing else in kube-apiserver may fire per write unless it is a
+	// detail row or a webhook row (2 more per webhook called).
+	for _, r := range Catalogue {
+		if r.Component == KubeAPIServer && !r.Detail && r.Stage != StageRequest && r.Stage != StageStorageWrite && r.Stage != StageAdmission {
+			t.Errorf("row %s fires in kube-apiserver by default on stage %s: outside the write budget", r.ID, r.Stage)
+		}
+	}
+}
