@@ -67,6 +67,14 @@ type PodOptions struct {
 	MaxWait time.Duration
 	// MaxPending caps the pods being followed. Default 20000.
 	MaxPending int
+	// Meta, when set, adds what the API knows of a pod (node, owner) to
+	// its root span.
+	Meta func(uid string) (PodMeta, bool)
+}
+
+// PodMeta is what the API server says of a pod, beyond the probes.
+type PodMeta struct {
+	Node, OwnerKind, OwnerName string
 }
 
 // Pods follows each pod from its create request to Running: the writes of
@@ -522,7 +530,7 @@ func (l *podLife) startup() startup {
 
 func (p *Pods) emitLife(l *podLife, st startup, complete bool) {
 	l.emitted = true
-	pt := l.trace(st)
+	pt := l.trace(st, p.opts.Meta)
 	pt.Trace.Complete = complete
 	if complete && pt.Stages == nil {
 		pt.Trace.Complete = false
@@ -549,7 +557,7 @@ func (p *Pods) emitLife(l *podLife, st startup, complete bool) {
 // trace builds the pod's trace: a root over the whole startup, the stage
 // partition under it, the probe spans under their stage, and the pod's
 // create, binding and status writes with their own spans.
-func (l *podLife) trace(st startup) PodTrace {
+func (l *podLife) trace(st startup, meta func(string) (PodMeta, bool)) PodTrace {
 	uid := l.uid
 	if uid == "" && l.create != nil {
 		uid = "unknown:" + l.create.Key + fmt.Sprintf("@%d", l.create.Revision)
@@ -561,6 +569,20 @@ func (l *podLife) trace(st startup) PodTrace {
 	podAttrs := []Attribute{{AttrKey, "/registry/pods/" + l.ns + "/" + l.name}, {AttrResource, "pods"}, {AttrNamespace, l.ns}, {AttrPodName, l.name}}
 	if l.uid != "" {
 		podAttrs = append(podAttrs, Attribute{AttrPodUID, l.uid})
+	}
+	var rootAttrs []Attribute
+	m, ok := PodMeta{}, false
+	if meta != nil && l.uid != "" {
+		m, ok = meta(l.uid)
+	}
+	switch {
+	case l.bind != nil && l.bind.Node != "":
+		rootAttrs = append(rootAttrs, Attribute{AttrNodeName, l.bind.Node})
+	case ok && m.Node != "":
+		rootAttrs = append(rootAttrs, Attribute{AttrNodeName, m.Node})
+	}
+	if ok && m.OwnerKind != "" {
+		rootAttrs = append(rootAttrs, Attribute{"k8s." + strings.ToLower(m.OwnerKind) + ".name", m.OwnerName})
 	}
 	add := func(parent SpanID, name, stage, comp string, start, end time.Time, extra ...Attribute) SpanID {
 		h := sha256.New()
@@ -582,7 +604,7 @@ func (l *podLife) trace(st startup) PodTrace {
 		// The root: emitted only by the agent that saw the create.
 		tr.Spans = append(tr.Spans, Span{TraceID: id, SpanID: root, Name: "pod " + l.ns + "/" + l.name + " startup",
 			Start: l.create.Start, End: end,
-			Attributes: append([]Attribute{{AttrComponent, string(probes.KubeAPIServer)}, {AttrStage, "pod-startup"}}, podAttrs...)})
+			Attributes: append(append([]Attribute{{AttrComponent, string(probes.KubeAPIServer)}, {AttrStage, "pod-startup"}}, podAttrs...), rootAttrs...)})
 		graft(l.create, root)
 	}
 	// Watch delivery of the pod's writes to each consumer.

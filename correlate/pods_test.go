@@ -202,3 +202,20 @@ func TestPodRecreatedUnderTheSameNameIsAnotherTrace(t *testing.T) {
 	}
 	_ = fmt.Sprint
 }
+
+func TestPodMetadataOnTheRoot(t *testing.T) {
+	var got []PodTrace
+	meta := func(uid string) (PodMeta, bool) {
+		return PodMeta{Node: "from-api", OwnerKind: "ReplicaSet", OwnerName: "web-7d9"}, uid == "uid-1"
+	}
+	p := NewPods(PodOptions{Meta: meta}, func(pt PodTrace) { got = append(got, pt) })
+	feedStartup(t, p, 0)
+	p.Flush(at(5000))
+	if len(got) != 1 {
+		t.Fatalf("%d traces", len(got))
+	}
+	root := got[0].Trace.Spans[0]
+	if root.Attr(AttrNodeName) != "node-1" || root.Attr("k8s.replicaset.name") != "web-7d9" {
+		t.Errorf("root attributes %v: want the bind's node and the owner from the API", root.Attributes)
+	}
+}

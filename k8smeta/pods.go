@@ -14,7 +14,9 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/tools/clientcmd"
 )
 
 // Pod is what kpath knows of one pod.
@@ -136,4 +138,26 @@ func (p *Pods) ByName(namespace, name string) (Pod, bool) {
 	}
 	m, ok := p.byUID[uid]
 	return m, ok
+}
+
+// NewPodsFromKubeconfig connects with a kubeconfig file, or with the pod's
+// service account when kubeconfig is empty, and starts NewPods.
+func NewPodsFromKubeconfig(ctx context.Context, kubeconfig string, scope Scope) (*Pods, error) {
+	var (
+		cfg *rest.Config
+		err error
+	)
+	if kubeconfig != "" {
+		cfg, err = clientcmd.BuildConfigFromFlags("", kubeconfig)
+	} else {
+		cfg, err = rest.InClusterConfig()
+	}
+	if err != nil {
+		return nil, fmt.Errorf("kubernetes client config: %w", err)
+	}
+	cs, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("kubernetes client: %w", err)
+	}
+	return NewPods(ctx, cs, scope)
 }

@@ -18,8 +18,11 @@ import (
 	"syscall"
 	"time"
 
+	"k8s.io/apimachinery/pkg/types"
+
 	"github.com/kpath/kpath/correlate"
 	"github.com/kpath/kpath/export"
+	"github.com/kpath/kpath/k8smeta"
 	"github.com/kpath/kpath/probes"
 )
 
@@ -38,6 +41,8 @@ type config struct {
 	nodeName     string
 	keyPrefixes  []string
 	pprofAddr    string
+	kubeconfig   string
+	metadata     string
 }
 
 func main() {
@@ -62,6 +67,8 @@ func parseFlags(args []string) (config, error) {
 	fs.StringVar(&c.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&c.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.StringVar(&c.nodeName, "node-name", os.Getenv("NODE_NAME"), "this node's name, put on the OTLP resource")
+	fs.StringVar(&c.kubeconfig, "kubeconfig", "", "kubeconfig for pod metadata (node, owner); empty: the pod's service account when in a cluster")
+	fs.StringVar(&c.metadata, "metadata", "auto", "pod metadata from the API server: auto (when in a cluster or --kubeconfig is set), on, or off")
 	fs.StringVar(&c.pprofAddr, "pprof-addr", "", "serve Go's /debug/pprof here (off when empty; never expose it)")
 	prefixes := fs.String("key-prefix", "", "export only traces of objects whose etcd key starts with one of these comma-separated prefixes (e.g. /registry/pods/default/); empty: all")
 	if err := fs.Parse(args); err != nil {
@@ -76,6 +83,11 @@ func parseFlags(args []string) (config, error) {
 	case "otlp", "jsonl", "console":
 	default:
 		return c, fmt.Errorf("--export=%q: want otlp, jsonl or console", c.export)
+	}
+	switch c.metadata {
+	case "auto", "on", "off":
+	default:
+		return c, fmt.Errorf("--metadata=%q: want auto, on or off", c.metadata)
 	}
 	return c, nil
 }
@@ -149,7 +161,11 @@ func run(args []string) error {
 		}
 	}
 
-	pods := correlate.NewPods(correlate.PodOptions{}, func(pt correlate.PodTrace) {
+	meta, err := podMetadata(ctx, c, log)
+	if err != nil {
+		return err
+	}
+	pods := correlate.NewPods(correlate.PodOptions{Meta: meta}, func(pt correlate.PodTrace) {
 		metrics.TraceDone(pt.Trace.Complete)
 		for _, st := range pt.Stages {
 			metrics.ObserveStage(st.Stage, "pods", st.Component, st.Duration)
@@ -201,7 +217,7 @@ func run(args []string) error {
 			})
 			writes.Flush(time.Now().Add(c.maxWait)) // everything still waiting goes out as it is
 			pods.Flush(time.Now().Add(24 * time.Hour))
-			counters.update(log, metrics, tracer, writes)
+			counters.update(log, metrics, tracer, writes, pods)
 			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			defer cancel()
 			return exp.Close(sctx)
@@ -213,9 +229,29 @@ func run(args []string) error {
 			writes.Flush(now)
 			pods.Flush(now)
 		case <-stats.C:
-			counters.update(log, metrics, tracer, writes)
+			counters.update(log, metrics, tracer, writes, pods)
 		}
 	}
+}
+
+// podMetadata starts the pod informer that adds node and owner to pod
+// traces. In a cluster (or with --kubeconfig) it is on by default; a failure
+// then stops the agent, since --metadata=off is the way to run without it.
+func podMetadata(ctx context.Context, c config, log *slog.Logger) (func(string) (correlate.PodMeta, bool), error) {
+	if c.metadata == "off" || (c.metadata == "auto" && c.kubeconfig == "" && os.Getenv("KUBERNETES_SERVICE_HOST") == "") {
+		log.Info("pod metadata off: not in a cluster and no --kubeconfig (pod traces carry what the probes see)")
+		return nil, nil
+	}
+	scope := k8smeta.Scope{Node: c.nodeName}
+	pods, err := k8smeta.NewPodsFromKubeconfig(ctx, c.kubeconfig, scope)
+	if err != nil {
+		return nil, fmt.Errorf("pod metadata (--metadata=off to run without it): %w", err)
+	}
+	log.Info("pod metadata on", "node_scope", scope.Node)
+	return func(uid string) (correlate.PodMeta, bool) {
+		p, ok := pods.ByUID(types.UID(uid))
+		return correlate.PodMeta{Node: p.Node, OwnerKind: p.OwnerKind, OwnerName: p.OwnerName}, ok
+	}, nil
 }
 
 func newExporter(ctx context.Context, c config, m *export.Metrics) (export.Exporter, error) {
@@ -295,7 +331,7 @@ type dropCounters struct {
 	last map[string]uint64
 }
 
-func (d *dropCounters) update(log *slog.Logger, m *export.Metrics, t *probes.Tracer, w *correlate.Writes) {
+func (d *dropCounters) update(log *slog.Logger, m *export.Metrics, t *probes.Tracer, w *correlate.Writes, p *correlate.Pods) {
 	if d.last == nil {
 		d.last = map[string]uint64{}
 	}
@@ -314,6 +350,8 @@ func (d *dropCounters) update(log *slog.Logger, m *export.Metrics, t *probes.Tra
 		now[k] = v
 	}
 	now["timeline_evicted"] = st.Evicted
+	ps := p.Stats()
+	now["pod_event_orphaned"], now["pod_evicted"], now["pod_stages_disordered"] = ps.Orphans, ps.Evicted, ps.Disordered
 	if n, err := t.SweepStash(time.Minute); err == nil {
 		now["stash_expired"] = d.last["stash_expired"] + uint64(n)
 	}

@@ -60,11 +60,7 @@ func needLab(t *testing.T) *lab {
 	if os.Geteuid() != 0 {
 		t.Fatal("KPATH_E2E=1 needs root: the agent loads BPF programs")
 	}
-	dir := os.Getenv("KPATH_LAB_DIR")
-	if dir == "" {
-		home, _ := os.UserHomeDir()
-		dir = filepath.Join(home, ".cache", "kpath", "lab")
-	}
+	dir := labDir()
 	kc := filepath.Join(dir, "admin.kubeconfig")
 	cfg, err := clientcmd.BuildConfigFromFlags("", kc)
 	if err != nil {
@@ -85,6 +81,14 @@ func needLab(t *testing.T) *lab {
 	}
 	t.Logf("lab %s, flavour %s", dir, l.flavour)
 	return l
+}
+
+func labDir() string {
+	if dir := os.Getenv("KPATH_LAB_DIR"); dir != "" {
+		return dir
+	}
+	home, _ := os.UserHomeDir()
+	return filepath.Join(home, ".cache", "kpath", "lab")
 }
 
 type agent struct {
@@ -111,7 +115,8 @@ func startAgent(t *testing.T, otlpAddr string, extra ...string) *agent {
 	if err != nil {
 		t.Fatal(err)
 	}
-	args := append([]string{"--export=otlp", "--otlp-endpoint=" + otlpAddr, "--metrics-addr=" + a.metrics, "--log-format=json", "--scan-interval=500ms"}, extra...)
+	args := append([]string{"--export=otlp", "--otlp-endpoint=" + otlpAddr, "--metrics-addr=" + a.metrics, "--log-format=json", "--scan-interval=500ms",
+		"--kubeconfig=" + filepath.Join(labDir(), "admin.kubeconfig")}, extra...)
 	a.cmd = exec.Command(agentBin, args...)
 	a.cmd.Stdout, a.cmd.Stderr = logf, logf
 	if err := a.cmd.Start(); err != nil {

@@ -266,6 +266,9 @@ func TestPodsAreTracedFromCreateToRunning(t *testing.T) {
 		if err := pt.checkPartition(); err != nil {
 			t.Errorf("pod %s: %v", p.Name, err)
 		}
+		if a := attrs(pt.root()); a["k8s.node.name"] != p.Spec.NodeName || a["k8s.pod.uid"] != string(p.UID) || a["k8s.pod.name"] != p.Name || a["k8s.namespace.name"] != ns {
+			t.Errorf("pod %s: root attributes %v, want node %s, uid %s", p.Name, a, p.Spec.NodeName, p.UID)
+		}
 		for st, d := range pt.durations() {
 			sums[st] += d
 		}
