@@ -104,8 +104,9 @@ type AttachEvent struct {
 // Watch keeps the tracer attached to every component process under
 // procRoot: new processes (a component started or restarted) are attached,
 // processes that exited are detached. It scans every interval until ctx
-// ends, reporting each change to report.
-func (t *Tracer) Watch(ctx context.Context, procRoot string, interval time.Duration, report func(AttachEvent)) error {
+// ends, reporting each change to report, and calls scanned after each full
+// pass (readiness: every component found so far is attached).
+func (t *Tracer) Watch(ctx context.Context, procRoot string, interval time.Duration, report func(AttachEvent), scanned func()) error {
 	tick := time.NewTicker(interval)
 	defer tick.Stop()
 	failed := map[Found]bool{} // do not retry a binary that failed, until it restarts
@@ -142,6 +143,9 @@ func (t *Tracer) Watch(ctx context.Context, procRoot string, interval time.Durat
 			if _, ok := alive[f.PID]; !ok {
 				delete(failed, f)
 			}
+		}
+		if scanned != nil {
+			scanned()
 		}
 		select {
 		case <-ctx.Done():

@@ -186,10 +186,10 @@ func run(args []string) error {
 
 	errc := make(chan error, 2)
 	go func() {
-		errc <- tracer.Watch(ctx, c.procRoot, c.scan, func(e probes.AttachEvent) {
-			reportAttach(log, metrics, e)
-			ready.Store(true)
-		})
+		// Ready once a whole scan attached everything it found: a pod
+		// created before then would miss the components not yet attached.
+		errc <- tracer.Watch(ctx, c.procRoot, c.scan, func(e probes.AttachEvent) { reportAttach(log, metrics, e) },
+			func() { ready.Store(true) })
 	}()
 	go func() {
 		errc <- tracer.Read(ctx, func(ev probes.Event) {
