@@ -118,7 +118,6 @@ type podLife struct {
 	cycles     []probes.Event
 	bind       *probes.Event
 	kubeletRcv *probes.Event
-	syncs      []probes.Event
 	sandbox    *probes.Event
 	containers []probes.Event
 	started    []probes.Event // CRI StartContainer calls inside the container starts
@@ -352,8 +351,6 @@ func (p *Pods) place(l *podLife, ev probes.Event, now time.Time) {
 			e := ev
 			l.bind = &e
 		}
-	case probes.StagePodSync:
-		l.syncs = append(l.syncs, ev)
 	case probes.StageSandbox:
 		if !ev.Failed {
 			e := ev

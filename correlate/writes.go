@@ -95,6 +95,7 @@ type piece struct {
 }
 
 type pendingReq struct {
+	key    gkey          // its entry in Writes.reqs
 	start  *probes.Event // the announced entry
 	done   *probes.Event // the span, once it returned
 	seen   time.Time
@@ -223,12 +224,12 @@ func (w *Writes) addRequest(ev probes.Event, now time.Time) {
 			w.stats.Dropped["request_without_end"]++
 		}
 		e := ev
-		w.reqs[k] = &pendingReq{start: &e, seen: now}
+		w.reqs[k] = &pendingReq{key: k, start: &e, seen: now}
 		return
 	}
 	if r == nil || r.done != nil {
 		// Its entry was not announced (the agent attached mid-request).
-		r = &pendingReq{seen: now}
+		r = &pendingReq{key: k, seen: now}
 		w.reqs[k] = r
 	}
 	e := ev
@@ -467,12 +468,8 @@ func (w *Writes) emitWrite(wr *write, complete bool) {
 	delete(w.writes, wr.writeKey)
 	if wr.req != nil {
 		wr.req.writes = slices.DeleteFunc(wr.req.writes, func(x *write) bool { return x == wr })
-		if len(wr.req.writes) == 0 && wr.req.done != nil {
-			for k, r := range w.reqs {
-				if r == wr.req {
-					delete(w.reqs, k)
-				}
-			}
+		if len(wr.req.writes) == 0 && wr.req.done != nil && w.reqs[wr.req.key] == wr.req {
+			delete(w.reqs, wr.req.key)
 		}
 	}
 	t := wr.trace()
