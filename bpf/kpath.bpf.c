@@ -15,9 +15,9 @@
 #include <bpf/bpf_helpers.h>
 
 #define MAX_CONFIGS 4096
-#define MAX_CAP 6
+#define MAX_CAP 8
 #define MAX_DEREF 4
-#define MAX_NUM 4
+#define MAX_NUM 6
 #define MAX_STR 3
 #define STR_LEN 128
 

@@ -62,7 +62,7 @@ type kpathEvent struct {
 	Tid        uint32
 	Slot       uint32
 	Flags      uint32
-	Num        [4]uint64
+	Num        [6]uint64
 	StrLen     [3]uint16
 	Pad        uint16
 	Str        [3][128]int8
@@ -84,7 +84,7 @@ type kpathProbeConfig struct {
 	GoidOff       uint16
 	ParentGoidOff uint16
 	Flags         uint16
-	Cap           [6]kpathCapture
+	Cap           [8]kpathCapture
 }
 
 type kpathReg uint32

@@ -20,12 +20,12 @@ const (
 	PodStorage        = "storage"         // storage write → etcd request (encode, transform)
 	PodEtcdCommit     = "etcd-commit"     // etcd request → the key applied (watchers notified)
 	PodSchedulingWait = "scheduling-wait" // committed → the successful scheduling cycle starts (watch delivery, queue)
-	PodScheduling     = "scheduling"      // scheduling cycle → bind starts
-	PodBinding        = "binding"         // bind starts → binding committed
+	PodScheduling     = "scheduling"      // the successful scheduling cycle (filter, score, assume)
+	PodBinding        = "binding"         // cycle ended → binding committed (permit, pre-bind, the binding write)
 	PodKubeletWatch   = "kubelet-watch"   // binding committed → the kubelet receives the pod
 	PodKubeletSync    = "kubelet-sync"    // received → sandbox creation starts (admission, volumes, ...)
 	PodSandbox        = "sandbox"         // sandbox creation
-	PodContainerStart = "container-start" // sandbox ready → last container started
+	PodContainerStart = "container-start" // sandbox ready → last container started (the runtime's StartedAt when the kubelet's status has it)
 	PodStatusReport   = "status-report"   // last container started → its status write committed
 	PodWatchLag       = "watch-lag"       // a write committed → one consumer's reflector has it
 )
@@ -94,10 +94,12 @@ type Pods struct {
 	// reported only when its request returns, after the scheduler has seen
 	// the pod. A new life adopts them; the rest expire, counted.
 	orphans []piece
-	// criStarts are the kubelet's CRI StartContainer calls by goroutine:
-	// they carry no pod, and belong to the container start around them.
-	criStarts map[gkey][]piece
-	stats     PodStats
+	// criStarts are the RETs of the kubelet's CRI StartContainer calls by
+	// goroutine: they carry no pod, and end the container start before them
+	// on their goroutine. openStarts is that container start, when known.
+	criStarts  map[gkey][]piece
+	openStarts map[gkey]containerRef
+	stats      PodStats
 }
 
 // PodStats counts what the pod correlator did.
@@ -105,6 +107,20 @@ type PodStats struct {
 	Traces, Incomplete, Evicted uint64
 	Orphans                     uint64 // events of pods never followed (created before the agent, or long running)
 	Disordered                  uint64 // stages out of causal order: not exported as a partition
+	StartedByCRI                uint64 // complete traces whose container start ends at the CRI reply: the runtime's StartedAt was not read
+}
+
+type containerRef struct {
+	life *podLife
+	i    int
+}
+
+// containerStart is one container start: from the kubelet's startContainer
+// to the RET of its CRI StartContainer call (End, when seen).
+type containerStart struct {
+	ev     probes.Event
+	done   bool // the CRI call returned
+	failed bool
 }
 
 type podLife struct {
@@ -116,12 +132,11 @@ type podLife struct {
 	writes     []Write // later writes of this pod, by revision
 	receives   []probes.Event
 	cycles     []probes.Event
-	bind       *probes.Event
+	bind       *probes.Event // scheduler.bind, a detail row
 	kubeletRcv *probes.Event
 	sandbox    *probes.Event
-	containers []probes.Event
-	started    []probes.Event // CRI StartContainer calls inside the container starts
-	statusSets []probes.Event // kubelet status-write points
+	containers []containerStart
+	statusSets []probes.Event // the kubelet's status after each sync (SetPodStatus)
 }
 
 // NewPods returns a pod correlator calling emit with each pod's startup.
@@ -137,7 +152,7 @@ func NewPods(opts PodOptions, emit func(PodTrace)) *Pods {
 		opts.MaxPending = 20000
 	}
 	return &Pods{opts: opts, emit: emit, byUID: map[string]*podLife{}, byName: map[string][]*podLife{},
-		writes: map[string][]Write{}, criStarts: map[gkey][]piece{}}
+		writes: map[string][]Write{}, criStarts: map[gkey][]piece{}, openStarts: map[gkey]containerRef{}}
 }
 
 // Stats returns the counters.
@@ -318,6 +333,11 @@ func (p *Pods) Add(ev probes.Event, now time.Time) {
 	}
 	if ev.Stage == probes.StageCRIStart {
 		k := gkey{ev.PID, ev.Goroutine}
+		if ref, ok := p.openStarts[k]; ok {
+			delete(p.openStarts, k)
+			ref.life.endContainer(ref.i, ev, now)
+			return
+		}
 		p.criStarts[k] = append(p.criStarts[k], piece{ev, now})
 		return
 	}
@@ -330,15 +350,22 @@ func (p *Pods) Add(ev probes.Event, now time.Time) {
 }
 
 func (p *Pods) place(l *podLife, ev probes.Event, now time.Time) {
+	named := l.ns != "" && l.name != ""
 	if l.ns == "" {
 		l.ns = ev.Namespace
 	}
 	if l.name == "" {
 		l.name = ev.Name
 	}
+	if !named && l.ns != "" && l.name != "" {
+		// Met first through a probe that carries only the UID (the
+		// scheduling cycle): now the create's write can find it.
+		k := nsName(l.ns, l.name)
+		p.byName[k] = append(p.byName[k], l)
+	}
 	l.changed = now
 	switch ev.Stage {
-	case probes.StageInformer:
+	case probes.StageInformer, probes.StageSchedulerQueue:
 		if ev.Component == probes.Kubelet && l.kubeletRcv == nil {
 			e := ev
 			l.kubeletRcv = &e
@@ -358,20 +385,33 @@ func (p *Pods) place(l *podLife, ev probes.Event, now time.Time) {
 		}
 	case probes.StageContainerStart:
 		k := gkey{ev.PID, ev.Goroutine}
-		for i, c := range p.criStarts[k] {
-			if inside(&c.ev, &ev) {
-				l.started = append(l.started, c.ev)
-				p.criStarts[k] = slices.Delete(p.criStarts[k], i, i+1)
-				break
+		l.containers = append(l.containers, containerStart{ev: ev})
+		i := len(l.containers) - 1
+		// The CRI reply came first only when this start was an orphan
+		// adopted late: the first reply after it on its goroutine.
+		for j, c := range p.criStarts[k] {
+			if !c.ev.Start.Before(ev.Start) {
+				l.endContainer(i, c.ev, now)
+				p.criStarts[k] = slices.Delete(p.criStarts[k], j, j+1)
+				if len(p.criStarts[k]) == 0 {
+					delete(p.criStarts, k)
+				}
+				return
 			}
 		}
-		if len(p.criStarts[k]) == 0 {
-			delete(p.criStarts, k)
-		}
-		l.containers = append(l.containers, ev)
-	case probes.StageStatusWrite:
+		// A start still open on this goroutine never reached its CRI call
+		// (an image pull or create failed): it stays not started.
+		p.openStarts[k] = containerRef{l, i}
+	case probes.StageStatusSet:
 		l.statusSets = append(l.statusSets, ev)
 	}
+}
+
+// endContainer ends container start i at the RET of its CRI call.
+func (l *podLife) endContainer(i int, cri probes.Event, now time.Time) {
+	c := &l.containers[i]
+	c.ev.End, c.done, c.failed = cri.Start, true, cri.Failed
+	l.changed = now
 }
 
 // Flush emits the pods whose startup is complete and settled, and those
@@ -403,6 +443,11 @@ func (p *Pods) Flush(now time.Time) {
 			delete(p.criStarts, k)
 		} else {
 			p.criStarts[k] = ps
+		}
+	}
+	for k, ref := range p.openStarts {
+		if ref.life.emitted || now.Sub(ref.life.changed) > orphanTTL {
+			delete(p.openStarts, k)
 		}
 	}
 	n := len(p.orphans)
@@ -453,10 +498,13 @@ type startup struct {
 	done          bool
 	cycle         *probes.Event // the successful scheduling cycle
 	bindingWrite  *Write
-	lastContainer *probes.Event
-	started       time.Time // when the last container was started
-	status        *Write    // the status write after the last container started
-	missing       []string
+	lastContainer *containerStart
+	started       time.Time // when the kubelet learned the last container started (its CRI reply)
+	// runtimeStarted is when the runtime started the last container, from
+	// the kubelet's status (zero when it was not read).
+	runtimeStarted time.Time
+	status         *Write // the status write after the last container started
+	missing        []string
 }
 
 func (l *podLife) startup() startup {
@@ -475,19 +523,13 @@ func (l *podLife) startup() startup {
 	}
 	for i := range l.containers {
 		c := &l.containers[i]
-		if !c.Failed && (s.lastContainer == nil || c.End.After(s.lastContainer.End)) {
+		if c.done && !c.failed && (s.lastContainer == nil || c.ev.End.After(s.lastContainer.ev.End)) {
 			s.lastContainer = c
 		}
 	}
-	// The container counts as started when the runtime said so: the RET of
-	// the CRI call inside the last container start, when it was seen.
 	if s.lastContainer != nil {
-		s.started = s.lastContainer.End
-		for _, c := range l.started {
-			if inside(&c, s.lastContainer) && !c.Failed {
-				s.started = c.End
-			}
-		}
+		s.started = s.lastContainer.ev.End
+		s.runtimeStarted = l.runtimeStarted(s.lastContainer)
 	}
 	if s.lastContainer != nil {
 		// The kubelet's status manager writes with a PATCH of pods/status
@@ -513,7 +555,7 @@ func (l *podLife) startup() startup {
 		have bool
 		what string
 	}{
-		{l.create != nil, "create-write"}, {s.cycle != nil, "scheduling-cycle"}, {l.bind != nil, "bind"},
+		{l.create != nil, "create-write"}, {s.cycle != nil, "scheduling-cycle"},
 		{s.bindingWrite != nil, "binding-write"}, {l.kubeletRcv != nil, "kubelet-receive"}, {l.sandbox != nil, "sandbox"},
 		{s.lastContainer != nil, "container-start"}, {s.status != nil, "status-write"},
 	} {
@@ -523,6 +565,35 @@ func (l *podLife) startup() startup {
 	}
 	s.done = len(s.missing) == 0
 	return s
+}
+
+// runtimeStarted is when the runtime started the pod's containers, as the
+// kubelet's status gives it: the latest StartedAt in the first status after
+// the last container's CRI reply whose containers all run, when the probe
+// read all of them (it reads two). Zero otherwise.
+func (l *podLife) runtimeStarted(last *containerStart) time.Time {
+	for _, set := range l.statusSets {
+		if set.Start.Before(last.ev.End) || set.Statuses == 0 || set.Statuses > len(set.ContainersStarted) {
+			continue
+		}
+		var latest time.Time
+		for _, t := range set.ContainersStarted {
+			if t.IsZero() {
+				latest = time.Time{}
+				break
+			}
+			latest = maxT(latest, t)
+		}
+		// The runtime started it during the kubelet's start call, or it is
+		// another instance of the container (a restart): not this one.
+		if !latest.IsZero() && !latest.Before(last.ev.Start) && !latest.After(last.ev.End) {
+			return latest
+		}
+		if !latest.IsZero() {
+			return time.Time{}
+		}
+	}
+	return time.Time{}
 }
 
 func (p *Pods) emitLife(l *podLife, st startup, complete bool) {
@@ -545,6 +616,8 @@ func (p *Pods) emitLife(l *podLife, st startup, complete bool) {
 	p.stats.Traces++
 	if !pt.Trace.Complete {
 		p.stats.Incomplete++
+	} else if st.runtimeStarted.IsZero() {
+		p.stats.StartedByCRI++
 	}
 	if len(pt.Trace.Spans) > 0 {
 		p.emit(pt)
@@ -573,6 +646,8 @@ func (l *podLife) trace(st startup, meta func(string) (PodMeta, bool)) PodTrace 
 		m, ok = meta(l.uid)
 	}
 	switch {
+	case st.cycle != nil && st.cycle.Node != "":
+		rootAttrs = append(rootAttrs, Attribute{AttrNodeName, st.cycle.Node})
 	case l.bind != nil && l.bind.Node != "":
 		rootAttrs = append(rootAttrs, Attribute{AttrNodeName, l.bind.Node})
 	case ok && m.Node != "":
@@ -629,25 +704,32 @@ func (l *podLife) trace(st startup, meta func(string) (PodMeta, bool)) PodTrace 
 
 	// The probe spans.
 	for _, c := range l.cycles {
-		add(root, "scheduling cycle", probes.StageSchedule, string(probes.KubeScheduler), c.Start, c.End, Attribute{AttrSucceeded, !c.Failed})
-	}
-	if l.bind != nil {
-		b := add(root, "bind to "+l.bind.Node, probes.StageBind, string(probes.KubeScheduler), l.bind.Start, l.bind.End, Attribute{AttrNodeName, l.bind.Node})
-		if st.bindingWrite != nil {
-			graft(st.bindingWrite, b)
+		extra := []Attribute{{AttrSucceeded, !c.Failed}}
+		if c.Node != "" && !c.Failed {
+			extra = append(extra, Attribute{AttrNodeName, c.Node})
 		}
+		add(root, "scheduling cycle", probes.StageSchedule, string(probes.KubeScheduler), c.Start, c.End, extra...)
+	}
+	bindParent := root
+	if l.bind != nil {
+		bindParent = add(root, "bind to "+l.bind.Node, probes.StageBind, string(probes.KubeScheduler), l.bind.Start, l.bind.End, Attribute{AttrNodeName, l.bind.Node})
+	}
+	if st.bindingWrite != nil {
+		graft(st.bindingWrite, bindParent)
 	}
 	if l.sandbox != nil {
 		add(root, "create sandbox", probes.StageSandbox, string(probes.Kubelet), l.sandbox.Start, l.sandbox.End)
 	}
-	for _, c := range l.containers {
-		cs := add(root, "start container "+c.Container, probes.StageContainerStart, string(probes.Kubelet), c.Start, c.End,
-			Attribute{"k8s.container.name", c.Container}, Attribute{AttrSucceeded, !c.Failed})
-		for _, cri := range l.started {
-			if inside(&cri, &c) {
-				add(cs, "CRI StartContainer", probes.StageCRIStart, string(probes.Kubelet), cri.Start, cri.End,
-					Attribute{"k8s.container.name", c.Container}, Attribute{AttrSucceeded, !cri.Failed})
-			}
+	for i, c := range l.containers {
+		if !c.done {
+			continue // never reached the runtime's start (or not yet)
+		}
+		cs := add(root, "start container "+c.ev.Container, probes.StageContainerStart, string(probes.Kubelet), c.ev.Start, c.ev.End,
+			Attribute{"k8s.container.name", c.ev.Container}, Attribute{AttrSucceeded, !c.failed})
+		if st.lastContainer == &l.containers[i] && !st.runtimeStarted.IsZero() {
+			// The runtime's own start, and its reply to the kubelet after it.
+			add(cs, "runtime started "+c.ev.Container+", CRI reply", probes.StageCRIStart, string(probes.Kubelet), st.runtimeStarted, c.ev.End,
+				Attribute{"k8s.container.name", c.ev.Container})
 		}
 	}
 	if st.status != nil {
@@ -661,8 +743,12 @@ func (l *podLife) trace(st startup, meta func(string) (PodMeta, bool)) PodTrace 
 			etc = l.create.Trace.span(probes.StageEtcdRequest)
 		)
 		if sw != nil && etc != nil {
-			bounds := []time.Time{l.create.Start, sw.Start, etc.Start, l.create.Committed, st.cycle.Start, l.bind.Start,
-				st.bindingWrite.Committed, l.kubeletRcv.Start, l.sandbox.Start, l.sandbox.End, st.started, st.status.Committed}
+			started, by := st.started, "cri-reply"
+			if !st.runtimeStarted.IsZero() {
+				started, by = st.runtimeStarted, "runtime"
+			}
+			bounds := []time.Time{l.create.Start, sw.Start, etc.Start, l.create.Committed, st.cycle.Start, st.cycle.End,
+				st.bindingWrite.Committed, l.kubeletRcv.Start, l.sandbox.Start, l.sandbox.End, started, st.status.Committed}
 			comps := []probes.Component{probes.KubeAPIServer, probes.KubeAPIServer, probes.Etcd, probes.KubeScheduler, probes.KubeScheduler,
 				probes.KubeScheduler, probes.Kubelet, probes.Kubelet, probes.Kubelet, probes.Kubelet, probes.Kubelet}
 			ordered := true
@@ -675,7 +761,11 @@ func (l *podLife) trace(st startup, meta func(string) (PodMeta, bool)) PodTrace 
 				for i, stage := range PodStages {
 					d := bounds[i+1].Sub(bounds[i])
 					pt.Stages = append(pt.Stages, StageTime{stage, string(comps[i]), d})
-					add(root, stage, stage, string(comps[i]), bounds[i], bounds[i+1], Attribute{"kpath.partition", true})
+					extra := []Attribute{{"kpath.partition", true}}
+					if stage == PodContainerStart {
+						extra = append(extra, Attribute{AttrStartedBy, by})
+					}
+					add(root, stage, stage, string(comps[i]), bounds[i], bounds[i+1], extra...)
 				}
 			}
 		}

@@ -40,11 +40,13 @@ func pev(stage string, comp probes.Component, start, end float64, f func(*probes
 
 // startupEvents is one pod's way to Running, shifted by gap ms after the
 // create committed (the scheduler is late) — with writes from podWrite.
-func feedStartup(t *testing.T, p *Pods, schedGap float64) { feed(t, p, schedGap, false) }
+func feedStartup(t *testing.T, p *Pods, schedGap float64) { feed(t, p, schedGap, false, true) }
 
-// feed gives p one pod's startup; with lateWrites the writes come after
-// every probe event, as when their requests return late.
-func feed(t *testing.T, p *Pods, schedGap float64, lateWrites bool) {
+// feed gives p one pod's startup as the default rows see it; with
+// lateWrites the writes come after every probe event, as when their
+// requests return late; with runtimeStart the kubelet's status carries the
+// runtime's StartedAt.
+func feed(t *testing.T, p *Pods, schedGap float64, lateWrites, runtimeStart bool) {
 	key := "/registry/pods/ns/web"
 	create := podWrite(t, key, 10, 0, "POST", "/api/v1/namespaces/ns/pods")
 	now := at(0)
@@ -63,20 +65,27 @@ func feed(t *testing.T, p *Pods, schedGap float64, lateWrites bool) {
 	}()
 	addWrite(create, now)
 	c := schedGap + 7 // create commits at ~5.2
-	p.Add(pev(probes.StageInformer, probes.KubeScheduler, c, c, func(e *probes.Event) { e.Revision = 10 }), now)
-	p.Add(pev(probes.StageSchedule, probes.KubeScheduler, c+1, c+3, nil), now)
-	p.Add(pev(probes.StageBind, probes.KubeScheduler, c+4, c+12, func(e *probes.Event) { e.Node = "node-1"; e.Namespace = "" }), now)
+	p.Add(pev(probes.StageSchedulerQueue, probes.KubeScheduler, c, c, func(e *probes.Event) { e.Revision = 10 }), now)
+	p.Add(pev(probes.StageSchedule, probes.KubeScheduler, c+1, c+3, func(e *probes.Event) { e.Node = "node-1"; e.Namespace, e.Name = "", "" }), now)
 	addWrite(podWrite(t, key, 11, c+4.5, "POST", "/api/v1/namespaces/ns/pods/web/binding"), now)
 	p.Add(pev(probes.StageInformer, probes.Kubelet, c+12, c+12, func(e *probes.Event) { e.Revision = 11 }), now)
 	p.Add(pev(probes.StagePodSync, probes.Kubelet, c+13, c+200, nil), now)
 	p.Add(pev(probes.StageSandbox, probes.Kubelet, c+20, c+120, nil), now)
-	// The CRI call inside the container start, on its goroutine, with no pod.
-	p.Add(probes.Event{Stage: probes.StageCRIStart, Component: probes.Kubelet, PID: 300, Goroutine: 77, Start: at(c + 130), End: at(c + 140)}, now)
-	p.Add(pev(probes.StageContainerStart, probes.Kubelet, c+121, c+150, func(e *probes.Event) { e.Container = "app"; e.Namespace = ""; e.Goroutine = 77 }), now)
-	// A status write before the containers started does not end the startup.
-	p.Add(pev(probes.StageStatusWrite, probes.Kubelet, c+110, c+110, nil), now)
+	// The container start's entry, then the RET of the CRI call on the
+	// same goroutine, which carries no pod.
+	p.Add(pev(probes.StageContainerStart, probes.Kubelet, c+121, c+121, func(e *probes.Event) { e.Container = "app"; e.Namespace = ""; e.Goroutine = 77 }), now)
+	p.Add(probes.Event{Stage: probes.StageCRIStart, Component: probes.Kubelet, PID: 300, Goroutine: 77, Start: at(c + 140), End: at(c + 140), Point: true}, now)
+	// A status before the containers started does not end the startup.
+	status := func(ms float64, started ...time.Time) probes.Event {
+		return pev(probes.StageStatusSet, probes.Kubelet, ms, ms, func(e *probes.Event) { e.Statuses, e.ContainersStarted = 1, started })
+	}
+	p.Add(status(c+110, time.Time{}), now)
 	addWrite(podWrite(t, key, 12, c+111, "PATCH", "/api/v1/namespaces/ns/pods/web/status"), now)
-	p.Add(pev(probes.StageStatusWrite, probes.Kubelet, c+1150, c+1150, nil), now)
+	if runtimeStart {
+		p.Add(status(c+1150, at(c+135)), now)
+	} else {
+		p.Add(status(c+1150), now) // more containers than the probe reads
+	}
 	addWrite(podWrite(t, key, 13, c+1151, "PATCH", "/api/v1/namespaces/ns/pods/web/status"), now)
 }
 
@@ -131,10 +140,13 @@ func TestPodStartupPartition(t *testing.T) {
 	if lags != 2 {
 		t.Errorf("%d watch lags (scheduler at the create, kubelet at the binding), want 2", lags)
 	}
-	if cs := pt.Trace.span(PodContainerStart); cs == nil || !cs.End.Equal(at(7+140)) {
-		t.Errorf("container-start stage %+v: want it to end at the CRI call's return", cs)
+	if cs := pt.Trace.span(PodContainerStart); cs == nil || !cs.End.Equal(at(7+135)) || cs.Attr(AttrStartedBy) != "runtime" {
+		t.Errorf("container-start stage %+v: want it to end at the runtime's StartedAt", cs)
 	}
-	for _, name := range []string{"bind to node-1", "create sandbox", "start container app", "CRI StartContainer", "scheduling cycle"} {
+	if s := p.Stats(); s.StartedByCRI != 0 {
+		t.Errorf("%d traces counted as ended at the CRI reply", s.StartedByCRI)
+	}
+	for _, name := range []string{"create sandbox", "start container app", "runtime started app, CRI reply", "scheduling cycle"} {
 		found := false
 		for _, s := range pt.Trace.Spans {
 			found = found || s.Name == name
@@ -148,7 +160,7 @@ func TestPodStartupPartition(t *testing.T) {
 func TestPodEventsBeforeTheCreateWrite(t *testing.T) {
 	var got []PodTrace
 	p := NewPods(PodOptions{}, func(pt PodTrace) { got = append(got, pt) })
-	feed(t, p, 0, true)
+	feed(t, p, 0, true, true)
 	p.Flush(at(5000))
 	if len(got) != 1 || !got[0].Trace.Complete || len(got[0].Stages) != len(PodStages)+2 {
 		t.Fatalf("%d traces; want one complete with all stages and two lags: %+v", len(got), got)
@@ -216,6 +228,57 @@ func TestPodMetadataOnTheRoot(t *testing.T) {
 	}
 	root := got[0].Trace.Spans[0]
 	if root.Attr(AttrNodeName) != "node-1" || root.Attr("k8s.replicaset.name") != "web-7d9" {
-		t.Errorf("root attributes %v: want the bind's node and the owner from the API", root.Attributes)
+		t.Errorf("root attributes %v: want the scheduling cycle's node and the owner from the API", root.Attributes)
+	}
+}
+
+// Without the runtime's StartedAt (a pod with more containers than the
+// probe reads) the container start ends at the kubelet's CRI reply, says
+// so on the stage, and is counted.
+func TestPodContainerStartWithoutRuntimeStartedAt(t *testing.T) {
+	var got []PodTrace
+	p := NewPods(PodOptions{}, func(pt PodTrace) { got = append(got, pt) })
+	feed(t, p, 0, false, false)
+	p.Flush(at(5000))
+	if len(got) != 1 || !got[0].Trace.Complete {
+		t.Fatalf("%d traces, want one complete", len(got))
+	}
+	cs := got[0].Trace.span(PodContainerStart)
+	if cs == nil || !cs.End.Equal(at(7+140)) || cs.Attr(AttrStartedBy) != "cri-reply" {
+		t.Errorf("container-start stage %+v: want it to end at the CRI reply, marked so", cs)
+	}
+	if s := p.Stats(); s.StartedByCRI != 1 {
+		t.Errorf("StartedByCRI %d, want 1", s.StartedByCRI)
+	}
+}
+
+// With the detail row scheduler.bind attached, its span holds the binding
+// write; the node comes from the cycle either way.
+func TestPodBindDetail(t *testing.T) {
+	var got []PodTrace
+	p := NewPods(PodOptions{}, func(pt PodTrace) { got = append(got, pt) })
+	p.Add(pev(probes.StageBind, probes.KubeScheduler, 7+4, 7+12, func(e *probes.Event) { e.Node = "node-1"; e.Namespace = "" }), at(0))
+	feedStartup(t, p, 0)
+	p.Flush(at(5000))
+	if len(got) != 1 || !got[0].Trace.Complete {
+		t.Fatalf("%d traces, want one complete", len(got))
+	}
+	var bind *Span
+	for i, s := range got[0].Trace.Spans {
+		if s.Name == "bind to node-1" {
+			bind = &got[0].Trace.Spans[i]
+		}
+	}
+	if bind == nil {
+		t.Fatal("no bind span")
+	}
+	n := 0
+	for _, s := range got[0].Trace.Spans {
+		if s.Parent == bind.SpanID {
+			n++
+		}
+	}
+	if n == 0 {
+		t.Error("the binding write is not under the bind span")
 	}
 }

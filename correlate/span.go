@@ -56,6 +56,10 @@ const (
 	AttrRaftID    = "kpath.raft_id"
 	AttrComplete  = "kpath.complete" // on a pod trace's root: every stage was seen
 	AttrMissing   = "kpath.missing"  // on an incomplete trace's root: the stages not seen
+	// AttrStartedBy says where a pod's container-start stage ends: "runtime"
+	// (the runtime's StartedAt, from the kubelet's status) or "cri-reply"
+	// (the kubelet's CRI StartContainer returned; StartedAt was not read).
+	AttrStartedBy = "kpath.started_by"
 	AttrNamespace = "k8s.namespace.name"
 	AttrPodName   = "k8s.pod.name"
 	AttrPodUID    = "k8s.pod.uid"

@@ -311,6 +311,17 @@ func (w *Writes) addEtcdRequest(ev probes.Event, now time.Time) {
 			wr.propose = &pe
 		}
 	}
+	// etcd answers after the apply's Trigger, and both records share one
+	// ring buffer in order: an apply still open now has no Trigger coming
+	// (etcd.apply.done is a detail row), so it ends where its last put was.
+	if wr.apply == nil {
+		for k, open := range w.applies {
+			if slices.ContainsFunc(open, func(p piece) bool { return p.ev.Key == ev.Key && p.ev.Revision == ev.Revision }) {
+				w.closeApply(k, open[len(open)-1].ev.End, 0, now)
+				break
+			}
+		}
+	}
 	w.matchFsync(wr)
 }
 

@@ -322,3 +322,36 @@ func TestLateApiserverSideJoinsTheSameWrite(t *testing.T) {
 		t.Fatalf("want one complete trace of 8 spans, got %d", len(*out))
 	}
 }
+
+// The default rows leave out the raft proposal, the WAL fsync and the
+// apply's Trigger (detail rows): the write is still complete, and its apply
+// is the moment the key was written, closed when etcd answers the request.
+func TestWriteWithDefaultRowsOnly(t *testing.T) {
+	w, out := collect(Options{})
+	now := at(10)
+	for _, ev := range oneWrite("/registry/configmaps/ns/cm-1", 42, 0, 1000) {
+		switch ev.Stage {
+		case probes.StagePropose, probes.StageWALFsync, probes.StageApplied:
+			continue
+		}
+		w.Add(ev, now)
+	}
+	w.Flush(now.Add(time.Second))
+	if len(*out) != 1 || !(*out)[0].Complete {
+		t.Fatalf("%d traces, want 1 complete", len(*out))
+	}
+	tr := (*out)[0]
+	checkNested(t, tr)
+	st := stages(tr)
+	for _, want := range []string{"request/kube-apiserver", "storage-write/kube-apiserver", "etcd-request/etcd", "apply/etcd"} {
+		if _, ok := st[want]; !ok {
+			t.Errorf("no %s span", want)
+		}
+	}
+	if a := st["apply/etcd"]; a == nil || !a.Start.Equal(at(5)) || !a.End.Equal(at(5)) || a.Parent != st["etcd-request/etcd"].SpanID {
+		t.Errorf("apply %+v: want the put's moment under the etcd request", a)
+	}
+	if s := w.Stats(); len(w.applies) != 0 || s.Dropped["apply_trigger_mismatch"] != 0 {
+		t.Errorf("applies left open %d, stats %+v", len(w.applies), s)
+	}
+}

@@ -27,6 +27,11 @@ type Row struct {
 	// Timed rows get a uprobe on every RET and produce spans; the others
 	// produce point events from their entry only.
 	Timed bool
+	// AtReturn rows have no entry probe: a point event at each RET, with
+	// the Exit captures. For a call whose end matters and whose start is
+	// known from elsewhere (the kubelet's CRI StartContainer inside the
+	// container start it belongs to): one hit instead of two.
+	AtReturn bool
 	// Announce also reports a timed row's entry when it happens, so that
 	// what it encloses can wait for its end (the request around a write).
 	Announce bool
@@ -65,10 +70,19 @@ const (
 	FieldRVText0
 	FieldRVText1
 	FieldRVLen
+	// A pod status's container statuses: how many, and the runtime's
+	// StartedAt (a Go time.Time, wall and ext words) of the first two
+	// running ones. The reader turns them into Event.ContainersStarted.
+	FieldStatuses
+	FieldStartedWall0
+	FieldStartedExt0
+	FieldStartedWall1
+	FieldStartedExt1
 )
 
 var fieldNames = [...]string{"none", "method", "path", "key", "revision", "succeeded", "raft-id", "webhook", "namespace", "name", "uid",
-	"node", "container", "failed", "rv-text0", "rv-text1", "rv-len"}
+	"node", "container", "failed", "rv-text0", "rv-text1", "rv-len",
+	"statuses", "started-wall0", "started-ext0", "started-wall1", "started-ext1"}
 
 func (f Field) String() string {
 	if int(f) < len(fieldNames) {
@@ -231,8 +245,11 @@ func (r *Row) Validate() error {
 	if _, _, err := parseRange(r.Versions); err != nil {
 		return fmt.Errorf("row %s: %w", r.ID, err)
 	}
-	if len(r.Exit) > 0 && !r.Timed {
-		return fmt.Errorf("row %s: exit captures need a timed row", r.ID)
+	if len(r.Exit) > 0 && !r.Timed && !r.AtReturn {
+		return fmt.Errorf("row %s: exit captures need a timed or at-return row", r.ID)
+	}
+	if r.AtReturn && (r.Timed || r.Announce || len(r.Entry) > 0) {
+		return fmt.Errorf("row %s: an at-return row has no entry probe: no entry captures, not timed, not announced", r.ID)
 	}
 	seen := map[Field]bool{}
 	for _, c := range append(append([]Capture{}, r.Entry...), r.Exit...) {

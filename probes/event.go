@@ -51,11 +51,18 @@ type Event struct {
 	Failed       bool   // the call returned an error or a failure status (rows that capture FieldFailed)
 	// Truncated is set when a captured string was longer than the BPF buffer.
 	Truncated bool
+	// Statuses is how many container statuses a pod status has, and
+	// ContainersStarted the runtime's start time of the first ones (by
+	// container name, as the kubelet sorts them; zero: not running).
+	Statuses          int
+	ContainersStarted []time.Time
 
 	// rvText collects a resourceVersion read as text (FieldRVText0/1,
 	// FieldRVLen) until it can be parsed into Revision.
 	rvText [2]uint64
 	rvLen  uint64
+	// started collects FieldStartedWall/Ext pairs.
+	started [2][2]uint64
 }
 
 // Duration is End-Start, zero for point events.

@@ -133,7 +133,15 @@ type kobj struct {
 		NodeName string `json:"nodeName"`
 	} `json:"spec"`
 	Status struct {
-		Phase string `json:"phase"`
+		Phase             string `json:"phase"`
+		ContainerStatuses []struct {
+			Name  string `json:"name"`
+			State struct {
+				Running *struct {
+					StartedAt time.Time `json:"startedAt"`
+				} `json:"running"`
+			} `json:"state"`
+		} `json:"containerStatuses"`
 	} `json:"status"`
 }
 
@@ -281,7 +289,7 @@ func TestPodRowsLive(t *testing.T) {
 
 	// Failures, to prove the exit captures: a pod no node fits fails its
 	// scheduling cycle; a pod whose image is absent (and never pulled) fails
-	// its container start and the sync around it.
+	// the sync around its container start, which never reaches the CRI.
 	unsched := lab.create(t, fmt.Sprintf(`{"apiVersion":"v1","kind":"Pod","metadata":{"name":"unschedulable","namespace":%q},
 "spec":{"nodeSelector":{"kpath.test/none":"x"},"containers":[{"name":"c","image":%q,"imagePullPolicy":"Never"}]}}`, ns, lab.image))
 	noImage := lab.create(t, fmt.Sprintf(`{"apiVersion":"v1","kind":"Pod","metadata":{"name":"noimage","namespace":%q},
@@ -297,23 +305,18 @@ func TestPodRowsLive(t *testing.T) {
 		return nil
 	}
 	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(200 * time.Millisecond) {
-		if failed("scheduler.cycle", unsched.Metadata.UID) != nil && failed("kubelet.container.start", noImage.Metadata.UID) != nil &&
-			failed("kubelet.pod.sync", noImage.Metadata.UID) != nil {
+		if failed("scheduler.cycle", unsched.Metadata.UID) != nil && failed("kubelet.pod.sync", noImage.Metadata.UID) != nil {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Errorf("failures not seen within 60s: unschedulable pod's cycle %v, absent image's container start %v and sync %v",
-				failed("scheduler.cycle", unsched.Metadata.UID), failed("kubelet.container.start", noImage.Metadata.UID), failed("kubelet.pod.sync", noImage.Metadata.UID))
+			t.Errorf("failures not seen within 60s: unschedulable pod's cycle %v, absent image's sync %v",
+				failed("scheduler.cycle", unsched.Metadata.UID), failed("kubelet.pod.sync", noImage.Metadata.UID))
 			break
 		}
 	}
-	if e := failed("kubelet.container.start", noImage.Metadata.UID); e != nil && e.Container != "absent" {
-		t.Errorf("failed container start names container %q, want absent", e.Container)
-	}
-
-	if c, s, y := failed("scheduler.cycle", unsched.Metadata.UID), failed("kubelet.container.start", noImage.Metadata.UID), failed("kubelet.pod.sync", noImage.Metadata.UID); c != nil && s != nil && y != nil {
-		t.Logf("%v: failures seen: unschedulable pod's cycle failed after %v; absent image: container %q start failed after %v, its sync after %v",
-			time.Since(began).Round(time.Millisecond), c.Duration(), s.Container, s.Duration(), y.Duration())
+	if c, y := failed("scheduler.cycle", unsched.Metadata.UID), failed("kubelet.pod.sync", noImage.Metadata.UID); c != nil && y != nil {
+		t.Logf("%v: failures seen: unschedulable pod's cycle failed after %v; absent image: its sync failed after %v",
+			time.Since(began).Round(time.Millisecond), c.Duration(), y.Duration())
 	}
 	if err := stopRead(); err != nil {
 		t.Fatal(err)
@@ -340,14 +343,15 @@ func TestPodRowsLive(t *testing.T) {
 		case e.Probe == "apiserver.watch.cache":
 			ok = e.Key == key
 		case e.Probe == "kubelet.cri.start":
-			// No pod in its arguments: it belongs to the container start of
-			// this pod that it ran inside, on the same goroutine.
-			for _, c := range all {
-				if c.Probe == "kubelet.container.start" && c.UID == uid && c.Goroutine == e.Goroutine && c.PID == e.PID &&
-					!e.Start.Before(c.Start) && !e.End.After(c.End) {
-					ok = true
+			// No pod in its arguments: it ends the last container start
+			// before it on the same goroutine, when that one is this pod's.
+			var last *Event
+			for i := range all {
+				if c := &all[i]; c.Probe == "kubelet.container.start" && c.Goroutine == e.Goroutine && c.PID == e.PID && !c.Start.After(e.Start) {
+					last = c
 				}
 			}
+			ok = last != nil && last.UID == uid
 		case podRowIDs[e.Probe] != nil:
 			ok = e.UID == uid
 		}
@@ -489,21 +493,62 @@ func TestPodRowsLive(t *testing.T) {
 		t.Errorf("sandbox creation failed: %+v", sandbox)
 	}
 	inSync("kubelet.sandbox.create", sandbox)
+	// Each container start is ended by the RET of its CRI call on the same
+	// goroutine (kubelet.cri.start, a point at the RET).
 	started := map[string]Event{}
 	var lastStart Event
 	for _, e := range mine["kubelet.container.start"] {
-		started[e.Container] = e
 		inSync("kubelet.container.start "+e.Container, e)
 		before("kubelet.sandbox.create end", "kubelet.container.start "+e.Container, sandbox.End, e.Start)
-		if e.Failed {
-			t.Errorf("container %s start failed: %+v", e.Container, e)
+		for _, c := range mine["kubelet.cri.start"] {
+			if c.Goroutine == e.Goroutine && !c.Start.Before(e.Start) {
+				if c.Failed {
+					t.Errorf("container %s: CRI StartContainer failed: %+v", e.Container, c)
+				}
+				e.End = c.Start
+				break
+			}
 		}
+		if e.End.Equal(e.Start) {
+			t.Errorf("container %s: no CRI StartContainer return after its start", e.Container)
+		}
+		started[e.Container] = e
 		if e.End.After(lastStart.End) {
 			lastStart = e
 		}
 	}
 	if len(started) != 2 || started["web"].Start.IsZero() || started["side"].Start.IsZero() {
 		t.Errorf("container starts: %v, want web and side once each", keys(started))
+	}
+	// The runtime's StartedAt, read from the kubelet's status (sorted by
+	// container name: side, web): inside each container's start, and the
+	// same second as the API's (which the status manager truncates).
+	var runtime []time.Time
+	for _, e := range mine["kubelet.status.set"] {
+		if e.Statuses == 2 && len(e.ContainersStarted) == 2 && !e.ContainersStarted[0].IsZero() && !e.ContainersStarted[1].IsZero() {
+			runtime = e.ContainersStarted
+			break
+		}
+	}
+	if runtime == nil {
+		t.Errorf("no kubelet.status.set with both containers' StartedAt: %+v", mine["kubelet.status.set"])
+	} else {
+		api := map[string]time.Time{}
+		for _, c := range running.Status.ContainerStatuses {
+			if c.State.Running != nil {
+				api[c.Name] = c.State.Running.StartedAt
+			}
+		}
+		for i, name := range []string{"side", "web"} {
+			c := started[name]
+			if runtime[i].Before(c.Start) || runtime[i].After(c.End) {
+				t.Errorf("container %s: runtime StartedAt %v outside its start %v–%v", name, runtime[i].Sub(t0), c.Start.Sub(t0), c.End.Sub(t0))
+			}
+			if !runtime[i].Truncate(time.Second).Equal(api[name]) {
+				t.Errorf("container %s: runtime StartedAt %v, the API says %v", name, runtime[i], api[name])
+			}
+		}
+		t.Logf("runtime StartedAt → kubelet's CRI reply: side %v, web %v", started["side"].End.Sub(runtime[0]), started["web"].End.Sub(runtime[1]))
 	}
 	// The status that said Running was written after the containers
 	// started, and came back through the watch cache at the final rv.
@@ -524,6 +569,9 @@ func TestPodRowsLive(t *testing.T) {
 	t.Logf("create→scheduled %v (cycle %v, bind %v), bound→kubelet %v, sandbox %v, containers %v / %v, create→Running written %v",
 		bind.End.Sub(wcCreate.Start), cycle.Duration(), bind.Duration(), received.Start.Sub(wcBound.Start), sandbox.Duration(),
 		durOf(started["web"]), durOf(started["side"]), runningWrite.Start.Sub(wcCreate.Start))
+	if cycle.Node != node {
+		t.Errorf("scheduler.cycle chose node %q, the pod runs on %q", cycle.Node, node)
+	}
 
 	// Hits: the counters around the lifecycle, minus the background rate,
 	// and the hits this pod's own events account for.
@@ -549,7 +597,7 @@ func TestPodRowsLive(t *testing.T) {
 		own := 0.0
 		if pr := podRowIDs[id]; pr != nil {
 			own = float64(len(mine[id]))
-			if pr.Timed {
+			if pr.Timed && !pr.AtReturn {
 				own *= 2
 			}
 		}
@@ -588,8 +636,8 @@ func TestPodRowsLive(t *testing.T) {
 		}
 	}
 	t.Logf("  the pod's writes: %d to the pod, %d Events about it (%d of them through the watch cache: %d more apiserver.watch.cache hits); "+
-		"at 11 write-path hits a write (README) that is %d",
-		podWrites, eventWrites, eventCached, eventCached, 11*(podWrites+eventWrites))
+		"at 7 default write-path hits a write (4 in kube-apiserver, 3 in etcd) that is %d",
+		podWrites, eventWrites, eventCached, eventCached, 7*(podWrites+eventWrites))
 	def := total["write"].diff - total["write"].bg + total["pod"].diff - total["pod"].bg
 	t.Logf("  one pod, default rows (no --detail): about %.0f hits net of background (%.0f write path + %.0f pod rows; the pod rows' own events: %.0f)",
 		def, total["write"].diff-total["write"].bg, total["pod"].diff-total["pod"].bg, total["pod"].own)

@@ -110,6 +110,7 @@ func (t *Tracer) decode(raw []byte) (Event, bool) {
 	} else {
 		ev.End = ev.Start
 	}
+	ev.finish(row)
 	return ev, true
 }
 
@@ -160,7 +161,52 @@ func setField(ev *Event, c Capture, be *bpf.Event, slot uint8) {
 			ev.rvLen = uint64(v)
 		}
 		ev.Revision = revText(ev.rvText, ev.rvLen)
+	case FieldStatuses:
+		ev.Statuses = int(v)
+	case FieldStartedWall0, FieldStartedExt0, FieldStartedWall1, FieldStartedExt1:
+		i := int(c.Field-FieldStartedWall0) / 2
+		ev.started[i][int(c.Field-FieldStartedWall0)%2] = uint64(v)
 	}
+}
+
+// finish derives what needs several captures together.
+func (ev *Event) finish(row *Row) {
+	if ev.Statuses <= 0 {
+		return
+	}
+	n := 0
+	for _, c := range row.Entry {
+		if c.Field == FieldStartedWall0 || c.Field == FieldStartedWall1 {
+			n++
+		}
+	}
+	n = min(n, ev.Statuses)
+	ev.ContainersStarted = make([]time.Time, n)
+	for i := range n {
+		ev.ContainersStarted[i] = goTime(ev.started[i][0], int64(ev.started[i][1]))
+	}
+}
+
+// goTime decodes a Go time.Time from its wall and ext words (src/time/time.go):
+// with the monotonic bit, wall holds 33 bits of seconds since 1885 and ext
+// the monotonic reading; without it, ext holds the seconds since year 1. A
+// zero Time (a container not running) stays zero.
+func goTime(wall uint64, ext int64) time.Time {
+	const (
+		hasMonotonic   = 1 << 63
+		nsecMask       = 1<<30 - 1
+		wallToInternal = (1884*365 + 1884/4 - 1884/100 + 1884/400) * 86400
+		unixToInternal = (1969*365 + 1969/4 - 1969/100 + 1969/400) * 86400
+	)
+	nsec := int64(wall & nsecMask)
+	sec := ext
+	if wall&hasMonotonic != 0 {
+		sec = wallToInternal + int64(wall<<1>>31)
+	}
+	if sec == 0 && nsec == 0 {
+		return time.Time{}
+	}
+	return time.Unix(sec-unixToInternal, nsec)
 }
 
 // revText parses a resourceVersion read as two little-endian words of

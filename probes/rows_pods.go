@@ -50,7 +50,7 @@ const (
 	StagePodSync        = "pod-sync"         // the kubelet syncs the pod (create / update)
 	StageSandbox        = "sandbox-create"   // the kubelet creates the pod sandbox (CRI RunPodSandbox)
 	StageContainerStart = "start-container"  // the kubelet pulls (if needed), creates and starts one container
-	StageCRIStart       = "cri-start"        // the kubelet's CRI StartContainer call: it returns once the runtime started the container
+	StageCRIStart       = "cri-start"        // the runtime started the container (its StartedAt) → the kubelet's CRI StartContainer call returned
 	StageStatusSet      = "status-set"       // the kubelet computed a pod status (status manager cache)
 	StageStatusWrite    = "status-write"     // the kubelet's status manager writes the status to the API
 )
@@ -63,6 +63,14 @@ const (
 	objNamespace = 0x40
 	objUID       = 0x60
 	objRV        = 0x70 // ResourceVersion: string, ptr @0x70, len @0x78
+)
+
+// v1.PodStatus → ContainerStatuses → State.Running (DWARF of the lab
+// kubelet; k8s.io/api v0.34 and v0.35 agree up to these fields).
+const (
+	podStatusContainers = 208 // PodStatus.ContainerStatuses, a slice
+	containerStatusSize = 208 // sizeof(v1.ContainerStatus)
+	containerRunning    = 24  // ContainerStatus.State (@16) .Running (@8)
 )
 
 // objMeta captures namespace, name and UID of the object at path (pointer
@@ -114,30 +122,39 @@ var podRows = []Row{
 
 	// Informers. kube-scheduler's pod informer is on the pod's path; the
 	// controller-manager's only sees it (its controllers act on owners).
-	informerRow("scheduler.informer.receive", KubeScheduler, false,
+	// Detail for the scheduler too: it fires on every write of every pod
+	// (4 per pod startup), while scheduler.queue.add marks the one receipt
+	// on the pod's path, the create, with one hit.
+	informerRow("scheduler.informer.receive", KubeScheduler, true,
 		"once per watch event per informer of kube-scheduler (pods: every pod write; also nodes, PVs, ...); once per object on a relist"),
 	informerRow("controller-manager.informer.receive", KubeControllerManager, true,
 		"once per watch event per informer of kube-controller-manager (pods, nodes, leases, ...); once per object on a relist or a resync (12–24 h)"),
 
-	// kube-scheduler. PriorityQueue.Add(logger, pod): pod in RSI. Detail: it
-	// follows scheduler.informer.receive of the create by a fraction of a
-	// millisecond (the informer's handler).
-	{ID: "scheduler.queue.add", Component: KubeScheduler, Stage: StageSchedulerQueue, Detail: true,
+	// kube-scheduler. PriorityQueue.Add(logger, pod): pod in RSI. The
+	// informer's handler calls it a fraction of a millisecond after the
+	// reflector received the create, so it stands for the scheduler's watch
+	// receipt: once per pod instead of once per write of any pod.
+	{ID: "scheduler.queue.add", Component: KubeScheduler, Stage: StageSchedulerQueue,
 		Symbol: "k8s.io/kubernetes/pkg/scheduler/backend/queue.(*PriorityQueue).Add",
 		Module: modKubernetes, Versions: kube133to135, Hits: "once per unscheduled pod added",
-		Entry: objMeta(RSI)},
+		Entry: append(objMeta(RSI), objRevision(RSI)...)},
 	// schedulingCycle(ctx, state, fwk, podInfo *QueuedPodInfo, start, podsToActivate)
 	// (ScheduleResult, *QueuedPodInfo, *Status): podInfo in R10 → PodInfo @0
-	// → Pod @0; at a RET the *Status is in R9 (code @0; nil = success).
+	// → Pod @0; at a RET ScheduleResult.SuggestedHost (the node) is in
+	// RAX,RBX and the *Status in R9 (code @0; nil = success). The UID alone
+	// names the pod (scheduler.queue.add gave its name): the node takes the
+	// third string slot.
 	{ID: "scheduler.cycle", Component: KubeScheduler, Stage: StageSchedule, Timed: true,
 		Symbol: "k8s.io/kubernetes/pkg/scheduler.(*Scheduler).schedulingCycle",
 		Module: modKubernetes, Versions: kube134to135, Hits: "once per scheduling attempt (retries of unschedulable pods included)",
-		Entry: objMeta(R10, 0, 0),
-		Exit:  []Capture{u64At(FieldFailed, R9, 0)}},
+		Entry: []Capture{strAt(FieldUID, R10, 0, 0, objUID)},
+		Exit:  []Capture{u64At(FieldFailed, R9, 0), str(FieldNode, RAX, RBX)}},
 	// bind(ctx, fwk, assumed *v1.Pod, targetNode string, state) *Status:
 	// pod in R8, node in R9,R10; the RET comes after the POST pods/binding
 	// answered and the scheduler cache finished the binding. Status in RAX.
-	{ID: "scheduler.bind", Component: KubeScheduler, Stage: StageBind, Timed: true,
+	// Detail: the binding write itself is traced in kube-apiserver, and the
+	// binding stage runs from the cycle's end to its commit.
+	{ID: "scheduler.bind", Component: KubeScheduler, Stage: StageBind, Timed: true, Detail: true,
 		Symbol: "k8s.io/kubernetes/pkg/scheduler.(*Scheduler).bind",
 		Module: modKubernetes, Versions: kube133to135, Hits: "once per pod bound",
 		Entry: []Capture{strAt(FieldUID, R8, objUID), strAt(FieldName, R8, objName), str(FieldNode, R9, R10)},
@@ -171,29 +188,42 @@ var podRows = []Row{
 		Exit:  []Capture{u64(FieldFailed, RSI)}},
 	// startContainer(ctx, sandboxID, sandboxConfig, spec *startSpec, pod, ...)
 	// (message string, err error): spec in R9 → container @0 → Name @0; pod
-	// in R10; err's type word in RCX at a RET.
-	{ID: "kubelet.container.start", Component: Kubelet, Stage: StageContainerStart, Timed: true,
+	// in R10. Entry only: the container start ends at the CRI call below.
+	{ID: "kubelet.container.start", Component: Kubelet, Stage: StageContainerStart,
 		Symbol: "k8s.io/kubernetes/pkg/kubelet/kuberuntime.(*kubeGenericRuntimeManager).startContainer",
 		Module: modKubernetes, Versions: kube133to135, Hits: "once per container (init, regular, ephemeral) started or restarted",
-		Entry: []Capture{strAt(FieldUID, R10, objUID), strAt(FieldName, R10, objName), strAt(FieldContainer, R9, 0, 0)},
-		Exit:  []Capture{u64(FieldFailed, RCX)}},
+		Entry: []Capture{strAt(FieldUID, R10, objUID), strAt(FieldName, R10, objName), strAt(FieldContainer, R9, 0, 0)}},
 	// The CRI call inside startContainer, on the same goroutine: its RET is
 	// the first moment the kubelet knows the runtime started the container
-	// (startContainer's own RET comes after the event recording). StartContainer(ctx,
-	// containerID string) (err error): receiver RAX, ctx RBX,RCX, ID
-	// RDI,RSI; err's type word in RAX at a RET. Joined by goroutine.
-	{ID: "kubelet.cri.start", Component: Kubelet, Stage: StageCRIStart, Timed: true,
+	// (startContainer's own RET comes after the event recording). Only its
+	// RETs are probed: it belongs to the container start before it on the
+	// same goroutine. StartContainer(ctx, containerID string) (err error):
+	// err's type word in RAX at a RET.
+	{ID: "kubelet.cri.start", Component: Kubelet, Stage: StageCRIStart, AtReturn: true,
 		Symbol: "k8s.io/cri-client/pkg.(*remoteRuntimeService).StartContainer",
-		Module: "k8s.io/cri-client", Versions: ">=v0.35.0 <v0.36.0", Hits: "once per container started (2 hits)",
+		Module: "k8s.io/cri-client", Versions: ">=v0.35.0 <v0.36.0", Hits: "once per container started",
 		Exit: []Capture{u64(FieldFailed, RAX)}},
-	// SetPodStatus(logger, pod, status): pod in RSI (status on the stack).
-	{ID: "kubelet.status.set", Component: Kubelet, Stage: StageStatusSet, Detail: true,
+	// SetPodStatus(logger, pod, status v1.PodStatus): pod in RSI, status on
+	// the stack at RSP+8. The status is the kubelet's view after a sync,
+	// before the status manager truncates its times to seconds: each running
+	// container's State.Running.StartedAt is the runtime's own start time in
+	// nanoseconds (CRI ContainerStatus). Read for the first two containers:
+	// ContainerStatuses @208 (len @216), ContainerStatus is 208 bytes,
+	// State.Running @24, StartedAt @0 (time.Time wall @0, ext @8); the same
+	// in k8s.io/api v0.34 and v0.35.
+	{ID: "kubelet.status.set", Component: Kubelet, Stage: StageStatusSet,
 		Symbol: "k8s.io/kubernetes/pkg/kubelet/status.(*manager).SetPodStatus",
-		Module: modKubernetes, Versions: kube134to135, Hits: "once per pod sync (as kubelet.pod.sync, resyncs included)",
-		Entry: objMeta(RSI)},
+		Module: modKubernetes, Versions: kube134to135, Hits: "once per pod sync (the pod's arrival, each container change, about once a minute while it runs)",
+		Entry: append(objMeta(RSI),
+			u64At(FieldStatuses, RSP, 8+podStatusContainers+8),
+			u64At(FieldStartedWall0, RSP, 8+podStatusContainers, containerRunning, 0),
+			u64At(FieldStartedExt0, RSP, 8+podStatusContainers, containerRunning, 8),
+			u64At(FieldStartedWall1, RSP, 8+podStatusContainers, containerStatusSize+containerRunning, 0),
+			u64At(FieldStartedExt1, RSP, 8+podStatusContainers, containerStatusSize+containerRunning, 8))},
 	// syncPod(ctx, uid types.UID, status versionedPodStatus): UID in RDI,RSI;
-	// status on the stack at RSP+8: podName @8, podNamespace @24.
-	{ID: "kubelet.status.write", Component: Kubelet, Stage: StageStatusWrite,
+	// status on the stack at RSP+8: podName @8, podNamespace @24. Detail:
+	// the PATCH it sends is traced in kube-apiserver.
+	{ID: "kubelet.status.write", Component: Kubelet, Stage: StageStatusWrite, Detail: true,
 		Symbol: "k8s.io/kubernetes/pkg/kubelet/status.(*manager).syncPod",
 		Module: modKubernetes, Versions: kube134to135, Hits: "once per new pod status version (and per reconcile of a stale one, checked every 10 s)",
 		Entry: []Capture{str(FieldUID, RDI, RSI), strAt(FieldNamespace, RSP, 8+24), strAt(FieldName, RSP, 8+8)}},

@@ -237,7 +237,7 @@ func (t *Tracer) attachRow(p *Process, bin *Binary, ex *link.Executable, row *Ro
 		return st
 	}
 	var rets []uint64
-	if row.Timed {
+	if row.Timed || row.AtReturn {
 		rets, err = bin.Returns(fn)
 		if err != nil {
 			st.State, st.Err = RowFailed, err
@@ -281,16 +281,30 @@ func (t *Tracer) attachRow(p *Process, bin *Binary, ex *link.Executable, row *Ro
 		}
 		return s, t.objs.SetConfig(s, &cfg)
 	}
-	mode := bpf.ModePoint
-	if row.Timed {
-		mode = bpf.ModeEntry
+	var offs, cookies []uint64
+	if row.AtReturn {
+		// A point event at every RET, nothing at the entry.
+		slot, err := alloc(probeConfig(row.Exit, fields, bpf.ModePoint, 0, g, false))
+		if err != nil {
+			return fail(err)
+		}
+		for _, r := range rets {
+			offs = append(offs, r)
+			cookies = append(cookies, uint64(slot))
+		}
+	} else {
+		mode := bpf.ModePoint
+		if row.Timed {
+			mode = bpf.ModeEntry
+		}
+		entrySlot, err := alloc(probeConfig(row.Entry, fields, mode, 0, g, row.Announce))
+		if err != nil {
+			return fail(err)
+		}
+		offs, cookies = append(offs, fn.FileOffset), append(cookies, uint64(entrySlot))
 	}
-	entrySlot, err := alloc(probeConfig(row.Entry, fields, mode, 0, g, row.Announce))
-	if err != nil {
-		return fail(err)
-	}
-	offs, cookies := []uint64{fn.FileOffset}, []uint64{uint64(entrySlot)}
 	if row.Timed {
+		entrySlot := uint32(cookies[0])
 		retSlot, err := alloc(probeConfig(row.Exit, fields, bpf.ModeRet, entrySlot, g, false))
 		if err != nil {
 			return fail(err)

@@ -352,6 +352,8 @@ func (d *dropCounters) update(log *slog.Logger, m *export.Metrics, t *probes.Tra
 	now["timeline_evicted"] = st.Evicted
 	ps := p.Stats()
 	now["pod_event_orphaned"], now["pod_evicted"], now["pod_stages_disordered"] = ps.Orphans, ps.Evicted, ps.Disordered
+	// Not lost, but less exact: the container-start stage ended at the CRI reply.
+	now["pod_runtime_start_unread"] = ps.StartedByCRI
 	if n, err := t.SweepStash(time.Minute); err == nil {
 		now["stash_expired"] = d.last["stash_expired"] + uint64(n)
 	}
