@@ -54,8 +54,9 @@ type podLab struct {
 	pids                       map[Component]int
 }
 
-// needPodLab returns the lab, or skips saying why: it needs KPATH_E2E=1 and
-// every component's pidfile naming a live process of that component.
+// needPodLab returns the lab: without KPATH_E2E=1 it skips, saying why;
+// with it, a lab that is not up (every component's pidfile naming a live
+// process of that component) fails the test.
 func needPodLab(t *testing.T) *podLab {
 	t.Helper()
 	if os.Getenv("KPATH_E2E") != "1" {
@@ -69,7 +70,7 @@ func needPodLab(t *testing.T) *podLab {
 	env := map[string]string{}
 	b, err := os.ReadFile(filepath.Join(dir, "env"))
 	if err != nil {
-		t.Skipf("skipped: no lab at %s (%v): make lab-up", dir, err)
+		t.Fatalf("KPATH_E2E=1 but no lab at %s (%v): make lab-up", dir, err)
 	}
 	for _, line := range strings.Split(string(b), "\n") {
 		line, _, _ = strings.Cut(line, "#")
@@ -82,7 +83,7 @@ func needPodLab(t *testing.T) *podLab {
 		l.image = "kpath.local/workload:v1"
 	}
 	if l.kubectl == "" || l.kubeconfig == "" {
-		t.Skipf("skipped: %s/env names no KUBECTL or KUBECONFIG", dir)
+		t.Fatalf("KPATH_E2E=1 but %s/env names no KUBECTL or KUBECONFIG", dir)
 	}
 	pidDir := env["KPATH_LAB_PID_DIR"]
 	if pidDir == "" {
@@ -91,15 +92,15 @@ func needPodLab(t *testing.T) *podLab {
 	for name, comp := range Targets {
 		b, err := os.ReadFile(filepath.Join(pidDir, name+".pid"))
 		if err != nil {
-			t.Skipf("skipped: lab is not up: %v", err)
+			t.Fatalf("KPATH_E2E=1 but lab is not up: %v", err)
 		}
 		pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
 		if err != nil {
-			t.Skipf("skipped: lab pidfile %s.pid: %v", name, err)
+			t.Fatalf("KPATH_E2E=1 but lab pidfile %s.pid: %v", name, err)
 		}
 		exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
 		if err != nil || filepath.Base(strings.TrimSuffix(exe, " (deleted)")) != name {
-			t.Skipf("skipped: lab is not up: pid %d of %s.pid is not %s (%q, %v)", pid, name, name, exe, err)
+			t.Fatalf("KPATH_E2E=1 but lab is not up: pid %d of %s.pid is not %s (%q, %v)", pid, name, name, exe, err)
 		}
 		l.pids[comp] = pid
 	}

@@ -7,7 +7,9 @@ package probes
 // covers only versions whose signatures and layouts were compared.
 //
 // Hit budget (README): a plain write costs 4 hits in kube-apiserver (request
-// entry+RET, etcd txn entry+RET); each webhook call adds 2.
+// entry+RET, etcd txn entry+RET); each webhook call adds 2. etcd adds 3 (its
+// txn entry+RET and the apply); the WAL fsync, the proposal and the apply's
+// Trigger are detail rows.
 
 const (
 	modAPIServer  = "k8s.io/apiserver"

@@ -19,16 +19,14 @@ package probes
 // resourceVersion (etcd revision) where the object is at hand.
 //
 // Hit budget, measured by pods_live_test.go on the lab: one pod with two
-// containers, from create to Running, fires the default pod rows 21 times
-// (19 with one container): scheduler.informer.receive 4 (one per write of
-// the pod: create, binding, 2 status patches), scheduler.cycle 2,
-// scheduler.bind 2, kubelet.pod.received 1, kubelet.pod.sync 4–6 (2–3
-// syncs; then one more a minute while it runs), kubelet.sandbox.create 2,
-// kubelet.container.start 2 per container, kubelet.status.write 2. The
-// detail rows add about 13: apiserver.watch.cache 4, controller-manager
-// informer 4, scheduler.queue.add 1, kubelet.pod.updated 2,
-// kubelet.status.set 2. The write path the pod causes costs far more: 4
-// writes of the pod and about 10 Events, at 11 hits each.
+// containers, from create to Running, fires the default pod rows 12 times
+// (10 with one container): scheduler.queue.add 1, scheduler.cycle 2,
+// kubelet.pod.received 1, kubelet.sandbox.create 2, kubelet.container.start
+// 1 and kubelet.cri.start 1 per container, kubelet.status.set 2. With the
+// pod's 4 writes at 7 write-path hits each, its lifecycle costs 38 (README:
+// ≤ 40). The detail rows add about 22: informers 8, apiserver.watch.cache 4,
+// kubelet.pod.sync 4, kubelet.pod.updated 2, kubelet.status.write 2,
+// scheduler.bind 2.
 
 const (
 	modKubernetes = "k8s.io/kubernetes"

@@ -21,6 +21,9 @@ type Options struct {
 	Rows []Row
 	// Detail also attaches rows marked Detail (more spans, more hits).
 	Detail bool
+	// DetailRows attaches these detail rows (by ID) without the others:
+	// say etcd.wal.fsync alone, to see etcd's disk syncs.
+	DetailRows []string
 	// RingBytes sizes the ring buffer (0: the compiled default, 4 MiB).
 	RingBytes uint32
 	Logger    *slog.Logger
@@ -109,6 +112,9 @@ func NewTracer(opts Options) (*Tracer, error) {
 		if err := rows[i].Validate(); err != nil {
 			return nil, fmt.Errorf("catalogue: %w", err)
 		}
+	}
+	if err := CheckDetailRows(rows, opts.DetailRows); err != nil {
+		return nil, err
 	}
 	objs, err := bpf.Load(opts.RingBytes)
 	if err != nil {
@@ -209,7 +215,7 @@ func rowErrors(p *Process) error {
 
 func (t *Tracer) attachRow(p *Process, bin *Binary, ex *link.Executable, row *Row, g goroutineLayout) RowStatus {
 	st := RowStatus{Row: row}
-	if row.Detail && !t.opts.Detail {
+	if row.Detail && !t.opts.Detail && !slices.Contains(t.opts.DetailRows, row.ID) {
 		st.State = RowDisabled
 		return st
 	}
@@ -446,4 +452,20 @@ func (t *Tracer) SweepStash(maxAge time.Duration) (int, error) {
 		return 0, nil
 	}
 	return t.objs.SweepStash(now - uint64(maxAge))
+}
+
+// CheckDetailRows says which of ids names no detail row of rows.
+func CheckDetailRows(rows []Row, ids []string) error {
+	var detail []string
+	for _, r := range rows {
+		if r.Detail {
+			detail = append(detail, r.ID)
+		}
+	}
+	for _, id := range ids {
+		if !slices.Contains(detail, id) {
+			return fmt.Errorf("%q is not a detail row of the catalogue; detail rows: %s", id, strings.Join(detail, ", "))
+		}
+	}
+	return nil
 }

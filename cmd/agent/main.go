@@ -34,6 +34,7 @@ type config struct {
 	procRoot     string
 	scan         time.Duration
 	detail       bool
+	detailRows   []string
 	ringBytes    uint
 	maxWait      time.Duration
 	logFormat    string
@@ -62,6 +63,14 @@ func parseFlags(args []string) (config, error) {
 	fs.StringVar(&c.procRoot, "proc", "/proc", "the host's /proc (the agent needs hostPID)")
 	fs.DurationVar(&c.scan, "scan-interval", time.Second, "how often to look for new or restarted components")
 	fs.BoolVar(&c.detail, "detail", false, "also attach detail rows (more spans, more probe hits on hot paths)")
+	fs.Func("detail-rows", "attach these detail rows only, comma-separated row IDs (e.g. etcd.wal.fsync: etcd's disk syncs)", func(v string) error {
+		for _, id := range strings.Split(v, ",") {
+			if id = strings.TrimSpace(id); id != "" {
+				c.detailRows = append(c.detailRows, id)
+			}
+		}
+		return probes.CheckDetailRows(probes.Catalogue, c.detailRows)
+	})
 	fs.UintVar(&c.ringBytes, "ring-bytes", 4<<20, "ring buffer size in bytes (power of two, multiple of the page size)")
 	fs.DurationVar(&c.maxWait, "max-wait", 5*time.Second, "emit a write incomplete when its stages are still missing after this long")
 	fs.StringVar(&c.logFormat, "log-format", "text", "log format: text or json")
@@ -141,7 +150,7 @@ func run(args []string) error {
 	// Recent traces stay in memory for `kubectl kpath explain` (GET /api/v1/traces).
 	recent := export.NewRecent(export.RecentOptions{Node: c.nodeName})
 	exp = export.Tee(exp, recent)
-	tracer, err := probes.NewTracer(probes.Options{Detail: c.detail, RingBytes: uint32(c.ringBytes), Logger: log})
+	tracer, err := probes.NewTracer(probes.Options{Detail: c.detail, DetailRows: c.detailRows, RingBytes: uint32(c.ringBytes), Logger: log})
 	if err != nil {
 		return err
 	}
@@ -201,7 +210,7 @@ func run(args []string) error {
 		})
 	}()
 
-	log.Info("kpath agent started", "export", c.export, "proc", c.procRoot, "detail", c.detail, "metrics", c.metricsAddr)
+	log.Info("kpath agent started", "export", c.export, "proc", c.procRoot, "detail", c.detail, "detail_rows", c.detailRows, "metrics", c.metricsAddr)
 	flush := time.NewTicker(50 * time.Millisecond)
 	defer flush.Stop()
 	stats := time.NewTicker(2 * time.Second)

@@ -1,0 +1,227 @@
+package probes
+
+import (
+	"debug/buildinfo"
+	"debug/dwarf"
+	"debug/elf"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// The struct offsets the catalogue and the goroutine table hard-code, each
+// against the DWARF of the lab's normal builds. Release builds carry no
+// DWARF: there the same offsets hold because the module versions match
+// (the rows' version ranges).
+var dwarfChecks = []struct {
+	bin, typ, path string // path: dot-separated fields; "" = the struct's size
+	want           int64
+	row            string
+}{
+	// apiserver.request.*: *http.Request Method @0, URL @16, url.URL.Path @56.
+	{"kube-apiserver", "net/http.Request", "Method", 0, "apiserver.request.*"},
+	{"kube-apiserver", "net/http.Request", "URL", 16, "apiserver.request.*"},
+	{"kube-apiserver", "net/url.URL", "Path", 56, "apiserver.request.*"},
+	// Webhooks: the webhook's Name, the versioned object's data word.
+	{"kube-apiserver", "k8s.io/api/admissionregistration/v1.MutatingWebhook", "Name", 0, "apiserver.webhook.mutating"},
+	{"kube-apiserver", "k8s.io/api/admissionregistration/v1.ValidatingWebhook", "Name", 0, "apiserver.webhook.validating"},
+	{"kube-apiserver", "k8s.io/apiserver/pkg/admission.VersionedAttributes", "VersionedObject", 40 - 8, "apiserver.webhook.*"},
+	// OptimisticPut's results, in register order: KV, Succeeded, Revision.
+	{"kube-apiserver", "go.etcd.io/etcd/client/v3/kubernetes.PutResponse", "Succeeded", 8, "apiserver.etcd.put"},
+	{"kube-apiserver", "go.etcd.io/etcd/client/v3/kubernetes.PutResponse", "Revision", 16, "apiserver.etcd.put"},
+	{"kube-apiserver", "go.etcd.io/etcd/client/v3/kubernetes.DeleteResponse", "Succeeded", 8, "apiserver.etcd.delete"},
+	{"kube-apiserver", "go.etcd.io/etcd/client/v3/kubernetes.DeleteResponse", "Revision", 16, "apiserver.etcd.delete"},
+	// The watch cache's event.
+	{"kube-apiserver", "k8s.io/apiserver/pkg/storage/cacher.watchCacheEvent", "Object", 24 - 8, "apiserver.watch.cache"},
+	{"kube-apiserver", "k8s.io/apiserver/pkg/storage/cacher.watchCacheEvent", "Key", 80, "apiserver.watch.cache"},
+	{"kube-apiserver", "k8s.io/apiserver/pkg/storage/cacher.watchCacheEvent", "ResourceVersion", 96, "apiserver.watch.cache"},
+	// Object metadata, in the internal and the versioned Pod.
+	{"kube-apiserver", "k8s.io/kubernetes/pkg/apis/core.Pod", "ObjectMeta.Name", objName, "objMeta"},
+	{"kube-apiserver", "k8s.io/kubernetes/pkg/apis/core.Pod", "ObjectMeta.Namespace", objNamespace, "objMeta"},
+	{"kube-apiserver", "k8s.io/kubernetes/pkg/apis/core.Pod", "ObjectMeta.UID", objUID, "objMeta"},
+	{"kubelet", "k8s.io/api/core/v1.Pod", "ObjectMeta.Name", objName, "objMeta"},
+	{"kubelet", "k8s.io/api/core/v1.Pod", "ObjectMeta.Namespace", objNamespace, "objMeta"},
+	{"kubelet", "k8s.io/api/core/v1.Pod", "ObjectMeta.UID", objUID, "objMeta"},
+	{"kubelet", "k8s.io/api/core/v1.Pod", "ObjectMeta.ResourceVersion", objRV, "objRevision"},
+	// etcd's request and response structs, and the apply's txn.
+	{"etcd", "go.etcd.io/etcd/api/v3/etcdserverpb.TxnRequest", "Compare", 0, "etcd.request.txn"},
+	{"etcd", "go.etcd.io/etcd/api/v3/etcdserverpb.Compare", "Key", 8, "etcd.request.txn"},
+	{"etcd", "go.etcd.io/etcd/api/v3/etcdserverpb.TxnResponse", "Header", 0, "etcd.request.txn"},
+	{"etcd", "go.etcd.io/etcd/api/v3/etcdserverpb.TxnResponse", "Succeeded", 8, "etcd.request.txn"},
+	{"etcd", "go.etcd.io/etcd/api/v3/etcdserverpb.ResponseHeader", "Revision", 16, "etcd.request.*"},
+	{"etcd", "go.etcd.io/etcd/api/v3/etcdserverpb.PutRequest", "Key", 0, "etcd.request.put"},
+	{"etcd", "go.etcd.io/etcd/server/v3/storage/mvcc.storeTxnWrite", "beginRev", 64, "etcd.apply.*"},
+	// kube-scheduler: the queued pod, the cycle's result in register order.
+	{"kube-scheduler", "k8s.io/kubernetes/pkg/scheduler/framework.QueuedPodInfo", "PodInfo", 0, "scheduler.cycle"},
+	{"kube-scheduler", "k8s.io/kubernetes/pkg/scheduler/framework.PodInfo", "Pod", 0, "scheduler.cycle"},
+	{"kube-scheduler", "k8s.io/kubernetes/pkg/scheduler.ScheduleResult", "SuggestedHost", 0, "scheduler.cycle"},
+	{"kube-scheduler", "k8s.io/api/core/v1.Pod", "ObjectMeta.UID", objUID, "scheduler.*"},
+	// kubelet: the container being started, the pod status and its times.
+	{"kubelet", "k8s.io/kubernetes/pkg/kubelet/kuberuntime.startSpec", "container", 0, "kubelet.container.start"},
+	{"kubelet", "k8s.io/api/core/v1.Container", "Name", 0, "kubelet.container.start"},
+	{"kubelet", "k8s.io/api/core/v1.PodStatus", "ContainerStatuses", podStatusContainers, "kubelet.status.set"},
+	{"kubelet", "k8s.io/api/core/v1.ContainerStatus", "", containerStatusSize, "kubelet.status.set"},
+	{"kubelet", "k8s.io/api/core/v1.ContainerStatus", "State.Running", containerRunning, "kubelet.status.set"},
+	{"kubelet", "k8s.io/api/core/v1.ContainerStateRunning", "StartedAt", 0, "kubelet.status.set"},
+	{"kubelet", "time.Time", "wall", 0, "kubelet.status.set"},
+	{"kubelet", "time.Time", "ext", 8, "kubelet.status.set"},
+	{"kubelet", "k8s.io/kubernetes/pkg/kubelet/status.versionedPodStatus", "podName", 8, "kubelet.status.write"},
+	{"kubelet", "k8s.io/kubernetes/pkg/kubelet/status.versionedPodStatus", "podNamespace", 24, "kubelet.status.write"},
+}
+
+// labBinaries finds the lab's normal builds (test/lab/build.sh), by name.
+func labBinaries(t *testing.T) map[string]string {
+	t.Helper()
+	cache := os.Getenv("KPATH_CACHE_DIR")
+	if cache == "" {
+		home, _ := os.UserHomeDir()
+		cache = filepath.Join(home, ".cache", "kpath")
+	}
+	out := map[string]string{}
+	for _, name := range []string{"kube-apiserver", "etcd", "kube-scheduler", "kubelet"} {
+		m, _ := filepath.Glob(filepath.Join(cache, "bin", "normal", "*", name))
+		if len(m) > 0 {
+			out[name] = m[len(m)-1]
+		}
+	}
+	if len(out) < 4 {
+		msg := fmt.Sprintf("the lab's normal builds are not all under %s/bin/normal (found %v): build them with make lab-up", cache, out)
+		if os.Getenv("KPATH_E2E") == "1" {
+			t.Fatal(msg)
+		}
+		t.Skip("skipped: " + msg)
+	}
+	return out
+}
+
+func TestOffsetsAgreeWithDWARF(t *testing.T) {
+	bins := labBinaries(t)
+	data := map[string]*dwarf.Data{}
+	for name, path := range bins {
+		f, err := elf.Open(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		d, err := f.DWARF()
+		f.Close()
+		if err != nil {
+			t.Fatalf("%s (%s) has no DWARF: %v", name, path, err)
+		}
+		data[name] = d
+
+		// runtime.g: the goroutine table of this binary's Go release.
+		bi, err := buildinfo.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		l, err := layoutFor(bi.GoVersion)
+		if err != nil {
+			t.Errorf("%s: %v", name, err)
+			continue
+		}
+		for _, c := range []struct {
+			field string
+			want  uint16
+		}{{"goid", l.goid}, {"parentGoid", l.parentGoid}} {
+			got, err := fieldOffset(d, "runtime.g", c.field)
+			if err != nil || got != int64(c.want) {
+				t.Errorf("%s (%s): runtime.g.%s at %d (%v), the goroutine table says %d", name, bi.GoVersion, c.field, got, err, c.want)
+			}
+		}
+	}
+	for _, c := range dwarfChecks {
+		got, err := fieldOffset(data[c.bin], c.typ, c.path)
+		if err != nil {
+			t.Errorf("%s: %s.%s (row %s): %v", c.bin, c.typ, c.path, c.row, err)
+			continue
+		}
+		if got != c.want {
+			t.Errorf("%s: %s.%s is at %d in DWARF, row %s reads %d", c.bin, c.typ, c.path, got, c.row, c.want)
+		}
+	}
+	t.Logf("%d offsets and the runtime.g table checked against the DWARF of %v", len(dwarfChecks), bins)
+}
+
+// fieldOffset is the byte offset of a dot-separated field path in the named
+// struct, or the struct's size for an empty path.
+func fieldOffset(d *dwarf.Data, typ, path string) (int64, error) {
+	st, err := structNamed(d, typ)
+	if err != nil {
+		return 0, err
+	}
+	if path == "" {
+		return st.ByteSize, nil
+	}
+	var off int64
+	parts := strings.Split(path, ".")
+	for i, name := range parts {
+		var f *dwarf.StructField
+		for _, sf := range st.Field {
+			if sf.Name == name {
+				f = sf
+			}
+		}
+		if f == nil {
+			return 0, fmt.Errorf("%s has no field %s", st.StructName, name)
+		}
+		off += f.ByteOffset
+		if i == len(parts)-1 {
+			break
+		}
+		next := f.Type
+		for {
+			td, ok := next.(*dwarf.TypedefType)
+			if !ok {
+				break
+			}
+			next = td.Type
+		}
+		if st, _ = next.(*dwarf.StructType); st == nil {
+			return 0, fmt.Errorf("field %s is a %s, not a struct", name, f.Type)
+		}
+	}
+	return off, nil
+}
+
+var structCache = map[*dwarf.Data]map[string]*dwarf.StructType{}
+
+func structNamed(d *dwarf.Data, name string) (*dwarf.StructType, error) {
+	if d == nil {
+		return nil, fmt.Errorf("no DWARF")
+	}
+	if structCache[d] == nil {
+		m := map[string]*dwarf.StructType{}
+		r := d.Reader()
+		for {
+			e, err := r.Next()
+			if err != nil {
+				return nil, err
+			}
+			if e == nil {
+				break
+			}
+			if e.Tag != dwarf.TagStructType {
+				continue
+			}
+			n, _ := e.Val(dwarf.AttrName).(string)
+			if _, seen := m[n]; n == "" || seen {
+				continue
+			}
+			t, err := d.Type(e.Offset)
+			if err != nil {
+				continue
+			}
+			if st, ok := t.(*dwarf.StructType); ok && !st.Incomplete {
+				m[n] = st
+			}
+		}
+		structCache[d] = m
+	}
+	st, ok := structCache[d][name]
+	if !ok {
+		return nil, fmt.Errorf("no struct %s in DWARF", name)
+	}
+	return st, nil
+}
