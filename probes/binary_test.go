@@ -219,6 +219,7 @@ type binObjdumpInst struct {
 	addr uint64
 	size int
 	ret  bool
+	asm  string
 }
 
 // binGoObjdump runs `go tool objdump -s` with an anchored regexp and returns
@@ -270,6 +271,7 @@ func binGoObjdump(t *testing.T, bin string, names ...string) map[string][]binObj
 			addr: addr,
 			size: len(fields[2]) / 2,
 			ret:  asm == "RET" || strings.HasPrefix(asm, "RET "),
+			asm:  asm,
 		})
 	}
 	return res
@@ -445,6 +447,27 @@ func TestBinaryTestProgram(t *testing.T) {
 				}
 				if rets == nil || !slices.Equal(rets, want) {
 					t.Errorf("%s: Returns = %#x, objdump RETs at file offsets %#x", name, rets, want)
+				}
+				// The entry probe: the PUSHQ BP that follows objdump's
+				// stack check (CMPQ …, 0x10(R14); JBE), when there is one.
+				site, atPush, err := b.EntrySite(f)
+				var wantSite uint64
+				for i := 0; i+1 < len(insts) && i < 3; i++ {
+					if strings.HasPrefix(insts[i].asm, "CMPQ ") && strings.HasSuffix(insts[i].asm, ", 0x10(R14)") &&
+						strings.HasPrefix(insts[i+1].asm, "JBE ") && i+2 < len(insts) && insts[i+2].asm == "PUSHQ BP" {
+						wantSite, _ = b.FileOffset(insts[i+2].addr)
+					}
+				}
+				switch {
+				case err != nil:
+					t.Errorf("EntrySite(%s): %v", name, err)
+				case wantSite != 0 && (!atPush || site != wantSite):
+					t.Errorf("%s: EntrySite = %#x (at push %v), objdump's PUSHQ BP after the stack check is at %#x", name, site, atPush, wantSite)
+				case wantSite == 0 && (atPush || site != f.FileOffset):
+					t.Errorf("%s: EntrySite = %#x (at push %v), but objdump shows no stack check then PUSHQ BP: want the entry %#x", name, site, atPush, f.FileOffset)
+				}
+				if name == "main.main" && !atPush {
+					t.Errorf("%s: a function with a frame and a stack check got no push site", name)
 				}
 				switch name {
 				case "main.fail":

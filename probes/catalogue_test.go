@@ -77,10 +77,18 @@ func TestCatalogueResolvesInLabBinaries(t *testing.T) {
 						t.Errorf("%s: %v", r.ID, err)
 						continue
 					}
-					if r.Timed {
+					if r.Timed || r.AtReturn {
 						rets, err := b.Returns(fn)
 						if err != nil || len(rets) == 0 {
 							t.Errorf("%s: %d RETs, %v", r.ID, len(rets), err)
+						}
+					}
+					// Every entry probe lands on the emulated frame-pointer
+					// push: a row whose function has another prologue would
+					// cost a single-step a hit, and must say why in its docs.
+					if !r.AtReturn {
+						if site, atPush, err := b.EntrySite(fn); err != nil || !atPush {
+							t.Errorf("%s: entry probe at file offset %#x (function at %#x) is not on PUSHQ BP: %v", r.ID, site, fn.FileOffset, err)
 						}
 					}
 				}

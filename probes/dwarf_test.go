@@ -71,8 +71,8 @@ var dwarfChecks = []struct {
 	{"kubelet", "k8s.io/kubernetes/pkg/kubelet/status.versionedPodStatus", "podNamespace", 24, "kubelet.status.write"},
 }
 
-// labBinaries finds the lab's normal builds (test/lab/build.sh), by name.
-func labBinaries(t *testing.T) map[string]string {
+// normalLabBinaries finds the lab's normal builds (test/lab/build.sh), by name.
+func normalLabBinaries(t *testing.T) map[string]string {
 	t.Helper()
 	cache := os.Getenv("KPATH_CACHE_DIR")
 	if cache == "" {
@@ -97,7 +97,7 @@ func labBinaries(t *testing.T) map[string]string {
 }
 
 func TestOffsetsAgreeWithDWARF(t *testing.T) {
-	bins := labBinaries(t)
+	bins := normalLabBinaries(t)
 	data := map[string]*dwarf.Data{}
 	for name, path := range bins {
 		f, err := elf.Open(path)

@@ -75,7 +75,10 @@ type RowStatus struct {
 	State   RowState
 	Version string // the binary's version of Row.Module
 	Uprobes int    // entry + RETs attached
-	Err     error  // why not attached
+	// EntryAtPush: the entry probe sits on the frame pointer push after
+	// the stack check, which the kernel emulates (Binary.EntrySite).
+	EntryAtPush bool
+	Err         error // why not attached
 }
 
 // Process is a traced process.
@@ -303,11 +306,16 @@ func (t *Tracer) attachRow(p *Process, bin *Binary, ex *link.Executable, row *Ro
 		if row.Timed {
 			mode = bpf.ModeEntry
 		}
+		site, atPush, err := bin.EntrySite(fn)
+		if err != nil {
+			return fail(err)
+		}
 		entrySlot, err := alloc(probeConfig(row.Entry, fields, mode, 0, g, row.Announce))
 		if err != nil {
 			return fail(err)
 		}
-		offs, cookies = append(offs, fn.FileOffset), append(cookies, uint64(entrySlot))
+		offs, cookies = append(offs, site), append(cookies, uint64(entrySlot))
+		st.EntryAtPush = atPush
 	}
 	if row.Timed {
 		entrySlot := uint32(cookies[0])

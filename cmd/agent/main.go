@@ -312,11 +312,14 @@ func reportAttach(log *slog.Logger, m *export.Metrics, e probes.AttachEvent) {
 		return
 	}
 	p := e.Process
-	var attached, skipped []string
+	var attached, skipped, slowEntry []string
 	for _, r := range p.Rows {
 		switch r.State {
 		case probes.RowAttached:
 			attached = append(attached, r.Row.ID)
+			if !r.EntryAtPush && !r.Row.AtReturn {
+				slowEntry = append(slowEntry, r.Row.ID)
+			}
 		case probes.RowFailed:
 			log.Error("probe not attached", "component", comp, "pid", p.PID, "exe", p.Exe, "probe", r.Row.ID, "symbol", r.Row.Symbol, "err", r.Err)
 			m.AttachError(comp, r.Row.ID)
@@ -331,7 +334,9 @@ func reportAttach(log *slog.Logger, m *export.Metrics, e probes.AttachEvent) {
 		return
 	}
 	log.Info("attached", "component", comp, "pid", p.PID, "exe", p.Exe, "go", p.GoVersion,
-		"probes", len(attached), "not_applicable", len(skipped), "rows", strings.Join(attached, ","))
+		"probes", len(attached), "not_applicable", len(skipped), "rows", strings.Join(attached, ","),
+		// Entry probes not on an emulated instruction cost a single-step each.
+		"entry_not_at_push", strings.Join(slowEntry, ","))
 }
 
 // dropCounters turns the absolute drop counts of BPF and the correlator
