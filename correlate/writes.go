@@ -550,18 +550,19 @@ func spanID(t TraceID, e *probes.Event, extra string) SpanID {
 
 func (wr *write) trace() Trace {
 	id := WriteTraceID(wr.key, wr.rev)
-	obj := ParseKey(wr.key)
-	t := Trace{ID: id}
+	// What every span of the write says, built once: the agent does this
+	// for every write of the cluster.
+	shared := append([]Attribute{{AttrKey, wr.key}, {AttrRevision, wr.rev}}, ParseKey(wr.key).Attributes()...)
+	t := Trace{ID: id, Spans: make([]Span, 0, 4+len(wr.hooks))}
 	add := func(e *probes.Event, parent SpanID, name string, start, end time.Time, extra ...Attribute) SpanID {
 		s := Span{TraceID: id, SpanID: spanID(id, e, name), Parent: parent, Name: name, Start: start, End: end}
+		s.Attributes = make([]Attribute, 0, 3+len(shared)+len(extra))
 		s.Attributes = append(s.Attributes,
 			Attribute{AttrComponent, string(e.Component)},
 			Attribute{AttrStage, e.Stage},
 			Attribute{AttrProbe, e.Probe},
-			Attribute{AttrKey, wr.key},
-			Attribute{AttrRevision, wr.rev},
 		)
-		s.Attributes = append(s.Attributes, obj.Attributes()...)
+		s.Attributes = append(s.Attributes, shared...)
 		s.Attributes = append(s.Attributes, extra...)
 		t.Spans = append(t.Spans, s)
 		return s.SpanID

@@ -325,9 +325,13 @@ func resourceProto(attrs map[string]string) *resourcepb.Resource {
 }
 
 func spanProto(s *correlate.Span) *tracepb.Span {
+	// One allocation per kind of thing instead of three per attribute: the
+	// agent converts every span of every write.
+	ids := make([]byte, 0, 16+8+8)
+	ids = append(append(ids, s.TraceID[:]...), s.SpanID[:]...)
 	p := &tracepb.Span{
-		TraceId:           append([]byte(nil), s.TraceID[:]...),
-		SpanId:            append([]byte(nil), s.SpanID[:]...),
+		TraceId:           ids[0:16:16],
+		SpanId:            ids[16:24:24],
 		Name:              s.Name,
 		Kind:              tracepb.Span_SPAN_KIND_INTERNAL,
 		StartTimeUnixNano: unixNano(s.Start),
@@ -335,27 +339,35 @@ func spanProto(s *correlate.Span) *tracepb.Span {
 		Attributes:        make([]*commonpb.KeyValue, 0, len(s.Attributes)),
 	}
 	if s.Parent != (correlate.SpanID{}) {
-		p.ParentSpanId = append([]byte(nil), s.Parent[:]...)
+		ids = append(ids, s.Parent[:]...)
+		p.ParentSpanId = ids[24:32:32]
 	}
-	for _, a := range s.Attributes {
-		if a.Value != nil {
-			p.Attributes = append(p.Attributes, &commonpb.KeyValue{Key: a.Key, Value: anyValue(a.Value)})
+	kvs := make([]commonpb.KeyValue, len(s.Attributes))
+	vals := make([]commonpb.AnyValue, len(s.Attributes))
+	var strs []commonpb.AnyValue_StringValue
+	for i, a := range s.Attributes {
+		if a.Value == nil {
+			continue
 		}
+		v := &vals[i]
+		switch x := attrValue(a.Value).(type) {
+		case int64:
+			v.Value = &commonpb.AnyValue_IntValue{IntValue: x}
+		case bool:
+			v.Value = &commonpb.AnyValue_BoolValue{BoolValue: x}
+		case float64:
+			v.Value = &commonpb.AnyValue_DoubleValue{DoubleValue: x}
+		default:
+			if strs == nil {
+				strs = make([]commonpb.AnyValue_StringValue, len(s.Attributes))
+			}
+			strs[i].StringValue = x.(string)
+			v.Value = &strs[i]
+		}
+		kvs[i].Key, kvs[i].Value = a.Key, v
+		p.Attributes = append(p.Attributes, &kvs[i])
 	}
 	return p
-}
-
-func anyValue(v any) *commonpb.AnyValue {
-	switch v := attrValue(v).(type) {
-	case int64:
-		return &commonpb.AnyValue{Value: &commonpb.AnyValue_IntValue{IntValue: v}}
-	case bool:
-		return &commonpb.AnyValue{Value: &commonpb.AnyValue_BoolValue{BoolValue: v}}
-	case float64:
-		return &commonpb.AnyValue{Value: &commonpb.AnyValue_DoubleValue{DoubleValue: v}}
-	default:
-		return stringValue(v.(string))
-	}
 }
 
 func stringValue(s string) *commonpb.AnyValue {

@@ -54,13 +54,14 @@ const (
 
 type podRef struct{ ns, name string }
 
+// recentEntry holds a trace's spans as the correlator made them: they are
+// turned into JSON only when asked for, since most are never asked for.
 type recentEntry struct {
 	id       correlate.TraceID
 	updated  time.Time
 	start    time.Time
 	complete bool
-	spans    []JSONSpan
-	spanIDs  map[string]bool
+	spans    []correlate.Span
 	pods     []podRef
 	uids     []string
 	keys     []string
@@ -85,15 +86,11 @@ func NewRecent(o RecentOptions) *Recent {
 }
 
 // Export stores t. A trace ID seen before is merged into the stored trace
-// (spans deduplicated by span ID). It never blocks for long: the work is a
-// conversion of the spans to their JSON form and a few map updates.
+// (spans deduplicated by span ID). It never blocks for long: it keeps the
+// spans (the exporters share them read-only) and updates a few maps.
 func (r *Recent) Export(t correlate.Trace) {
 	if len(t.Spans) == 0 {
 		return
-	}
-	spans := make([]JSONSpan, len(t.Spans))
-	for i := range t.Spans {
-		spans[i] = NewJSONSpan(&t.Spans[i])
 	}
 	now := r.now()
 	r.mu.Lock()
@@ -101,9 +98,8 @@ func (r *Recent) Export(t correlate.Trace) {
 	if el, ok := r.byID[t.ID]; ok {
 		e := el.Value.(*recentEntry)
 		r.unindex(e)
-		for _, s := range spans {
-			if !e.spanIDs[s.SpanID] {
-				e.spanIDs[s.SpanID] = true
+		for _, s := range t.Spans {
+			if !slices.ContainsFunc(e.spans, func(h correlate.Span) bool { return h.SpanID == s.SpanID }) {
 				e.spans = append(e.spans, s)
 			}
 		}
@@ -112,10 +108,7 @@ func (r *Recent) Export(t correlate.Trace) {
 		r.index(e, t.Spans)
 		r.order.MoveToBack(el)
 	} else {
-		e := &recentEntry{id: t.ID, updated: now, complete: t.Complete, spans: spans, spanIDs: map[string]bool{}}
-		for _, s := range spans {
-			e.spanIDs[s.SpanID] = true
-		}
+		e := &recentEntry{id: t.ID, updated: now, complete: t.Complete, spans: slices.Clone(t.Spans)}
 		r.index(e, t.Spans)
 		r.byID[t.ID] = r.order.PushBack(e)
 	}
@@ -149,16 +142,7 @@ func (r *Recent) evictLocked(now time.Time) {
 // index records what e is about, from its spans (the new ones and those
 // already held: e.spans holds both).
 func (r *Recent) index(e *recentEntry, fresh []correlate.Span) {
-	pods, uids, keys := map[podRef]bool{}, map[string]bool{}, map[string]bool{}
-	for _, ref := range e.pods {
-		pods[ref] = true
-	}
-	for _, u := range e.uids {
-		uids[u] = true
-	}
-	for _, k := range e.keys {
-		keys[k] = true
-	}
+	// A handful of distinct values per trace: slices, not maps.
 	for i := range fresh {
 		s := &fresh[i]
 		if e.start.IsZero() || s.Start.Before(e.start) {
@@ -166,19 +150,18 @@ func (r *Recent) index(e *recentEntry, fresh []correlate.Span) {
 		}
 		ns, _ := s.Attr(correlate.AttrNamespace).(string)
 		if name, _ := s.Attr(correlate.AttrPodName).(string); ns != "" && name != "" {
-			pods[podRef{ns, name}] = true
+			e.pods = addOnce(e.pods, podRef{ns, name})
 		}
 		if uid, _ := s.Attr(correlate.AttrPodUID).(string); uid != "" {
-			uids[uid] = true
+			e.uids = addOnce(e.uids, uid)
 		}
-		if key, _ := s.Attr(correlate.AttrKey).(string); key != "" {
-			keys[key] = true
+		if key, _ := s.Attr(correlate.AttrKey).(string); key != "" && !slices.Contains(e.keys, key) {
+			e.keys = append(e.keys, key)
 			if o := correlate.ParseKey(key); o.Resource == "pods" && o.Group == "" && o.Namespace != "" {
-				pods[podRef{o.Namespace, o.Name}] = true
+				e.pods = addOnce(e.pods, podRef{o.Namespace, o.Name})
 			}
 		}
 	}
-	e.pods, e.uids, e.keys = mapKeys(pods), mapKeys(uids), mapKeys(keys)
 	for _, p := range e.pods {
 		addTo(r.byPod, p, e)
 	}
@@ -202,12 +185,11 @@ func (r *Recent) unindex(e *recentEntry) {
 	}
 }
 
-func mapKeys[K comparable](m map[K]bool) []K {
-	out := make([]K, 0, len(m))
-	for k := range m {
-		out = append(out, k)
+func addOnce[K comparable](s []K, k K) []K {
+	if slices.Contains(s, k) {
+		return s
 	}
-	return out
+	return append(s, k)
 }
 
 func addTo[K comparable](m map[K]map[*recentEntry]struct{}, k K, e *recentEntry) {
@@ -312,7 +294,11 @@ func (r *Recent) Query(q RecentQuery) []RecentTrace {
 	}
 	out := make([]RecentTrace, len(hits))
 	for i, e := range hits {
-		out[i] = RecentTrace{TraceID: hex.EncodeToString(e.id[:]), Complete: e.complete, Spans: slices.Clone(e.spans)}
+		spans := make([]JSONSpan, len(e.spans))
+		for j := range e.spans {
+			spans[j] = NewJSONSpan(&e.spans[j])
+		}
+		out[i] = RecentTrace{TraceID: hex.EncodeToString(e.id[:]), Complete: e.complete, Spans: spans}
 	}
 	return out
 }

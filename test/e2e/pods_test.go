@@ -194,6 +194,9 @@ func TestPodsAreTracedFromCreateToRunning(t *testing.T) {
 	rcv := otlptest.Start(t)
 	a := startAgent(t, rcv.Addr())
 	ns := makeNamespace(ctx, t, l, "kpath-e2e-pods-")
+	// Pods of earlier tests still being torn down would add their kubelet
+	// syncs to this run's probe hits.
+	waitQuiet(ctx, t, l)
 	before, _ := a.scrape()
 
 	// 50 pods at 5 a second.
