@@ -18,7 +18,7 @@ func BenchmarkWrite(b *testing.B) {
 		var keep []probes.Event
 		for _, ev := range oneWrite("/registry/configmaps/ns/cm", int64(i+1), float64(i)*0.01, uint64(10*i)) {
 			switch ev.Stage {
-			case probes.StagePropose, probes.StageWALFsync, probes.StageApplied, probes.StageAdmission:
+			case probes.StageEtcdRequest, probes.StageWALFsync, probes.StageAdmission:
 				continue
 			}
 			keep = append(keep, ev)

@@ -73,10 +73,12 @@ type Writes struct {
 	reqs    map[gkey]*pendingReq // apiserver requests by the goroutine running them
 	hooks   []piece              // webhooks not yet matched to a write
 	storage map[gkey][]piece     // detail storage spans by goroutine
-	props   map[gkey][]piece     // raft proposals by etcd request goroutine
-	fsyncs  map[uint32][]piece   // WAL fsyncs by etcd pid, by start
-	applies map[gkey][]piece     // applied keys waiting for their entry's Trigger
-	stats   Stats
+	// proposals by raft request ID: the apply's Trigger ends the etcd
+	// request that registered the same ID.
+	proposals map[raftKey]piece
+	fsyncs    map[uint32][]piece // WAL fsyncs by etcd pid, by start
+	applies   map[gkey][]piece   // applied keys waiting for their entry's Trigger
+	stats     Stats
 }
 
 type writeKey struct {
@@ -87,6 +89,11 @@ type writeKey struct {
 type gkey struct {
 	pid uint32
 	g   uint64
+}
+
+type raftKey struct {
+	pid uint32
+	id  uint64
 }
 
 type piece struct {
@@ -144,16 +151,16 @@ type Write struct {
 func NewWrites(opts Options, emit func(Write)) *Writes {
 	opts.defaults()
 	return &Writes{
-		opts:    opts,
-		emit:    emit,
-		writes:  map[writeKey]*write{},
-		byAPIG:  map[gkey][]*write{},
-		reqs:    map[gkey]*pendingReq{},
-		storage: map[gkey][]piece{},
-		props:   map[gkey][]piece{},
-		fsyncs:  map[uint32][]piece{},
-		applies: map[gkey][]piece{},
-		stats:   Stats{Dropped: map[string]uint64{}},
+		opts:      opts,
+		emit:      emit,
+		writes:    map[writeKey]*write{},
+		byAPIG:    map[gkey][]*write{},
+		reqs:      map[gkey]*pendingReq{},
+		storage:   map[gkey][]piece{},
+		proposals: map[raftKey]piece{},
+		fsyncs:    map[uint32][]piece{},
+		applies:   map[gkey][]piece{},
+		stats:     Stats{Dropped: map[string]uint64{}},
 	}
 }
 
@@ -192,8 +199,7 @@ func (w *Writes) Add(ev probes.Event, now time.Time) {
 	case probes.StageEtcdRequest:
 		w.addEtcdRequest(ev, now)
 	case probes.StagePropose:
-		k := gkey{ev.PID, ev.Goroutine}
-		w.props[k] = append(w.props[k], piece{ev, now})
+		w.proposals[raftKey{ev.PID, ev.RaftID}] = piece{ev, now}
 	case probes.StageWALFsync:
 		fs := append(w.fsyncs[ev.PID], piece{ev, now})
 		// Kept in start order for matchFsync's search; they come in order
@@ -294,26 +300,19 @@ func (w *Writes) addStorageWrite(ev probes.Event, now time.Time) {
 	}
 }
 
+// addEtcdRequest takes the gRPC Txn/Put span of the detail rows: it carries
+// the key and revision the write got.
 func (w *Writes) addEtcdRequest(ev probes.Event, now time.Time) {
-	k := gkey{ev.PID, ev.Goroutine}
-	props := w.props[k]
-	delete(w.props, k) // a request goroutine serves one request
 	if !ev.Succeeded || ev.Key == "" {
 		w.stats.Dropped["etcd_request_without_write"]++
 		return
 	}
 	wr := w.writeFor(writeKey{ev.Key, ev.Revision}, now)
 	e := ev
-	wr.etcd, wr.changed = &e, now
-	for _, p := range props {
-		if !p.ev.Start.Before(ev.Start) && !p.ev.Start.After(ev.End) {
-			pe := p.ev
-			wr.propose = &pe
-		}
-	}
+	wr.etcd, wr.changed = &e, now // the gRPC call itself beats the span derived from its proposal
 	// etcd answers after the apply's Trigger, and both records share one
-	// ring buffer in order: an apply still open now has no Trigger coming
-	// (etcd.apply.done is a detail row), so it ends where its last put was.
+	// ring buffer in order: an apply still open now had no Trigger (its
+	// probe lost), so it ends where its last put was.
 	if wr.apply == nil {
 		for k, open := range w.applies {
 			if slices.ContainsFunc(open, func(p piece) bool { return p.ev.Key == ev.Key && p.ev.Revision == ev.Revision }) {
@@ -371,10 +370,27 @@ func (w *Writes) closeApply(k gkey, end time.Time, raftID uint64, now time.Time)
 		w.stats.Dropped["apply_trigger_mismatch"]++
 		end, raftID = open[len(open)-1].ev.End, 0
 	}
+	prop, proposed := w.proposals[raftKey{k.pid, raftID}]
+	if raftID != 0 {
+		delete(w.proposals, raftKey{k.pid, raftID})
+	}
 	for _, p := range open {
 		wr := w.writeFor(writeKey{p.ev.Key, p.ev.Revision}, now)
 		wr.apply = &applied{ev: p.ev, start: start, end: end, raftID: raftID}
 		wr.changed = now
+		if proposed {
+			// etcd's part of the write: from the proposal its request
+			// registered to the Trigger that hands the result back, joined
+			// exactly by the raft request ID. (With the detail txn rows, the
+			// gRPC call's own span replaces it.)
+			pe := prop.ev
+			wr.propose = &pe
+			if wr.etcd == nil {
+				wr.etcd = &probes.Event{Component: pe.Component, Stage: probes.StageEtcdRequest, Probe: pe.Probe, PID: pe.PID,
+					Goroutine: pe.Goroutine, Start: pe.Start, End: end, Key: p.ev.Key, Revision: p.ev.Revision,
+					Succeeded: true, SucceededSet: true}
+			}
+		}
 		w.matchFsync(wr)
 	}
 }
@@ -415,7 +431,7 @@ func (w *Writes) Flush(now time.Time) {
 // OptimisticPut returns: under load that can trail etcd's answer by a
 // hundred milliseconds or more, so such a write waits ApiserverGrace.
 func (w *Writes) settle(wr *write) time.Duration {
-	if wr.storageWrite == nil && wr.etcd != nil && wr.etcd.Probe == "etcd.request.txn" {
+	if wr.storageWrite == nil && wr.etcd != nil {
 		return max(w.opts.Settle, w.opts.ApiserverGrace)
 	}
 	return w.opts.Settle
@@ -436,7 +452,15 @@ func (w *Writes) prune(now time.Time) {
 	n := len(w.hooks)
 	w.hooks = slices.DeleteFunc(w.hooks, old)
 	w.stats.Dropped["webhook_without_write"] += uint64(n - len(w.hooks))
-	for _, m := range []map[gkey][]piece{w.storage, w.props} {
+	for k, p := range w.proposals {
+		// Never triggered: a proposal dropped by raft (a leader change) or a
+		// Trigger the ring buffer lost.
+		if old(p) {
+			delete(w.proposals, k)
+			w.stats.Dropped["etcd_proposal_untriggered"]++
+		}
+	}
+	for _, m := range []map[gkey][]piece{w.storage} {
 		for k, ps := range m {
 			if ps = slices.DeleteFunc(ps, old); len(ps) == 0 {
 				delete(m, k)
@@ -587,10 +611,15 @@ func (wr *write) trace() Trace {
 		etcdParent = add(sw, writeParent, "etcd txn "+shortProbe(sw.Probe), sw.Start, sw.End, Attribute{AttrSucceeded, sw.Succeeded})
 	}
 	applyParent := etcdParent
+	derived := wr.etcd != nil && wr.etcd.Stage == probes.StageEtcdRequest && wr.propose != nil && wr.etcd.Probe == wr.propose.Probe
 	if e := wr.etcd; e != nil {
-		applyParent = add(e, etcdParent, "etcd "+shortProbe(e.Probe), e.Start, e.End)
+		name := "etcd " + shortProbe(e.Probe)
+		if derived {
+			name = "etcd proposal → applied"
+		}
+		applyParent = add(e, etcdParent, name, e.Start, e.End)
 	}
-	if p := wr.propose; p != nil {
+	if p := wr.propose; p != nil && !derived {
 		add(p, applyParent, "raft propose", p.Start, p.End, Attribute{AttrRaftID, int64(p.RaftID)})
 	}
 	if f := wr.fsync; f != nil {

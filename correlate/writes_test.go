@@ -323,15 +323,16 @@ func TestLateApiserverSideJoinsTheSameWrite(t *testing.T) {
 	}
 }
 
-// The default rows leave out the raft proposal, the WAL fsync and the
-// apply's Trigger (detail rows): the write is still complete, and its apply
-// is the moment the key was written, closed when etcd answers the request.
+// The default etcd rows are the proposal's Register, the apply's put and
+// its Trigger, all entries: etcd's part of the write runs from the proposal
+// to the Trigger, joined by the raft request ID, with the key and revision
+// of the put between them.
 func TestWriteWithDefaultRowsOnly(t *testing.T) {
 	w, out := collect(Options{})
 	now := at(10)
 	for _, ev := range oneWrite("/registry/configmaps/ns/cm-1", 42, 0, 1000) {
 		switch ev.Stage {
-		case probes.StagePropose, probes.StageWALFsync, probes.StageApplied:
+		case probes.StageEtcdRequest, probes.StageWALFsync, probes.StageAdmission:
 			continue
 		}
 		w.Add(ev, now)
@@ -348,10 +349,37 @@ func TestWriteWithDefaultRowsOnly(t *testing.T) {
 			t.Errorf("no %s span", want)
 		}
 	}
-	if a := st["apply/etcd"]; a == nil || !a.Start.Equal(at(5)) || !a.End.Equal(at(5)) || a.Parent != st["etcd-request/etcd"].SpanID {
-		t.Errorf("apply %+v: want the put's moment under the etcd request", a)
+	e := st["etcd-request/etcd"]
+	if e == nil || !e.Start.Equal(at(4.2)) || !e.End.Equal(at(5.2)) || e.Attr(AttrRevision) != int64(42) {
+		t.Errorf("etcd request %+v: want the proposal (4.2ms) to the Trigger (5.2ms) at revision 42", e)
 	}
-	if s := w.Stats(); len(w.applies) != 0 || s.Dropped["apply_trigger_mismatch"] != 0 {
-		t.Errorf("applies left open %d, stats %+v", len(w.applies), s)
+	if a := st["apply/etcd"]; a == nil || !a.Start.Equal(at(5)) || !a.End.Equal(at(5.2)) || a.Parent != e.SpanID {
+		t.Errorf("apply %+v: want the put to the Trigger under the etcd request", a)
+	}
+	if _, ok := st["raft-propose/etcd"]; ok {
+		t.Error("the proposal is the etcd request's start, not a span of its own")
+	}
+	if len(w.proposals) != 0 || len(w.applies) != 0 {
+		t.Errorf("left open: %d proposals, %d applies", len(w.proposals), len(w.applies))
+	}
+}
+
+// A Trigger that was lost leaves the apply open; the detail txn row's
+// answer, which comes after it, closes it at the put.
+func TestWriteApplyClosedByTheTxnWithoutTrigger(t *testing.T) {
+	w, out := collect(Options{})
+	now := at(10)
+	for _, ev := range oneWrite("/registry/configmaps/ns/cm-1", 42, 0, 1000) {
+		if ev.Stage == probes.StageApplied || ev.Stage == probes.StagePropose {
+			continue
+		}
+		w.Add(ev, now)
+	}
+	w.Flush(now.Add(time.Second))
+	if len(*out) != 1 || !(*out)[0].Complete {
+		t.Fatalf("%d traces, want 1 complete", len(*out))
+	}
+	if a := stages((*out)[0])["apply/etcd"]; a == nil || !a.Start.Equal(at(5)) || !a.End.Equal(at(5)) {
+		t.Errorf("apply %+v: want the put's moment", a)
 	}
 }

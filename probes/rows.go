@@ -7,9 +7,10 @@ package probes
 // covers only versions whose signatures and layouts were compared.
 //
 // Hit budget (README): a plain write costs 4 hits in kube-apiserver (request
-// entry+RET, etcd txn entry+RET); each webhook call adds 2. etcd adds 3 (its
-// txn entry+RET and the apply); the WAL fsync, the proposal and the apply's
-// Trigger are detail rows.
+// entry+RET, etcd txn entry+RET); each webhook call adds 2. etcd adds 3, all
+// entries (the cheap kind, see Binary.EntrySite): the proposal's Register,
+// the apply's put and its Trigger. The gRPC Txn span (an entry and a costly
+// RET) and the WAL fsync are detail rows.
 
 const (
 	modAPIServer  = "k8s.io/apiserver"
@@ -108,22 +109,25 @@ var writeRows = []Row{
 
 	// etcd, the gRPC request: *TxnRequest in RDI, Compare []*Compare @0,
 	// Compare.Key @8; at a RET *TxnResponse in RAX: Header @0 (Revision
-	// @16), Succeeded @8.
-	{ID: "etcd.request.txn", Component: Etcd, Stage: StageEtcdRequest, Timed: true,
+	// @16), Succeeded @8. Detail: by default etcd's part of a write runs
+	// from its proposal to its Trigger (below), with no RET to pay for.
+	{ID: "etcd.request.txn", Component: Etcd, Stage: StageEtcdRequest, Timed: true, Detail: true,
 		Symbol: "go.etcd.io/etcd/server/v3/etcdserver/api/v3rpc.(*kvServer).Txn",
 		Module: modEtcdServer, Versions: etcd36, Hits: "once per txn (every apiserver write)",
 		Entry: []Capture{strAt(FieldKey, RDI, 0, 0, 8)},
 		Exit:  []Capture{u64At(FieldRevision, RAX, 0, 16), boolAt(FieldSucceeded, RAX, 8)}},
-	{ID: "etcd.request.put", Component: Etcd, Stage: StageEtcdRequest, Timed: true,
+	{ID: "etcd.request.put", Component: Etcd, Stage: StageEtcdRequest, Timed: true, Detail: true,
 		Symbol: "go.etcd.io/etcd/server/v3/etcdserver/api/v3rpc.(*kvServer).Put",
 		Module: modEtcdServer, Versions: etcd36, Hits: "once per plain put (etcdctl, not the apiserver)",
 		Entry: []Capture{strAt(FieldKey, RDI, 0)},
 		Exit:  []Capture{u64At(FieldRevision, RAX, 0, 16)}},
 	// The raft request ID is registered on the request goroutine just
 	// before the proposal; Trigger hands the apply result back under it.
-	{ID: "etcd.raft.propose", Component: Etcd, Stage: StagePropose, Detail: true,
+	// Register → Trigger is etcd's part of the write, joined exactly by the
+	// ID, whatever the request (Txn, Put, from any client).
+	{ID: "etcd.raft.propose", Component: Etcd, Stage: StagePropose,
 		Symbol: "go.etcd.io/etcd/pkg/v3/wait.(*list).Register",
-		Module: modEtcdPkg, Versions: etcd36, Hits: "once per proposal",
+		Module: modEtcdPkg, Versions: etcd36, Hits: "once per proposal (every write, lease grant, compaction, ...)",
 		Entry: []Capture{u64(FieldRaftID, RBX)}},
 	// Detail: its two hits come per raft batch, which on a quiet cluster
 	// is per write; the etcd request span already holds the commit.
@@ -140,9 +144,9 @@ var writeRows = []Row{
 		Symbol: "go.etcd.io/etcd/server/v3/storage/mvcc.(*storeTxnWrite).delete",
 		Module: modEtcdServer, Versions: etcd36, Hits: "once per key deleted",
 		Entry: []Capture{str(FieldKey, RBX, RCX), withAdd(u64At(FieldRevision, RAX, 64), 1)}},
-	// Detail: it gives the apply its end; without it the apply is the
-	// moment the key was written.
-	{ID: "etcd.apply.done", Component: Etcd, Stage: StageApplied, Detail: true,
+	// It ends the apply and etcd's part of the write: the result goes back
+	// to the request goroutine registered under the same raft ID.
+	{ID: "etcd.apply.done", Component: Etcd, Stage: StageApplied,
 		Symbol: "go.etcd.io/etcd/pkg/v3/wait.(*list).Trigger",
 		Module: modEtcdPkg, Versions: etcd36, Hits: "once per applied entry with a waiter",
 		Entry: []Capture{u64(FieldRaftID, RBX)}},
