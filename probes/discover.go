@@ -1,6 +1,7 @@
 package probes
 
 import (
+	"slices"
 	"bytes"
 	"context"
 	"fmt"
@@ -30,8 +31,10 @@ type Found struct {
 }
 
 // FindProcesses lists the processes under procRoot (normally /proc, the
-// host's when the agent runs with hostPID) that run a known component.
-func FindProcesses(procRoot string) ([]Found, error) {
+// host's when the agent runs with hostPID) that run a known component, or
+// one of programs: executables (base names) of operators and controllers
+// built with client-go, each its own component named after it.
+func FindProcesses(procRoot string, programs ...string) ([]Found, error) {
 	ents, err := os.ReadDir(procRoot)
 	if err != nil {
 		return nil, fmt.Errorf("list processes in %s: %w", procRoot, err)
@@ -49,6 +52,9 @@ func FindProcesses(procRoot string) ([]Found, error) {
 		}
 		exe = strings.TrimSuffix(exe, " (deleted)")
 		comp, ok := Targets[filepath.Base(exe)]
+		if !ok && slices.Contains(programs, filepath.Base(exe)) {
+			comp, ok = Component(filepath.Base(exe)), true
+		}
 		if !ok {
 			continue
 		}
@@ -65,7 +71,7 @@ func FindProcesses(procRoot string) ([]Found, error) {
 // one whose rows are all detail rows is left alone without --detail.
 func (t *Tracer) hasRows(c Component) bool {
 	for i := range t.rows {
-		if t.rows[i].Component == c && (!t.rows[i].Detail || t.opts.Detail) {
+		if t.rowFor(&t.rows[i], c) && (!t.rows[i].Detail || t.opts.Detail) {
 			return true
 		}
 	}
@@ -111,7 +117,7 @@ func (t *Tracer) Watch(ctx context.Context, procRoot string, interval time.Durat
 	defer tick.Stop()
 	failed := map[Found]bool{} // do not retry a binary that failed, until it restarts
 	for {
-		found, err := FindProcesses(procRoot)
+		found, err := FindProcesses(procRoot, t.opts.ClientGoPrograms...)
 		if err != nil {
 			return err
 		}
@@ -153,4 +159,10 @@ func (t *Tracer) Watch(ctx context.Context, procRoot string, interval time.Durat
 		case <-tick.C:
 		}
 	}
+}
+
+// rowFor says whether row r is for component c: its own rows, and the
+// AnyClientGo rows for the client-go programs the agent was told to follow.
+func (t *Tracer) rowFor(r *Row, c Component) bool {
+	return r.Component == c || r.Component == AnyClientGo && slices.Contains(t.opts.ClientGoPrograms, string(c))
 }

@@ -12,6 +12,10 @@ const (
 	KubeScheduler         Component = "kube-scheduler"
 	KubeControllerManager Component = "kube-controller-manager"
 	Kubelet               Component = "kubelet"
+	// AnyClientGo marks rows for any program built with client-go (an
+	// operator, a controller): they attach to the programs named in
+	// Options.ClientGoPrograms, whose events carry the program's own name.
+	AnyClientGo Component = "client-go"
 )
 
 // Event is one probe firing, decoded: a span when the row has an exit (Start

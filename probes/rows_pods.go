@@ -127,6 +127,10 @@ var podRows = []Row{
 		"once per watch event per informer of kube-scheduler (pods: every pod write; also nodes, PVs, ...); once per object on a relist"),
 	informerRow("controller-manager.informer.receive", KubeControllerManager, true,
 		"once per watch event per informer of kube-controller-manager (pods, nodes, leases, ...); once per object on a relist or a resync (12–24 h)"),
+	// Any operator or controller built on client-go, when named with
+	// --client-go-programs: its informers' receipts give its watch lag.
+	informerRow("client-go.informer.receive", AnyClientGo, false,
+		"once per watch event per informer of the program; once per object on a relist or a resync"),
 
 	// kube-scheduler. PriorityQueue.Add(logger, pod): pod in RSI. The
 	// informer's handler calls it a fraction of a millisecond after the

@@ -24,6 +24,10 @@ type Options struct {
 	// DetailRows attaches these detail rows (by ID) without the others:
 	// say etcd.wal.fsync alone, to see etcd's disk syncs.
 	DetailRows []string
+	// ClientGoPrograms are executables (base names) of operators and
+	// controllers: their client-go informers get the AnyClientGo rows, and
+	// their events carry the program's name as the component.
+	ClientGoPrograms []string
 	// RingBytes sizes the ring buffer (0: the compiled default, 4 MiB).
 	RingBytes uint32
 	Logger    *slog.Logger
@@ -119,6 +123,11 @@ func NewTracer(opts Options) (*Tracer, error) {
 	if err := CheckDetailRows(rows, opts.DetailRows); err != nil {
 		return nil, err
 	}
+	for _, p := range opts.ClientGoPrograms {
+		if c, ok := Targets[p]; ok || p == "" || strings.ContainsRune(p, '/') {
+			return nil, fmt.Errorf("client-go program %q: want the base name of an executable that is not a control-plane component (%s is)", p, c)
+		}
+	}
 	objs, err := bpf.Load(opts.RingBytes)
 	if err != nil {
 		return nil, err
@@ -190,7 +199,7 @@ func (t *Tracer) Attach(pid int, comp Component) (*Process, error) {
 	}
 	for i := range t.rows {
 		row := &t.rows[i]
-		if row.Component != comp {
+		if !t.rowFor(row, comp) {
 			continue
 		}
 		st := t.attachRow(p, bin, ex, row, layout)

@@ -35,6 +35,8 @@ type config struct {
 	scan         time.Duration
 	detail       bool
 	detailRows   []string
+	programs     []string
+	recent       int
 	ringBytes    uint
 	maxWait      time.Duration
 	logFormat    string
@@ -71,6 +73,15 @@ func parseFlags(args []string) (config, error) {
 		}
 		return probes.CheckDetailRows(probes.Catalogue, c.detailRows)
 	})
+	fs.Func("client-go-programs", "also follow these operators and controllers (executable base names, comma-separated): their client-go informers' receipts give their watch lag", func(v string) error {
+		for _, p := range strings.Split(v, ",") {
+			if p = strings.TrimSpace(p); p != "" {
+				c.programs = append(c.programs, p)
+			}
+		}
+		return nil
+	})
+	fs.IntVar(&c.recent, "recent-traces", export.DefaultRecentTraces, "keep this many recent traces in memory for `kubectl kpath explain` (GET /api/v1/traces on the metrics address); 0 turns the endpoint off")
 	fs.UintVar(&c.ringBytes, "ring-bytes", 4<<20, "ring buffer size in bytes (power of two, multiple of the page size)")
 	fs.DurationVar(&c.maxWait, "max-wait", 5*time.Second, "emit a write incomplete when its stages are still missing after this long")
 	fs.StringVar(&c.logFormat, "log-format", "text", "log format: text or json")
@@ -148,9 +159,12 @@ func run(args []string) error {
 		return err
 	}
 	// Recent traces stay in memory for `kubectl kpath explain` (GET /api/v1/traces).
-	recent := export.NewRecent(export.RecentOptions{Node: c.nodeName})
-	exp = export.Tee(exp, recent)
-	tracer, err := probes.NewTracer(probes.Options{Detail: c.detail, DetailRows: c.detailRows, RingBytes: uint32(c.ringBytes), Logger: log})
+	var recent *export.Recent
+	if c.recent > 0 {
+		recent = export.NewRecent(export.RecentOptions{Node: c.nodeName, MaxTraces: c.recent})
+		exp = export.Tee(exp, recent)
+	}
+	tracer, err := probes.NewTracer(probes.Options{Detail: c.detail, DetailRows: c.detailRows, ClientGoPrograms: c.programs, RingBytes: uint32(c.ringBytes), Logger: log})
 	if err != nil {
 		return err
 	}
@@ -280,7 +294,13 @@ func newExporter(ctx context.Context, c config, m *export.Metrics) (export.Expor
 func serve(ctx context.Context, addr string, m *export.Metrics, ready *atomic.Bool, recent *export.Recent) error {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", m.Handler())
-	mux.Handle("/api/v1/traces", recent.Handler())
+	if recent != nil {
+		mux.Handle("/api/v1/traces", recent.Handler())
+	} else {
+		mux.HandleFunc("/api/v1/traces", func(w http.ResponseWriter, _ *http.Request) {
+			http.Error(w, "recent traces are off on this agent (--recent-traces=0)", http.StatusNotFound)
+		})
+	}
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
 		if !ready.Load() {

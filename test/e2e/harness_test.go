@@ -21,6 +21,8 @@ import (
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/kpath/kpath/export/otlptest"
 )
 
 var agentBin string
@@ -48,6 +50,27 @@ type lab struct {
 	dir     string
 	flavour string
 	client  *kubernetes.Clientset
+}
+
+// session is how most e2e tests begin: the lab, a deadline, a real OTLP
+// receiver, an agent exporting to it and a namespace of their own.
+type session struct {
+	l   *lab
+	ctx context.Context
+	rcv *otlptest.Receiver
+	a   *agent
+	ns  string
+}
+
+// begin starts a session that ends with the test; agentFlags go to the agent.
+func begin(t *testing.T, timeout time.Duration, nsPrefix string, agentFlags ...string) *session {
+	t.Helper()
+	l := needLab(t)
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	t.Cleanup(cancel)
+	rcv := otlptest.Start(t)
+	a := startAgent(t, rcv.Addr(), agentFlags...)
+	return &session{l: l, ctx: ctx, rcv: rcv, a: a, ns: makeNamespace(ctx, t, l, nsPrefix)}
 }
 
 // needLab returns the running lab, skips when KPATH_E2E is not 1, and fails

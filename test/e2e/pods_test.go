@@ -188,12 +188,8 @@ func waitRunning(ctx context.Context, l *lab, ns string, n int) ([]*corev1.Pod, 
 }
 
 func TestPodsAreTracedFromCreateToRunning(t *testing.T) {
-	l := needLab(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
-	defer cancel()
-	rcv := otlptest.Start(t)
-	a := startAgent(t, rcv.Addr())
-	ns := makeNamespace(ctx, t, l, "kpath-e2e-pods-")
+	se := begin(t, 6*time.Minute, "kpath-e2e-pods-")
+	l, ctx, rcv, a, ns := se.l, se.ctx, se.rcv, se.a, se.ns
 	// Pods of earlier tests still being torn down would add their kubelet
 	// syncs to this run's probe hits.
 	waitQuiet(ctx, t, l)
@@ -432,12 +428,8 @@ func startedApart(pt *podTrace, started time.Time) (time.Duration, error) {
 // first: there kpath's container start is the runtime's StartedAt read from
 // the kubelet, which TestPodsAreTracedFromCreateToRunning checks.)
 func TestContainerStartAgreesWithContainerd(t *testing.T) {
-	l := needLab(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
-	defer cancel()
-	rcv := otlptest.Start(t)
-	startAgent(t, rcv.Addr())
-	ns := makeNamespace(ctx, t, l, "kpath-e2e-start-")
+	se := begin(t, 4*time.Minute, "kpath-e2e-start-")
+	l, ctx, rcv, ns := se.l, se.ctx, se.rcv, se.ns
 	waitQuiet(ctx, t, l)
 	for i := 0; i < 5; i++ {
 		p, err := l.client.CoreV1().Pods(ns).Create(ctx, runningPod(fmt.Sprintf("s-%d", i)), metav1.CreateOptions{})
@@ -555,12 +547,8 @@ func stopFor(t *testing.T, pid int, d time.Duration, during func()) {
 // kubelet, for 2 s while a pod is on its way and checks the delay lands in
 // that component's stage and nowhere else.
 func TestStoppedComponentDelayIsAttributed(t *testing.T) {
-	l := needLab(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
-	defer cancel()
-	rcv := otlptest.Start(t)
-	startAgent(t, rcv.Addr())
-	ns := makeNamespace(ctx, t, l, "kpath-e2e-stop-")
+	se := begin(t, 4*time.Minute, "kpath-e2e-stop-")
+	l, ctx, rcv, ns := se.l, se.ctx, se.rcv, se.ns
 	waitQuiet(ctx, t, l)
 
 	for _, c := range []struct{ component, stage, pod string }{

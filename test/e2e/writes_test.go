@@ -13,8 +13,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/util/retry"
-
-	"github.com/kpath/kpath/export/otlptest"
 )
 
 // expected is one write the test made and what kpath must report for it.
@@ -214,12 +212,8 @@ func check(tr *trace, w expected) error {
 }
 
 func TestWritesAreTracedThroughAPIServerAndEtcd(t *testing.T) {
-	l := needLab(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	rcv := otlptest.Start(t)
-	a := startAgent(t, rcv.Addr())
-	ns := makeNamespace(ctx, t, l, "kpath-e2e-writes-")
+	se := begin(t, 5*time.Minute, "kpath-e2e-writes-")
+	l, ctx, rcv, a, ns := se.l, se.ctx, se.rcv, se.a, se.ns
 
 	before, err := a.scrape()
 	if err != nil {
