@@ -193,7 +193,9 @@ func TestPodsAreTracedFromCreateToRunning(t *testing.T) {
 	// Pods of earlier tests still being torn down would add their kubelet
 	// syncs to this run's probe hits.
 	waitQuiet(ctx, t, l)
+	time.Sleep(2500 * time.Millisecond) // the hit counters caught up with the quiet node
 	before, _ := a.scrape()
+	from := time.Now()
 
 	// 50 pods at 5 a second.
 	const n = 50
@@ -219,7 +221,11 @@ func TestPodsAreTracedFromCreateToRunning(t *testing.T) {
 		}
 		return true, nil
 	})
+	// The agent copies the hit counters out of BPF every 2 s: let the last
+	// writes' hits in before scraping.
+	time.Sleep(2500 * time.Millisecond)
 	after, _ := a.scrape()
+	to := time.Now()
 	if err != nil {
 		missing := 0
 		for _, p := range pods {
@@ -312,7 +318,7 @@ func TestPodsAreTracedFromCreateToRunning(t *testing.T) {
 	}
 	t.Logf("mean stage per pod over %d pods: %s", len(pods), strings.Join(lines, " "))
 
-	h := podHits(after, before, rcv, ns, n)
+	h := podHits(after, before, from, to, rcv, ns, n)
 	t.Logf("probe hits per pod lifecycle: %.1f (goal ≤ 40) = pod rows %.1f + %.1f writes of the pod × %.1f write-path hits",
 		h.lifecycle(), h.podRows, h.podWrites, h.perWrite)
 	t.Logf("beside it, per pod: %.1f writes of Events about it (objects of their own) cost %.1f more; all hits in the run %.1f per pod (%s), over %.0f writes in all",
@@ -340,9 +346,10 @@ type hitCost struct {
 func (h hitCost) lifecycle() float64 { return h.podRows + h.podWrites*h.perWrite }
 
 // podHits splits the probe hits of a run of n pods in namespace ns: the
-// hit counters' increase by component, and the writes by object, counted
-// from the write traces received (one storage-write span per write).
-func podHits(after, before metrics, rcv *otlptest.Receiver, ns string, n float64) hitCost {
+// hit counters' increase by component between the scrapes before and
+// after, and the writes made between from and to, counted from the write
+// traces received (one storage-write span per write).
+func podHits(after, before metrics, from, to time.Time, rcv *otlptest.Receiver, ns string, n float64) hitCost {
 	byComp := map[string]float64{}
 	for _, s := range after {
 		if s.name == "kpath_probe_hits_total" {
@@ -359,6 +366,9 @@ func podHits(after, before metrics, rcv *otlptest.Receiver, ns string, n float64
 		a := attrs(s)
 		if a["kpath.stage"] != "storage-write" || a["kpath.write_trace"] != nil {
 			continue // a write's copy grafted into a pod trace
+		}
+		if at := time.Unix(0, int64(s.StartTimeUnixNano)); at.Before(from) || at.After(to) {
+			continue // outside the scrapes' window
 		}
 		h.writes++
 		key, _ := a["kpath.key"].(string)
