@@ -63,8 +63,10 @@ func (c *console) Close(context.Context) error {
 // Waterfall prints t for a human: a header (trace id, root span, object,
 // total duration) and one line per span in tree order, indented by depth,
 // with its offset from the trace start, duration, component/stage and a bar
-// on the trace's time scale. The slowest leaf stage is marked, as that is
-// usually where to look. Write errors are ignored.
+// on the trace's time scale. The span with the most time of its own (its
+// duration less its children's) is marked slowest, as that is where to
+// look: a parent that only waits on its children is not. Write errors are
+// ignored.
 func Waterfall(w io.Writer, t correlate.Trace) {
 	var b strings.Builder
 	defer func() { io.WriteString(w, b.String()) }()
@@ -85,9 +87,10 @@ func Waterfall(w io.Writer, t correlate.Trace) {
 
 	slowest := -1
 	if len(rows) > 1 {
-		for i, r := range rows {
-			if r.leaf && (slowest < 0 || spanDur(r.span) > spanDur(rows[slowest].span)) {
-				slowest = i
+		var most time.Duration
+		for i := range rows {
+			if d := selfTime(rows, i); slowest < 0 || d > most {
+				slowest, most = i, d
 			}
 		}
 	}
@@ -154,7 +157,6 @@ func incompleteMark(t correlate.Trace) string {
 type row struct {
 	span  *correlate.Span
 	depth int
-	leaf  bool
 }
 
 // treeOrder walks spans depth-first, children by start time. Spans whose
@@ -191,7 +193,7 @@ func treeOrder(spans []correlate.Span) []row {
 		}
 		seen[i] = true
 		kids := children[spans[i].SpanID]
-		rows = append(rows, row{span: &spans[i], depth: depth, leaf: len(kids) == 0})
+		rows = append(rows, row{span: &spans[i], depth: depth})
 		for _, k := range kids {
 			walk(k, depth+1)
 		}
@@ -274,4 +276,16 @@ func maxTime(a, b time.Time) time.Time {
 		return b
 	}
 	return a
+}
+
+// selfTime is row i's duration less that of its children (the rows after it
+// one level deeper, up to the next row at its depth or above).
+func selfTime(rows []row, i int) time.Duration {
+	d := spanDur(rows[i].span)
+	for j := i + 1; j < len(rows) && rows[j].depth > rows[i].depth; j++ {
+		if rows[j].depth == rows[i].depth+1 {
+			d -= spanDur(rows[j].span)
+		}
+	}
+	return max(d, 0)
 }

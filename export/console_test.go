@@ -78,7 +78,7 @@ func TestWaterfall(t *testing.T) {
 	}
 	for _, l := range strings.Split(out, "\n") {
 		if strings.Contains(l, "◀ slowest") && !strings.Contains(l, "etcd txn") {
-			t.Errorf("slowest leaf should be etcd txn, marked: %s", l)
+			t.Errorf("the span with the most time of its own is etcd txn, marked: %s", l)
 		}
 	}
 	// The root spans the whole trace: a full bar.
