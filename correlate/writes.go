@@ -359,6 +359,12 @@ func (w *Writes) addApply(ev probes.Event, now time.Time) {
 }
 
 func (w *Writes) closeApply(k gkey, end time.Time, raftID uint64, now time.Time) {
+	// A Trigger ends its proposal whether or not the entry wrote a key (a
+	// failed compare, a lease grant, a proposal that timed out).
+	prop, proposed := w.proposals[raftKey{k.pid, raftID}]
+	if raftID != 0 {
+		delete(w.proposals, raftKey{k.pid, raftID})
+	}
 	open := w.applies[k]
 	delete(w.applies, k)
 	if len(open) == 0 {
@@ -368,11 +374,7 @@ func (w *Writes) closeApply(k gkey, end time.Time, raftID uint64, now time.Time)
 	if end.Before(start) {
 		// Not this entry's Trigger: the order on the apply goroutine broke.
 		w.stats.Dropped["apply_trigger_mismatch"]++
-		end, raftID = open[len(open)-1].ev.End, 0
-	}
-	prop, proposed := w.proposals[raftKey{k.pid, raftID}]
-	if raftID != 0 {
-		delete(w.proposals, raftKey{k.pid, raftID})
+		end, raftID, proposed = open[len(open)-1].ev.End, 0, false
 	}
 	for _, p := range open {
 		wr := w.writeFor(writeKey{p.ev.Key, p.ev.Revision}, now)

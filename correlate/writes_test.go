@@ -383,3 +383,25 @@ func TestWriteApplyClosedByTheTxnWithoutTrigger(t *testing.T) {
 		t.Errorf("apply %+v: want the put's moment", a)
 	}
 }
+
+// A proposal that wrote no key (a failed compare, a lease grant) ends at its
+// Trigger like any other: nothing is left behind, nothing counted as lost.
+func TestProposalWithoutWriteEndsAtItsTrigger(t *testing.T) {
+	w, out := collect(Options{Retain: time.Second})
+	now := at(10)
+	w.Add(probes.Event{Component: probes.Etcd, Stage: probes.StagePropose, Probe: "etcd.raft.propose", PID: etcdPID, Goroutine: 5, Start: at(1), End: at(1), Point: true, RaftID: 77}, now)
+	w.Add(probes.Event{Component: probes.Etcd, Stage: probes.StageApplied, Probe: "etcd.apply.done", PID: etcdPID, Goroutine: 46, Start: at(2), End: at(2), Point: true, RaftID: 77}, now)
+	w.Flush(now.Add(time.Minute))
+	if len(*out) != 0 || len(w.proposals) != 0 {
+		t.Errorf("%d traces, %d proposals left", len(*out), len(w.proposals))
+	}
+	if d := w.Stats().Dropped; d["etcd_proposal_untriggered"] != 0 {
+		t.Errorf("drops %v", d)
+	}
+	// One never triggered is forgotten after Retain, and counted.
+	w.Add(probes.Event{Component: probes.Etcd, Stage: probes.StagePropose, Probe: "etcd.raft.propose", PID: etcdPID, Goroutine: 6, Start: at(3), End: at(3), Point: true, RaftID: 78}, now)
+	w.Flush(now.Add(2 * time.Minute))
+	if d := w.Stats().Dropped; d["etcd_proposal_untriggered"] != 1 || len(w.proposals) != 0 {
+		t.Errorf("drops %v, %d proposals left", d, len(w.proposals))
+	}
+}

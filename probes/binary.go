@@ -440,11 +440,14 @@ func (b *Binary) FileOffset(va uint64) (uint64, error) {
 // pointer push right after Go's stack-growth check (LEAQ -n(SP), R12;
 // CMPQ SP|R12, 16(R14); JBE morestack; PUSHQ BP), or f's entry when the
 // prologue is anything else. No argument register or RSP has changed there,
-// so entry captures read the same values. Why: x86 uprobes emulate a PUSH
-// (Linux ≥ 6.10) and a Jcc instead of single-stepping them out of line, and
-// on this VM that made a hit cost 0.75 µs instead of 19.5 µs. The PUSH, not
-// the JBE, because a call that grows its stack runs the check twice but the
-// PUSH once.
+// so entry captures read the same values. Why: the kernel emulates a PUSH
+// (a recent addition to x86 uprobes: the 6.18 here has it) and a Jcc instead
+// of single-stepping them out of line; on this VM a hit there costs 0.75 µs
+// instead of 23.5 µs (BenchmarkUprobeSite). A kernel without the PUSH
+// emulation single-steps it, which costs what the first instruction did.
+// The PUSH, not the JBE, because a call that grows its stack runs the check
+// twice but the PUSH once (the apiserver's handlers start on fresh
+// goroutines, whose stacks grow often).
 func (b *Binary) EntrySite(f Func) (off uint64, atPush bool, err error) {
 	if b.file == nil {
 		return 0, false, fmt.Errorf("probes: %s: binary is closed", b.Path)
