@@ -56,6 +56,10 @@ type PodTrace struct {
 	UID, Namespace, Name string
 	Trace                Trace
 	Stages               []StageTime
+	// Late marks more spans of a trace already emitted: the watch lag of a
+	// consumer that received the pod's write after the startup was over (a
+	// slow operator). Same trace ID; not another trace.
+	Late bool
 }
 
 // PodOptions bound the pod correlator.
@@ -136,7 +140,9 @@ type podLife struct {
 	kubeletRcv *probes.Event
 	sandbox    *probes.Event
 	containers []containerStart
-	statusSets []probes.Event // the kubelet's status after each sync (SetPodStatus)
+	statusSets []probes.Event  // the kubelet's status after each sync (SetPodStatus)
+	lagsSent   map[string]bool // watch lags emitted, by lagKey
+	lastRev    int64           // the last revision of the emitted startup (its status write)
 }
 
 // NewPods returns a pod correlator calling emit with each pod's startup.
@@ -371,6 +377,10 @@ func (p *Pods) place(l *podLife, ev probes.Event, now time.Time) {
 			l.kubeletRcv = &e
 		}
 		l.receives = append(l.receives, ev)
+		if l.emitted && ev.Revision != 0 && ev.Revision <= l.lastRev {
+			// A write of the startup reached this consumer only now.
+			p.emitLateLags(l)
+		}
 	case probes.StageSchedule:
 		l.cycles = append(l.cycles, ev)
 	case probes.StageBind:
@@ -596,9 +606,44 @@ func (l *podLife) runtimeStarted(last *containerStart) time.Time {
 	return time.Time{}
 }
 
+// lagKey names one consumer's receipt of one write of the pod.
+func lagKey(component any, rev any) string { return fmt.Sprint(component, "@", rev) }
+
+// emitLateLags emits the watch lags of an emitted pod that its trace does
+// not hold yet, as more spans of the same trace.
+func (p *Pods) emitLateLags(l *podLife) {
+	full := l.trace(l.startup(), p.opts.Meta)
+	late := PodTrace{UID: full.UID, Namespace: full.Namespace, Name: full.Name, Late: true, Trace: Trace{ID: full.Trace.ID, Complete: true}}
+	for _, s := range full.Trace.Spans {
+		if rev, _ := s.Attr(AttrRevision).(int64); s.Attr(AttrStage) != PodWatchLag || rev > l.lastRev {
+			continue // not a lag, or a lag of a write after the startup
+		}
+		k := lagKey(s.Attr(AttrComponent), s.Attr(AttrRevision))
+		if l.lagsSent[k] {
+			continue
+		}
+		l.lagsSent[k] = true
+		late.Trace.Spans = append(late.Trace.Spans, s)
+		comp, _ := s.Attr(AttrComponent).(string)
+		late.Stages = append(late.Stages, StageTime{PodWatchLag, comp, s.End.Sub(s.Start)})
+	}
+	if len(late.Trace.Spans) > 0 {
+		p.emit(late)
+	}
+}
+
 func (p *Pods) emitLife(l *podLife, st startup, complete bool) {
 	l.emitted = true
 	pt := l.trace(st, p.opts.Meta)
+	l.lagsSent = map[string]bool{}
+	if st.status != nil {
+		l.lastRev = st.status.Revision
+	}
+	for _, s := range pt.Trace.Spans {
+		if s.Attr(AttrStage) == PodWatchLag {
+			l.lagsSent[lagKey(s.Attr(AttrComponent), s.Attr(AttrRevision))] = true
+		}
+	}
 	pt.Trace.Complete = complete
 	if complete && pt.Stages == nil {
 		pt.Trace.Complete = false

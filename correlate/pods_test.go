@@ -282,3 +282,34 @@ func TestPodBindDetail(t *testing.T) {
 		t.Error("the binding write is not under the bind span")
 	}
 }
+
+// A consumer that gets a write of the startup after the trace went out (a
+// slow operator) still gets its watch lag: more spans of the same trace,
+// once; later writes of the pod add nothing to the startup.
+func TestPodLateWatchLag(t *testing.T) {
+	var got []PodTrace
+	p := NewPods(PodOptions{}, func(pt PodTrace) { got = append(got, pt) })
+	feedStartup(t, p, 0)
+	p.Flush(at(5000))
+	if len(got) != 1 || got[0].Late {
+		t.Fatalf("%d traces", len(got))
+	}
+	operator := func(rev int64, ms float64) probes.Event {
+		return probes.Event{Stage: probes.StageInformer, Component: "my-operator", PID: 400, UID: "uid-1", Namespace: "ns", Name: "web",
+			Revision: rev, Start: at(ms), End: at(ms)}
+	}
+	p.Add(operator(10, 6000), at(6000))
+	p.Add(operator(10, 6001), at(6001)) // the same write again (a relist): nothing more
+	p.Add(operator(99, 6002), at(6002)) // a write after the startup
+	if len(got) != 2 {
+		t.Fatalf("%d emissions, want the startup and one late lag", len(got))
+	}
+	late := got[1]
+	if !late.Late || late.Trace.ID != got[0].Trace.ID || len(late.Trace.Spans) != 1 || len(late.Stages) != 1 {
+		t.Fatalf("late emission %+v", late)
+	}
+	s := late.Trace.Spans[0]
+	if s.Attr(AttrComponent) != "my-operator" || s.Attr(AttrStage) != PodWatchLag || s.End.Sub(s.Start) < 5*time.Second {
+		t.Errorf("late lag span %+v", s)
+	}
+}

@@ -189,7 +189,9 @@ func run(args []string) error {
 		return err
 	}
 	pods := correlate.NewPods(correlate.PodOptions{Meta: meta}, func(pt correlate.PodTrace) {
-		metrics.TraceDone(pt.Trace.Complete)
+		if !pt.Late {
+			metrics.TraceDone(pt.Trace.Complete)
+		}
 		for _, st := range pt.Stages {
 			metrics.ObserveStage(st.Stage, "pods", st.Component, st.Duration)
 		}

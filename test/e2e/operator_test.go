@@ -4,6 +4,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"syscall"
 	"testing"
 	"time"
@@ -16,9 +17,11 @@ import (
 
 // TestOperatorWatchLagIsTraced runs a client-go program of its own (an
 // informer on pods: testdata/podwatcher), tells the agent about it with
-// --client-go-programs, and stops it for 1 s while a pod is created: the
+// --client-go-programs, and stops it for 3 s while a pod is created: the
 // pod's trace must give that program its own watch lag, of at least the
-// stop, while kube-scheduler's stays short.
+// stop, while kube-scheduler's stays short. The pod is Running and its
+// trace exported before the program sees the create, so its lag comes
+// late, as more spans of the same trace.
 func TestOperatorWatchLagIsTraced(t *testing.T) {
 	se := begin(t, 4*time.Minute, "kpath-e2e-operator-", "--client-go-programs=podwatcher")
 	l, ctx, rcv, a, ns := se.l, se.ctx, se.rcv, se.a, se.ns
@@ -51,7 +54,7 @@ func TestOperatorWatchLagIsTraced(t *testing.T) {
 	}
 	waitQuiet(ctx, t, l)
 
-	stopFor(t, w.Process.Pid, time.Second, func() {
+	stopFor(t, w.Process.Pid, 3*time.Second, func() {
 		if _, err := l.client.CoreV1().Pods(ns).Create(ctx, runningPod("watched"), metav1.CreateOptions{}); err != nil {
 			t.Fatal(err)
 		}
@@ -69,9 +72,9 @@ func TestOperatorWatchLagIsTraced(t *testing.T) {
 		t.Fatalf("%v: lags %v", err, lagsOf(pt))
 	}
 	lags := lagsOf(pt)
-	t.Logf("watch lag of the create, podwatcher stopped 1s: %v", lagsOf(pt))
-	if d := lags["podwatcher"][0]; d < time.Second {
-		t.Errorf("podwatcher's watch lag %v, want ≥ 1s (it was stopped)", d)
+	t.Logf("watch lags, podwatcher stopped 3s: %v", lags)
+	if d := slices.Max(lags["podwatcher"]); d < 3*time.Second {
+		t.Errorf("podwatcher's watch lag %v, want ≥ 3s (it was stopped)", d)
 	}
 	if d := lags["kube-scheduler"]; len(d) == 0 || d[0] >= time.Second {
 		t.Errorf("kube-scheduler's watch lag %v: want one, under 1s", d)
