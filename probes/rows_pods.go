@@ -200,10 +200,11 @@ var podRows = []Row{
 	// (startContainer's own RET comes after the event recording). Only its
 	// RETs are probed: it belongs to the container start before it on the
 	// same goroutine. StartContainer(ctx, containerID string) (err error):
-	// err's type word in RAX at a RET.
+	// err's type word in RAX at a RET. The function is the same in
+	// k8s.io/cri-client v0.33.13, v0.34.4 and v0.35.4.
 	{ID: "kubelet.cri.start", Component: Kubelet, Stage: StageCRIStart, AtReturn: true,
 		Symbol: "k8s.io/cri-client/pkg.(*remoteRuntimeService).StartContainer",
-		Module: "k8s.io/cri-client", Versions: ">=v0.35.0 <v0.36.0", Hits: "once per container started",
+		Module: "k8s.io/cri-client", Versions: k8s133to135, Hits: "once per container started",
 		Exit: []Capture{u64(FieldFailed, RAX)}},
 	// SetPodStatus(logger, pod, status v1.PodStatus): pod in RSI, status on
 	// the stack at RSP+8. The status is the kubelet's view after a sync,
