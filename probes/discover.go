@@ -1,12 +1,12 @@
 package probes
 
 import (
-	"slices"
 	"bytes"
 	"context"
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"

@@ -4,7 +4,12 @@ package probes
 // builds (Kubernetes v1.35.4, etcd v3.6.16) and checked against stripped
 // release-style builds of the same versions; see docs/probe-points.md for
 // sources, frequencies and what differs in other versions. A version range
-// covers only versions whose signatures and layouts were compared.
+// covers only versions whose signatures and layouts were compared: the
+// staging modules v0.33–v0.37 (k8s.io/apiserver, client-go, cri-client) and
+// the etcd client v3.5–v3.7 have the same functions, arguments and structs
+// for these rows (sources of v0.33.13, v0.34.4, v0.36.3, v0.37.2; etcd client
+// v3.6.8 and v3.7.0). Where a version changed a signature, the row has a
+// variant with the same ID and another range.
 //
 // Hit budget (README): a plain write costs 4 hits in kube-apiserver (request
 // entry+RET, etcd txn entry+RET); each webhook call adds 2. etcd adds 3, all
@@ -18,9 +23,9 @@ const (
 	modEtcdServer = "go.etcd.io/etcd/server/v3"
 	modEtcdPkg    = "go.etcd.io/etcd/pkg/v3"
 
-	k8s133to135  = ">=v0.33.0 <v0.36.0"
+	k8s133to137  = ">=v0.33.0 <v0.38.0"
 	etcd36       = ">=v3.6.0 <v3.7.0"
-	etcdClient35 = ">=v3.5.0 <v3.7.0"
+	etcdClient35 = ">=v3.5.0 <v3.8.0"
 )
 
 // Stages: the values of kpath.stage.
@@ -48,49 +53,49 @@ var writeRows = []Row{
 	// (w http.ResponseWriter, req *http.Request): w in RAX,RBX, req in RCX.
 	{ID: "apiserver.request.create", Component: KubeAPIServer, Stage: StageRequest, Timed: true, Announce: true,
 		Symbol: "k8s.io/apiserver/pkg/endpoints/handlers.CreateResource.createHandler.func1",
-		Module: modAPIServer, Versions: k8s133to135, Hits: "once per POST",
+		Module: modAPIServer, Versions: k8s133to137, Hits: "once per POST",
 		Entry: []Capture{httpMethod(RCX), httpPath(RCX)}},
 	{ID: "apiserver.request.create-named", Component: KubeAPIServer, Stage: StageRequest, Timed: true, Announce: true,
 		Symbol: "k8s.io/apiserver/pkg/endpoints/handlers.CreateNamedResource.createHandler.func1",
-		Module: modAPIServer, Versions: k8s133to135, Hits: "once per POST to a named subresource (binding, eviction)",
+		Module: modAPIServer, Versions: k8s133to137, Hits: "once per POST to a named subresource (binding, eviction)",
 		Entry: []Capture{httpMethod(RCX), httpPath(RCX)}},
 	{ID: "apiserver.request.update", Component: KubeAPIServer, Stage: StageRequest, Timed: true, Announce: true,
 		Symbol: "k8s.io/apiserver/pkg/endpoints/handlers.UpdateResource.func1",
-		Module: modAPIServer, Versions: k8s133to135, Hits: "once per PUT",
+		Module: modAPIServer, Versions: k8s133to137, Hits: "once per PUT",
 		Entry: []Capture{httpMethod(RCX), httpPath(RCX)}},
 	{ID: "apiserver.request.patch", Component: KubeAPIServer, Stage: StageRequest, Timed: true, Announce: true,
 		Symbol: "k8s.io/apiserver/pkg/endpoints/handlers.PatchResource.func1",
-		Module: modAPIServer, Versions: k8s133to135, Hits: "once per PATCH",
+		Module: modAPIServer, Versions: k8s133to137, Hits: "once per PATCH",
 		Entry: []Capture{httpMethod(RCX), httpPath(RCX)}},
 	{ID: "apiserver.request.delete", Component: KubeAPIServer, Stage: StageRequest, Timed: true, Announce: true,
 		Symbol: "k8s.io/apiserver/pkg/endpoints/handlers.DeleteResource.func1",
-		Module: modAPIServer, Versions: k8s133to135, Hits: "once per DELETE",
+		Module: modAPIServer, Versions: k8s133to137, Hits: "once per DELETE",
 		Entry: []Capture{httpMethod(RCX), httpPath(RCX)}},
 
 	// Admission webhooks: the webhook (Name @0) in RDI, the versioned
 	// attributes in R8 with VersionedObject's data pointer @40 → ObjectMeta.
 	{ID: "apiserver.webhook.mutating", Component: KubeAPIServer, Stage: StageAdmission, Timed: true,
 		Symbol: "k8s.io/apiserver/pkg/admission/plugin/webhook/mutating.(*mutatingDispatcher).callAttrMutatingHook",
-		Module: modAPIServer, Versions: k8s133to135, Hits: "once per matching mutating webhook per request",
+		Module: modAPIServer, Versions: k8s133to137, Hits: "once per matching mutating webhook per request",
 		Entry: []Capture{strAt(FieldWebhook, RDI, 0), strAt(FieldNamespace, R8, 40, 0x40), strAt(FieldName, R8, 40, 0x20)}},
 	{ID: "apiserver.webhook.validating", Component: KubeAPIServer, Stage: StageAdmission, Timed: true,
 		Symbol: "k8s.io/apiserver/pkg/admission/plugin/webhook/validating.(*validatingDispatcher).callHook",
-		Module: modAPIServer, Versions: k8s133to135, Hits: "once per matching validating webhook per request",
+		Module: modAPIServer, Versions: k8s133to137, Hits: "once per matching validating webhook per request",
 		Entry: []Capture{strAt(FieldWebhook, RDI, 0), strAt(FieldNamespace, R8, 40, 0x40), strAt(FieldName, R8, 40, 0x20)}},
 
 	// The storage layer (key without the /registry prefix): detail only,
 	// since the etcd txn below already times the write.
 	{ID: "apiserver.storage.create", Component: KubeAPIServer, Stage: StageStorage, Timed: true, Detail: true,
 		Symbol: "k8s.io/apiserver/pkg/storage/etcd3.(*store).Create",
-		Module: modAPIServer, Versions: k8s133to135, Hits: "once per create",
+		Module: modAPIServer, Versions: k8s133to137, Hits: "once per create",
 		Entry: []Capture{str(FieldKey, RDI, RSI)}},
 	{ID: "apiserver.storage.update", Component: KubeAPIServer, Stage: StageStorage, Timed: true, Detail: true,
 		Symbol: "k8s.io/apiserver/pkg/storage/etcd3.(*store).GuaranteedUpdate",
-		Module: modAPIServer, Versions: k8s133to135, Hits: "once per update, patch or graceful delete",
+		Module: modAPIServer, Versions: k8s133to137, Hits: "once per update, patch or graceful delete",
 		Entry: []Capture{str(FieldKey, RDI, RSI)}},
 	{ID: "apiserver.storage.delete", Component: KubeAPIServer, Stage: StageStorage, Timed: true, Detail: true,
 		Symbol: "k8s.io/apiserver/pkg/storage/etcd3.(*store).Delete",
-		Module: modAPIServer, Versions: k8s133to135, Hits: "once per delete",
+		Module: modAPIServer, Versions: k8s133to137, Hits: "once per delete",
 		Entry: []Capture{str(FieldKey, RDI, RSI)}},
 
 	// The etcd txn the apiserver issues. Value receiver Client in RAX,RBX,RCX,

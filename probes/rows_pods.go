@@ -33,9 +33,11 @@ const (
 	modClientGo   = "k8s.io/client-go"
 
 	kube133to135 = ">=v1.33.0 <v1.36.0"
-	kube134to135 = ">=v1.34.0 <v1.36.0"
-	// k8s133to135 (rows.go) covers the staging modules v0.33–v0.35:
-	// k8s.io/apiserver and k8s.io/client-go.
+	kube133to137 = ">=v1.33.0 <v1.38.0"
+	kube134to137 = ">=v1.34.0 <v1.38.0"
+	kube136to137 = ">=v1.36.0 <v1.38.0"
+	// k8s133to137 (rows.go) covers the staging modules v0.33–v0.37:
+	// k8s.io/apiserver, k8s.io/client-go and k8s.io/cri-client.
 )
 
 // Stages of the pod rows.
@@ -99,7 +101,7 @@ func objRevision(r Reg, path ...uint32) []Capture {
 func informerRow(id string, c Component, detail bool, hits string) Row {
 	return Row{ID: id, Component: c, Stage: StageInformer, Detail: detail,
 		Symbol: "k8s.io/client-go/tools/cache.(*RealFIFO).addToItems_locked",
-		Module: modClientGo, Versions: k8s133to135, Hits: hits,
+		Module: modClientGo, Versions: k8s133to137, Hits: hits,
 		Entry: append(objMeta(R8), objRevision(R8)...)}
 }
 
@@ -113,7 +115,7 @@ var podRows = []Row{
 	// this splits it into the apiserver's part and the rest.
 	{ID: "apiserver.watch.cache", Component: KubeAPIServer, Stage: StageWatchCache, Detail: true,
 		Symbol: "k8s.io/apiserver/pkg/storage/cacher.(*Cacher).processEvent",
-		Module: modAPIServer, Versions: k8s133to135,
+		Module: modAPIServer, Versions: k8s133to137,
 		Hits: "once per write of any resource the watch cache holds (all but Events by default): every pod create, binding, " +
 			"status patch, delete; leases, nodes, ...; plus a bookmark (no key, no object) per etcd progress notification",
 		Entry: []Capture{strAt(FieldKey, RBX, 80), u64At(FieldRevision, RBX, 96), strAt(FieldUID, RBX, 24, objUID)}},
@@ -140,6 +142,11 @@ var podRows = []Row{
 		Symbol: "k8s.io/kubernetes/pkg/scheduler/backend/queue.(*PriorityQueue).Add",
 		Module: modKubernetes, Versions: kube133to135, Hits: "once per unscheduled pod added",
 		Entry: append(objMeta(RSI), objRevision(RSI)...)},
+	// v1.36 passes a context instead of the logger: Add(ctx, pod), pod in RDI.
+	{ID: "scheduler.queue.add", Component: KubeScheduler, Stage: StageSchedulerQueue,
+		Symbol: "k8s.io/kubernetes/pkg/scheduler/backend/queue.(*PriorityQueue).Add",
+		Module: modKubernetes, Versions: kube136to137, Hits: "once per unscheduled pod added",
+		Entry: append(objMeta(RDI), objRevision(RDI)...)},
 	// schedulingCycle(ctx, state, fwk, podInfo *QueuedPodInfo, start, podsToActivate)
 	// (ScheduleResult, *QueuedPodInfo, *Status): podInfo in R10 → PodInfo @0
 	// → Pod @0; at a RET ScheduleResult.SuggestedHost (the node) is in
@@ -148,7 +155,7 @@ var podRows = []Row{
 	// third string slot.
 	{ID: "scheduler.cycle", Component: KubeScheduler, Stage: StageSchedule, Timed: true,
 		Symbol: "k8s.io/kubernetes/pkg/scheduler.(*Scheduler).schedulingCycle",
-		Module: modKubernetes, Versions: kube134to135, Hits: "once per scheduling attempt (retries of unschedulable pods included)",
+		Module: modKubernetes, Versions: kube134to137, Hits: "once per scheduling attempt (retries of unschedulable pods included)",
 		Entry: []Capture{strAt(FieldUID, R10, 0, 0, objUID)},
 		Exit:  []Capture{u64At(FieldFailed, R9, 0), str(FieldNode, RAX, RBX)}},
 	// bind(ctx, fwk, assumed *v1.Pod, targetNode string, state) *Status:
@@ -158,7 +165,7 @@ var podRows = []Row{
 	// binding stage runs from the cycle's end to its commit.
 	{ID: "scheduler.bind", Component: KubeScheduler, Stage: StageBind, Timed: true, Detail: true,
 		Symbol: "k8s.io/kubernetes/pkg/scheduler.(*Scheduler).bind",
-		Module: modKubernetes, Versions: kube133to135, Hits: "once per pod bound",
+		Module: modKubernetes, Versions: kube133to137, Hits: "once per pod bound",
 		Entry: []Capture{strAt(FieldUID, R8, objUID), strAt(FieldName, R8, objName), str(FieldNode, R9, R10)},
 		Exit:  []Capture{u64At(FieldFailed, RAX, 0)}},
 
@@ -167,11 +174,11 @@ var podRows = []Row{
 	// interface{}): obj in RBX,RCX, RCX → *v1.Pod, the decoded object itself.
 	{ID: "kubelet.pod.received", Component: Kubelet, Stage: StageInformer,
 		Symbol: "k8s.io/client-go/tools/cache.(*UndeltaStore).Add",
-		Module: modClientGo, Versions: k8s133to135, Hits: "once per pod bound to this node (watch ADDED); also once per static pod manifest file added (no resourceVersion)",
+		Module: modClientGo, Versions: k8s133to137, Hits: "once per pod bound to this node (watch ADDED); also once per static pod manifest file added (no resourceVersion)",
 		Entry: append(objMeta(RCX), objRevision(RCX)...)},
 	{ID: "kubelet.pod.updated", Component: Kubelet, Stage: StageInformer, Detail: true,
 		Symbol: "k8s.io/client-go/tools/cache.(*UndeltaStore).Update",
-		Module: modClientGo, Versions: k8s133to135, Hits: "once per update of a pod on this node (its own status patches included)",
+		Module: modClientGo, Versions: k8s133to137, Hits: "once per update of a pod on this node (its own status patches included)",
 		Entry: append(objMeta(RCX), objRevision(RCX)...)},
 	// (*Kubelet).SyncPod(ctx, updateType, pod, mirrorPod, podStatus)
 	// (isTerminal bool, err error): pod in RSI; err's type word in RBX at a RET.
@@ -181,11 +188,19 @@ var podRows = []Row{
 		Hits:  "once per pod worker sync: the pod's arrival, each container change PLEG reports, each spec update, and a resync about every minute (--sync-frequency) per running pod",
 		Entry: objMeta(RSI),
 		Exit:  []Capture{u64(FieldFailed, RBX)}},
+	// v1.36 adds a result: (isTerminal bool, postSync func(), err error), err's
+	// type word in RCX at a RET.
+	{ID: "kubelet.pod.sync", Component: Kubelet, Stage: StagePodSync, Timed: true, Detail: true,
+		Symbol: "k8s.io/kubernetes/pkg/kubelet.(*Kubelet).SyncPod",
+		Module: modKubernetes, Versions: kube136to137,
+		Hits:  "once per pod worker sync: the pod's arrival, each container change PLEG reports, each spec update, and a resync about every minute (--sync-frequency) per running pod",
+		Entry: objMeta(RSI),
+		Exit:  []Capture{u64(FieldFailed, RCX)}},
 	// createPodSandbox(ctx, pod, attempt) (id, message string, err error):
 	// pod in RDI; err's type word in RSI at a RET.
 	{ID: "kubelet.sandbox.create", Component: Kubelet, Stage: StageSandbox, Timed: true,
 		Symbol: "k8s.io/kubernetes/pkg/kubelet/kuberuntime.(*kubeGenericRuntimeManager).createPodSandbox",
-		Module: modKubernetes, Versions: kube133to135, Hits: "once per sandbox created (pod start, sandbox re-creation)",
+		Module: modKubernetes, Versions: kube133to137, Hits: "once per sandbox created (pod start, sandbox re-creation)",
 		Entry: objMeta(RDI),
 		Exit:  []Capture{u64(FieldFailed, RSI)}},
 	// startContainer(ctx, sandboxID, sandboxConfig, spec *startSpec, pod, ...)
@@ -193,7 +208,7 @@ var podRows = []Row{
 	// in R10. Entry only: the container start ends at the CRI call below.
 	{ID: "kubelet.container.start", Component: Kubelet, Stage: StageContainerStart,
 		Symbol: "k8s.io/kubernetes/pkg/kubelet/kuberuntime.(*kubeGenericRuntimeManager).startContainer",
-		Module: modKubernetes, Versions: kube133to135, Hits: "once per container (init, regular, ephemeral) started or restarted",
+		Module: modKubernetes, Versions: kube133to137, Hits: "once per container (init, regular, ephemeral) started or restarted",
 		Entry: []Capture{strAt(FieldUID, R10, objUID), strAt(FieldName, R10, objName), strAt(FieldContainer, R9, 0, 0)}},
 	// The CRI call inside startContainer, on the same goroutine: its RET is
 	// the first moment the kubelet knows the runtime started the container
@@ -204,7 +219,7 @@ var podRows = []Row{
 	// k8s.io/cri-client v0.33.13, v0.34.4 and v0.35.4.
 	{ID: "kubelet.cri.start", Component: Kubelet, Stage: StageCRIStart, AtReturn: true,
 		Symbol: "k8s.io/cri-client/pkg.(*remoteRuntimeService).StartContainer",
-		Module: "k8s.io/cri-client", Versions: k8s133to135, Hits: "once per container started",
+		Module: "k8s.io/cri-client", Versions: k8s133to137, Hits: "once per container started",
 		Exit: []Capture{u64(FieldFailed, RAX)}},
 	// SetPodStatus(logger, pod, status v1.PodStatus): pod in RSI, status on
 	// the stack at RSP+8. The status is the kubelet's view after a sync,
@@ -216,7 +231,7 @@ var podRows = []Row{
 	// in k8s.io/api v0.34 and v0.35.
 	{ID: "kubelet.status.set", Component: Kubelet, Stage: StageStatusSet,
 		Symbol: "k8s.io/kubernetes/pkg/kubelet/status.(*manager).SetPodStatus",
-		Module: modKubernetes, Versions: kube134to135, Hits: "once per pod sync (the pod's arrival, each container change, about once a minute while it runs)",
+		Module: modKubernetes, Versions: kube134to137, Hits: "once per pod sync (the pod's arrival, each container change, about once a minute while it runs)",
 		Entry: append(objMeta(RSI),
 			u64At(FieldStatuses, RSP, 8+podStatusContainers+8),
 			u64At(FieldStartedWall0, RSP, 8+podStatusContainers, containerRunning, 0),
@@ -228,6 +243,6 @@ var podRows = []Row{
 	// the PATCH it sends is traced in kube-apiserver.
 	{ID: "kubelet.status.write", Component: Kubelet, Stage: StageStatusWrite, Detail: true,
 		Symbol: "k8s.io/kubernetes/pkg/kubelet/status.(*manager).syncPod",
-		Module: modKubernetes, Versions: kube134to135, Hits: "once per new pod status version (and per reconcile of a stale one, checked every 10 s)",
+		Module: modKubernetes, Versions: kube134to137, Hits: "once per new pod status version (and per reconcile of a stale one, checked every 10 s)",
 		Entry: []Capture{str(FieldUID, RDI, RSI), strAt(FieldNamespace, RSP, 8+24), strAt(FieldName, RSP, 8+8)}},
 }

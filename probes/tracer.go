@@ -205,6 +205,15 @@ func (t *Tracer) Attach(pid int, comp Component) (*Process, error) {
 		st := t.attachRow(p, bin, ex, row, layout)
 		p.Rows = append(p.Rows, st)
 	}
+	// A row with version variants is one probe point: the variants that do
+	// not fit this binary say nothing when one that fits was tried.
+	fits := map[string]bool{}
+	for _, r := range p.Rows {
+		if r.State != RowNotApplicable {
+			fits[r.Row.ID] = true
+		}
+	}
+	p.Rows = slices.DeleteFunc(p.Rows, func(r RowStatus) bool { return r.State == RowNotApplicable && fits[r.Row.ID] })
 	t.procs[pid] = p
 	if p.Attached() == 0 {
 		return p, fmt.Errorf("%s pid %d (%s): no catalogue row attached: %w", comp, pid, target, rowErrors(p))
