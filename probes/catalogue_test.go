@@ -58,7 +58,7 @@ func TestCatalogueResolvesInLabBinaries(t *testing.T) {
 		for _, path := range labBinaries(name) {
 			found = true
 			flavour := filepath.Base(filepath.Dir(filepath.Dir(path)))
-			t.Run(name+"/"+flavour, func(t *testing.T) {
+			t.Run(name+"/"+flavour+"/"+filepath.Base(filepath.Dir(path)), func(t *testing.T) {
 				b, err := OpenBinary(path)
 				if err != nil {
 					t.Fatal(err)

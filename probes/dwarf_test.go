@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -15,11 +16,13 @@ import (
 // against the DWARF of the lab's normal builds. Release builds carry no
 // DWARF: there the same offsets hold because the module versions match
 // (the rows' version ranges).
-var dwarfChecks = []struct {
+type dwarfCheck struct {
 	bin, typ, path string // path: dot-separated fields; "" = the struct's size
 	want           int64
 	row            string
-}{
+}
+
+var dwarfChecks = []dwarfCheck{
 	// apiserver.request.*: *http.Request Method @0, URL @16, url.URL.Path @56.
 	{"kube-apiserver", "net/http.Request", "Method", 0, "apiserver.request.*"},
 	{"kube-apiserver", "net/http.Request", "URL", 16, "apiserver.request.*"},
@@ -27,7 +30,6 @@ var dwarfChecks = []struct {
 	// Webhooks: the webhook's Name, the versioned object's data word.
 	{"kube-apiserver", "k8s.io/api/admissionregistration/v1.MutatingWebhook", "Name", 0, "apiserver.webhook.mutating"},
 	{"kube-apiserver", "k8s.io/api/admissionregistration/v1.ValidatingWebhook", "Name", 0, "apiserver.webhook.validating"},
-	{"kube-apiserver", "k8s.io/apiserver/pkg/admission.VersionedAttributes", "VersionedObject", 40 - 8, "apiserver.webhook.*"},
 	// OptimisticPut's results, in register order: KV, Succeeded, Revision.
 	{"kube-apiserver", "go.etcd.io/etcd/client/v3/kubernetes.PutResponse", "Succeeded", 8, "apiserver.etcd.put"},
 	{"kube-apiserver", "go.etcd.io/etcd/client/v3/kubernetes.PutResponse", "Revision", 16, "apiserver.etcd.put"},
@@ -69,6 +71,16 @@ var dwarfChecks = []struct {
 	{"kubelet", "time.Time", "ext", 8, "kubelet.status.set"},
 	{"kubelet", "k8s.io/kubernetes/pkg/kubelet/status.versionedPodStatus", "podName", 8, "kubelet.status.write"},
 	{"kubelet", "k8s.io/kubernetes/pkg/kubelet/status.versionedPodStatus", "podNamespace", 24, "kubelet.status.write"},
+}
+
+// dwarfVersionedChecks hold where rows have variants: each applies to the
+// binaries whose k8s.io/apiserver is in its range.
+var dwarfVersionedChecks = []struct {
+	dwarfCheck
+	versions string
+}{
+	{dwarfCheck{"kube-apiserver", "k8s.io/apiserver/pkg/admission.VersionedAttributes", "VersionedObject", 40 - 8, "apiserver.webhook.*"}, k8s133to136},
+	{dwarfCheck{"kube-apiserver", "k8s.io/apiserver/pkg/admission.VersionedAttributes", "VersionedObject.object", 64 - 8, "apiserver.webhook.*"}, k8s137},
 }
 
 // normalLabBinaries finds the lab's normal builds (test/lab/build.sh), by
@@ -136,8 +148,17 @@ func checkDWARF(t *testing.T, name, path string) int {
 			}
 		}
 	}
+	checks := slices.Clone(dwarfChecks)
+	for _, c := range dwarfVersionedChecks {
+		r := Row{ID: c.row, Versions: c.versions}
+		if v, err := binModuleVersion(bi, modAPIServer); err == nil {
+			if ok, _ := r.Applies(v); ok {
+				checks = append(checks, c.dwarfCheck)
+			}
+		}
+	}
 	n := 0
-	for _, c := range dwarfChecks {
+	for _, c := range checks {
 		if c.bin != name {
 			continue
 		}

@@ -24,6 +24,8 @@ const (
 	modEtcdPkg    = "go.etcd.io/etcd/pkg/v3"
 
 	k8s133to137  = ">=v0.33.0 <v0.38.0"
+	k8s133to136  = ">=v0.33.0 <v0.37.0"
+	k8s137       = ">=v0.37.0 <v0.38.0"
 	etcd36       = ">=v3.6.0 <v3.7.0"
 	etcdClient35 = ">=v3.5.0 <v3.8.0"
 )
@@ -73,15 +75,18 @@ var writeRows = []Row{
 		Entry: []Capture{httpMethod(RCX), httpPath(RCX)}},
 
 	// Admission webhooks: the webhook (Name @0) in RDI, the versioned
-	// attributes in R8 with VersionedObject's data pointer @40 → ObjectMeta.
-	{ID: "apiserver.webhook.mutating", Component: KubeAPIServer, Stage: StageAdmission, Timed: true,
-		Symbol: "k8s.io/apiserver/pkg/admission/plugin/webhook/mutating.(*mutatingDispatcher).callAttrMutatingHook",
-		Module: modAPIServer, Versions: k8s133to137, Hits: "once per matching mutating webhook per request",
-		Entry: []Capture{strAt(FieldWebhook, RDI, 0), strAt(FieldNamespace, R8, 40, 0x40), strAt(FieldName, R8, 40, 0x20)}},
-	{ID: "apiserver.webhook.validating", Component: KubeAPIServer, Stage: StageAdmission, Timed: true,
-		Symbol: "k8s.io/apiserver/pkg/admission/plugin/webhook/validating.(*validatingDispatcher).callHook",
-		Module: modAPIServer, Versions: k8s133to137, Hits: "once per matching validating webhook per request",
-		Entry: []Capture{strAt(FieldWebhook, RDI, 0), strAt(FieldNamespace, R8, 40, 0x40), strAt(FieldName, R8, 40, 0x20)}},
+	// attributes in R8 with VersionedObject's data pointer → ObjectMeta. Up
+	// to v0.36 VersionedObject is a runtime.Object @32 (data @40); v0.37 made
+	// both versioned objects a LazyObject (object, a bool, a cel ref.Val: 40
+	// bytes), so VersionedObject.object is @56 (data @64).
+	webhookRow("apiserver.webhook.mutating", "k8s.io/apiserver/pkg/admission/plugin/webhook/mutating.(*mutatingDispatcher).callAttrMutatingHook",
+		k8s133to136, 40, "once per matching mutating webhook per request"),
+	webhookRow("apiserver.webhook.mutating", "k8s.io/apiserver/pkg/admission/plugin/webhook/mutating.(*mutatingDispatcher).callAttrMutatingHook",
+		k8s137, 64, "once per matching mutating webhook per request"),
+	webhookRow("apiserver.webhook.validating", "k8s.io/apiserver/pkg/admission/plugin/webhook/validating.(*validatingDispatcher).callHook",
+		k8s133to136, 40, "once per matching validating webhook per request (each on its own goroutine)"),
+	webhookRow("apiserver.webhook.validating", "k8s.io/apiserver/pkg/admission/plugin/webhook/validating.(*validatingDispatcher).callHook",
+		k8s137, 64, "once per matching validating webhook per request (each on its own goroutine)"),
 
 	// The storage layer (key without the /registry prefix): detail only,
 	// since the etcd txn below already times the write.
@@ -158,3 +163,11 @@ var writeRows = []Row{
 }
 
 func withAdd(c Capture, n int64) Capture { c.Add = n; return c }
+
+// webhookRow is one admission webhook call: the webhook in RDI (Name @0),
+// the versioned attributes in R8, whose VersionedObject data word is at obj.
+func webhookRow(id, symbol, versions string, obj uint32, hits string) Row {
+	return Row{ID: id, Component: KubeAPIServer, Stage: StageAdmission, Timed: true,
+		Symbol: symbol, Module: modAPIServer, Versions: versions, Hits: hits,
+		Entry: []Capture{strAt(FieldWebhook, RDI, 0), strAt(FieldNamespace, R8, obj, objNamespace), strAt(FieldName, R8, obj, objName)}}
+}
