@@ -88,19 +88,27 @@ func testEtcdLive(t *testing.T, bin string) {
 		t.Fatal(err)
 	}
 	defer cli.Close()
-	var resp *clientv3.TxnResponse
 	key := "/registry/configmaps/ns/live"
-	for i := 0; i < 50; i++ { // etcd needs a moment to elect itself
+	// etcd needs a moment to elect itself: wait with reads, so that the one
+	// txn is never retried (a retry after a timeout that did write would
+	// fail its compare).
+	for i := 0; ; i++ {
 		tctx, c := context.WithTimeout(ctx, time.Second)
-		resp, err = cli.Txn(tctx).If(clientv3.Compare(clientv3.ModRevision(key), "=", 0)).Then(clientv3.OpPut(key, "v")).Commit()
+		_, err = cli.Get(tctx, "/ready")
 		c()
 		if err == nil {
 			break
 		}
+		if i == 100 {
+			t.Fatalf("etcd never answered: %v", err)
+		}
 		time.Sleep(100 * time.Millisecond)
 	}
+	tctx, c := context.WithTimeout(ctx, 30*time.Second)
+	resp, err := cli.Txn(tctx).If(clientv3.Compare(clientv3.ModRevision(key), "=", 0)).Then(clientv3.OpPut(key, "v")).Commit()
+	c()
 	if err != nil || !resp.Succeeded {
-		t.Fatalf("txn: %v", err)
+		t.Fatalf("txn: %v, succeeded %v", err, resp != nil && resp.Succeeded)
 	}
 	rev := resp.Header.Revision
 	time.Sleep(300 * time.Millisecond)
