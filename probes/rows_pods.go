@@ -138,15 +138,9 @@ var podRows = []Row{
 	// informer's handler calls it a fraction of a millisecond after the
 	// reflector received the create, so it stands for the scheduler's watch
 	// receipt: once per pod instead of once per write of any pod.
-	{ID: "scheduler.queue.add", Component: KubeScheduler, Stage: StageSchedulerQueue,
-		Symbol: "k8s.io/kubernetes/pkg/scheduler/backend/queue.(*PriorityQueue).Add",
-		Module: modKubernetes, Versions: kube133to135, Hits: "once per unscheduled pod added",
-		Entry: append(objMeta(RSI), objRevision(RSI)...)},
+	queueAddRow(kube133to135, RSI),
 	// v1.36 passes a context instead of the logger: Add(ctx, pod), pod in RDI.
-	{ID: "scheduler.queue.add", Component: KubeScheduler, Stage: StageSchedulerQueue,
-		Symbol: "k8s.io/kubernetes/pkg/scheduler/backend/queue.(*PriorityQueue).Add",
-		Module: modKubernetes, Versions: kube136to137, Hits: "once per unscheduled pod added",
-		Entry: append(objMeta(RDI), objRevision(RDI)...)},
+	queueAddRow(kube136to137, RDI),
 	// schedulingCycle(ctx, state, fwk, podInfo *QueuedPodInfo, start, podsToActivate)
 	// (ScheduleResult, *QueuedPodInfo, *Status): podInfo in R10 → PodInfo @0
 	// → Pod @0; at a RET ScheduleResult.SuggestedHost (the node) is in
@@ -182,20 +176,10 @@ var podRows = []Row{
 		Entry: append(objMeta(RCX), objRevision(RCX)...)},
 	// (*Kubelet).SyncPod(ctx, updateType, pod, mirrorPod, podStatus)
 	// (isTerminal bool, err error): pod in RSI; err's type word in RBX at a RET.
-	{ID: "kubelet.pod.sync", Component: Kubelet, Stage: StagePodSync, Timed: true, Detail: true,
-		Symbol: "k8s.io/kubernetes/pkg/kubelet.(*Kubelet).SyncPod",
-		Module: modKubernetes, Versions: kube133to135,
-		Hits:  "once per pod worker sync: the pod's arrival, each container change PLEG reports, each spec update, and a resync about every minute (--sync-frequency) per running pod",
-		Entry: objMeta(RSI),
-		Exit:  []Capture{u64(FieldFailed, RBX)}},
+	syncPodRow(kube133to135, RBX),
 	// v1.36 adds a result: (isTerminal bool, postSync func(), err error), err's
 	// type word in RCX at a RET.
-	{ID: "kubelet.pod.sync", Component: Kubelet, Stage: StagePodSync, Timed: true, Detail: true,
-		Symbol: "k8s.io/kubernetes/pkg/kubelet.(*Kubelet).SyncPod",
-		Module: modKubernetes, Versions: kube136to137,
-		Hits:  "once per pod worker sync: the pod's arrival, each container change PLEG reports, each spec update, and a resync about every minute (--sync-frequency) per running pod",
-		Entry: objMeta(RSI),
-		Exit:  []Capture{u64(FieldFailed, RCX)}},
+	syncPodRow(kube136to137, RCX),
 	// createPodSandbox(ctx, pod, attempt) (id, message string, err error):
 	// pod in RDI; err's type word in RSI at a RET.
 	{ID: "kubelet.sandbox.create", Component: Kubelet, Stage: StageSandbox, Timed: true,
@@ -245,4 +229,23 @@ var podRows = []Row{
 		Symbol: "k8s.io/kubernetes/pkg/kubelet/status.(*manager).syncPod",
 		Module: modKubernetes, Versions: kube134to137, Hits: "once per new pod status version (and per reconcile of a stale one, checked every 10 s)",
 		Entry: []Capture{str(FieldUID, RDI, RSI), strAt(FieldNamespace, RSP, 8+24), strAt(FieldName, RSP, 8+8)}},
+}
+
+// queueAddRow is kube-scheduler's PriorityQueue.Add, the pod in podReg.
+func queueAddRow(versions string, podReg Reg) Row {
+	return Row{ID: "scheduler.queue.add", Component: KubeScheduler, Stage: StageSchedulerQueue,
+		Symbol: "k8s.io/kubernetes/pkg/scheduler/backend/queue.(*PriorityQueue).Add",
+		Module: modKubernetes, Versions: versions, Hits: "once per unscheduled pod added",
+		Entry: append(objMeta(podReg), objRevision(podReg)...)}
+}
+
+// syncPodRow is the kubelet's SyncPod, the pod in RSI and its error's type
+// word in errReg at a RET.
+func syncPodRow(versions string, errReg Reg) Row {
+	return Row{ID: "kubelet.pod.sync", Component: Kubelet, Stage: StagePodSync, Timed: true, Detail: true,
+		Symbol: "k8s.io/kubernetes/pkg/kubelet.(*Kubelet).SyncPod",
+		Module: modKubernetes, Versions: versions,
+		Hits:  "once per pod worker sync: the pod's arrival, each container change PLEG reports, each spec update, and a resync about every minute (--sync-frequency) per running pod",
+		Entry: objMeta(RSI),
+		Exit:  []Capture{u64(FieldFailed, errReg)}}
 }
