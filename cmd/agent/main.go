@@ -55,6 +55,17 @@ func main() {
 	}
 }
 
+// commaList splits a comma-separated flag value, dropping blanks.
+func commaList(v string) []string {
+	var out []string
+	for _, p := range strings.Split(v, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
 func parseFlags(args []string) (config, error) {
 	var c config
 	fs := flag.NewFlagSet("kpath-agent", flag.ContinueOnError)
@@ -66,19 +77,11 @@ func parseFlags(args []string) (config, error) {
 	fs.DurationVar(&c.scan, "scan-interval", time.Second, "how often to look for new or restarted components")
 	fs.BoolVar(&c.detail, "detail", false, "also attach detail rows (more spans, more probe hits on hot paths)")
 	fs.Func("detail-rows", "attach these detail rows only, comma-separated row IDs (e.g. etcd.wal.fsync: etcd's disk syncs)", func(v string) error {
-		for _, id := range strings.Split(v, ",") {
-			if id = strings.TrimSpace(id); id != "" {
-				c.detailRows = append(c.detailRows, id)
-			}
-		}
+		c.detailRows = append(c.detailRows, commaList(v)...)
 		return probes.CheckDetailRows(probes.Catalogue, c.detailRows)
 	})
 	fs.Func("client-go-programs", "also follow these operators and controllers (executable base names, comma-separated): their client-go informers' receipts give their watch lag", func(v string) error {
-		for _, p := range strings.Split(v, ",") {
-			if p = strings.TrimSpace(p); p != "" {
-				c.programs = append(c.programs, p)
-			}
-		}
+		c.programs = append(c.programs, commaList(v)...)
 		return nil
 	})
 	fs.IntVar(&c.recent, "recent-traces", export.DefaultRecentTraces, "keep this many recent traces in memory for `kubectl kpath explain` (GET /api/v1/traces on the metrics address); 0 turns the endpoint off")
@@ -94,11 +97,7 @@ func parseFlags(args []string) (config, error) {
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
-	for _, p := range strings.Split(*prefixes, ",") {
-		if p = strings.TrimSpace(p); p != "" {
-			c.keyPrefixes = append(c.keyPrefixes, p)
-		}
-	}
+	c.keyPrefixes = commaList(*prefixes)
 	switch c.export {
 	case "otlp", "jsonl", "console":
 	default:
