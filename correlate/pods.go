@@ -586,43 +586,43 @@ func (l *podLife) runtimeStarted(last *containerStart) time.Time {
 		if set.Start.Before(last.ev.End) || set.Statuses == 0 || set.Statuses > len(set.ContainersStarted) {
 			continue
 		}
-		var latest time.Time
-		for _, t := range set.ContainersStarted {
-			if t.IsZero() {
-				latest = time.Time{}
-				break
-			}
-			latest = maxT(latest, t)
+		if slices.ContainsFunc(set.ContainersStarted, time.Time.IsZero) {
+			continue // a container not running yet
 		}
+		latest := slices.MaxFunc(set.ContainersStarted, time.Time.Compare)
 		// The runtime started it during the kubelet's start call, or it is
 		// another instance of the container (a restart): not this one.
-		if !latest.IsZero() && !latest.Before(last.ev.Start) && !latest.After(last.ev.End) {
-			return latest
-		}
-		if !latest.IsZero() {
+		if latest.Before(last.ev.Start) || latest.After(last.ev.End) {
 			return time.Time{}
 		}
+		return latest
 	}
 	return time.Time{}
 }
 
-// lagKey names one consumer's receipt of one write of the pod.
-func lagKey(component any, rev any) string { return fmt.Sprint(component, "@", rev) }
+// newLags marks the watch lags among spans as emitted and returns those
+// that were not yet: one consumer's receipt of one write of the startup.
+func (l *podLife) newLags(spans []Span) []Span {
+	var fresh []Span
+	for _, s := range spans {
+		if rev, _ := s.Attr(AttrRevision).(int64); s.Attr(AttrStage) != PodWatchLag || rev > l.lastRev {
+			continue // not a lag, or a lag of a write after the startup
+		}
+		k := fmt.Sprint(s.Attr(AttrComponent), "@", s.Attr(AttrRevision))
+		if !l.lagsSent[k] {
+			l.lagsSent[k] = true
+			fresh = append(fresh, s)
+		}
+	}
+	return fresh
+}
 
 // emitLateLags emits the watch lags of an emitted pod that its trace does
 // not hold yet, as more spans of the same trace.
 func (p *Pods) emitLateLags(l *podLife) {
 	full := l.trace(l.startup(), p.opts.Meta)
 	late := PodTrace{UID: full.UID, Namespace: full.Namespace, Name: full.Name, Late: true, Trace: Trace{ID: full.Trace.ID, Complete: true}}
-	for _, s := range full.Trace.Spans {
-		if rev, _ := s.Attr(AttrRevision).(int64); s.Attr(AttrStage) != PodWatchLag || rev > l.lastRev {
-			continue // not a lag, or a lag of a write after the startup
-		}
-		k := lagKey(s.Attr(AttrComponent), s.Attr(AttrRevision))
-		if l.lagsSent[k] {
-			continue
-		}
-		l.lagsSent[k] = true
+	for _, s := range l.newLags(full.Trace.Spans) {
 		late.Trace.Spans = append(late.Trace.Spans, s)
 		comp, _ := s.Attr(AttrComponent).(string)
 		late.Stages = append(late.Stages, StageTime{PodWatchLag, comp, s.End.Sub(s.Start)})
@@ -639,11 +639,7 @@ func (p *Pods) emitLife(l *podLife, st startup, complete bool) {
 	if st.status != nil {
 		l.lastRev = st.status.Revision
 	}
-	for _, s := range pt.Trace.Spans {
-		if s.Attr(AttrStage) == PodWatchLag {
-			l.lagsSent[lagKey(s.Attr(AttrComponent), s.Attr(AttrRevision))] = true
-		}
-	}
+	l.newLags(pt.Trace.Spans) // what the trace holds now is sent
 	pt.Trace.Complete = complete
 	if complete && pt.Stages == nil {
 		pt.Trace.Complete = false
