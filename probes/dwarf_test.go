@@ -88,18 +88,15 @@ var dwarfVersionedChecks = []struct {
 // a changed test/lab/versions.env).
 func normalLabBinaries(t *testing.T) map[string][]string {
 	t.Helper()
-	cache := os.Getenv("KPATH_CACHE_DIR")
-	if cache == "" {
-		home, _ := os.UserHomeDir()
-		cache = filepath.Join(home, ".cache", "kpath")
-	}
 	out := map[string][]string{}
 	for _, name := range []string{"kube-apiserver", "etcd", "kube-scheduler", "kubelet"} {
-		out[name], _ = filepath.Glob(filepath.Join(cache, "bin", "normal", "*", name))
-	}
-	for name, paths := range out {
-		if len(paths) == 0 {
-			msg := fmt.Sprintf("no normal build of %s under %s/bin/normal: build the lab with make lab-up", name, cache)
+		for _, path := range labBinaries(name) {
+			if filepath.Base(filepath.Dir(filepath.Dir(path))) == "normal" {
+				out[name] = append(out[name], path)
+			}
+		}
+		if len(out[name]) == 0 {
+			msg := fmt.Sprintf("no normal build of %s in the lab's cache (bin/normal under $KPATH_CACHE_DIR or ~/.cache/kpath): build the lab with make lab-up", name)
 			if os.Getenv("KPATH_E2E") == "1" {
 				t.Fatal(msg)
 			}
