@@ -540,11 +540,9 @@ func (l *podLife) startup() startup {
 	if s.lastContainer != nil {
 		s.started = s.lastContainer.ev.End
 		s.runtimeStarted = l.runtimeStarted(s.lastContainer)
-	}
-	if s.lastContainer != nil {
-		// The kubelet's status manager writes with a PATCH of pods/status
-		// that starts after its syncPod probe; take the first after the
-		// last container started.
+		// The kubelet's status manager PATCHes pods/status after a sync
+		// handed it the status (SetPodStatus); take the first such write
+		// after a status set that followed the last container's start.
 		for _, set := range l.statusSets {
 			if set.Start.Before(s.started) {
 				continue

@@ -613,7 +613,9 @@ func (wr *write) trace() Trace {
 		etcdParent = add(sw, writeParent, "etcd txn "+shortProbe(sw.Probe), sw.Start, sw.End, Attribute{AttrSucceeded, sw.Succeeded})
 	}
 	applyParent := etcdParent
-	derived := wr.etcd != nil && wr.etcd.Stage == probes.StageEtcdRequest && wr.propose != nil && wr.etcd.Probe == wr.propose.Probe
+	// Without the detail txn rows, etcd's span is the one closeApply made
+	// from the proposal: the proposal is its start, not a span of its own.
+	derived := wr.etcd != nil && wr.propose != nil && wr.etcd.Probe == wr.propose.Probe
 	if e := wr.etcd; e != nil {
 		name := "etcd " + shortProbe(e.Probe)
 		if derived {

@@ -1,10 +1,6 @@
 package export
 
-import (
-	"testing"
-
-	"github.com/kpath/kpath/correlate"
-)
+import "testing"
 
 // BenchmarkRecentExport is what keeping a write's trace for `kubectl kpath
 // explain` costs the agent (it runs for every trace).
@@ -28,5 +24,3 @@ func BenchmarkOTLPSpans(b *testing.B) {
 		}
 	}
 }
-
-var _ = correlate.Trace{}
