@@ -314,6 +314,37 @@ func (tr *trace) stage(stage string) []*tracepb.Span {
 	return out
 }
 
+// checkWriteChain reports what is wrong with a write's trace: its tree, and
+// one request, storage-write, etcd-request and apply span, each with etcd
+// key key and one revision (want, when it is not 0), the etcd request's from
+// etcd.
+func (tr *trace) checkWriteChain(key string, want int64) error {
+	if err := tr.checkShape(); err != nil {
+		return err
+	}
+	var rev any
+	for _, stage := range []string{"request", "storage-write", "etcd-request", "apply"} {
+		ss := tr.stage(stage)
+		if len(ss) != 1 {
+			return fmt.Errorf("%d %s spans, want 1", len(ss), stage)
+		}
+		a := attrs(ss[0])
+		if a["kpath.key"] != key {
+			return fmt.Errorf("%s span key %v, want %s", stage, a["kpath.key"], key)
+		}
+		if rev == nil {
+			rev = a["kpath.revision"]
+		}
+		if a["kpath.revision"] != rev || rev == nil || (want != 0 && rev != want) {
+			return fmt.Errorf("%s span revision %v, want %v (resourceVersion %d)", stage, a["kpath.revision"], rev, want)
+		}
+	}
+	if c := attrs(tr.stage("etcd-request")[0])["kpath.component"]; c != "etcd" {
+		return fmt.Errorf("etcd-request span from %v", c)
+	}
+	return nil
+}
+
 // checkShape reports what is wrong with a trace's tree: one root, parents
 // present, children inside parents.
 func (tr *trace) checkShape() error {
