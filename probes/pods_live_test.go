@@ -148,20 +148,18 @@ type kobj struct {
 
 func (l *podLab) create(t *testing.T, manifest string) kobj {
 	t.Helper()
-	out, err := l.run(t, manifest, "create", "-f", "-", "-o", "json")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var o kobj
-	if err := json.Unmarshal(out, &o); err != nil {
-		t.Fatalf("decode %s: %v", out, err)
-	}
-	return o
+	return l.object(t, manifest, "create", "-f", "-")
 }
 
 func (l *podLab) get(t *testing.T, args ...string) kobj {
 	t.Helper()
-	out, err := l.run(t, "", append(args, "-o", "json")...)
+	return l.object(t, "", args...)
+}
+
+// object runs kubectl with stdin and args, and decodes the object it prints.
+func (l *podLab) object(t *testing.T, stdin string, args ...string) kobj {
+	t.Helper()
+	out, err := l.run(t, stdin, append(args, "-o", "json")...)
 	if err != nil {
 		t.Fatal(err)
 	}
