@@ -34,16 +34,6 @@ const (
 var PodStages = []string{PodAdmission, PodStorage, PodEtcdCommit, PodSchedulingWait, PodScheduling, PodBinding,
 	PodKubeletWatch, PodKubeletSync, PodSandbox, PodContainerStart, PodStatusReport}
 
-// IsPodStage says whether events of a stage go to Pods rather than Writes.
-func IsPodStage(stage string) bool {
-	switch stage {
-	case probes.StageWatchCache, probes.StageInformer, probes.StageSchedulerQueue, probes.StageSchedule, probes.StageBind,
-		probes.StagePodSync, probes.StageSandbox, probes.StageContainerStart, probes.StageCRIStart, probes.StageStatusSet, probes.StageStatusWrite:
-		return true
-	}
-	return false
-}
-
 // StageTime is one measured stage of one pod, for the histograms.
 type StageTime struct {
 	Stage     string
@@ -98,12 +88,7 @@ type Pods struct {
 	// reported only when its request returns, after the scheduler has seen
 	// the pod. A new life adopts them; the rest expire, counted.
 	orphans []piece
-	// criStarts are the RETs of the kubelet's CRI StartContainer calls by
-	// goroutine: they carry no pod, and end the container start before them
-	// on their goroutine. openStarts is that container start, when known.
-	criStarts  map[gkey][]piece
-	openStarts map[gkey]containerRef
-	stats      PodStats
+	stats   PodStats
 }
 
 // PodStats counts what the pod correlator did.
@@ -114,16 +99,10 @@ type PodStats struct {
 	StartedByCRI                uint64 // complete traces whose container start ends at the CRI reply: the runtime's StartedAt was not read
 }
 
-type containerRef struct {
-	life *podLife
-	i    int
-}
-
 // containerStart is one container start: from the kubelet's startContainer
-// to the RET of its CRI StartContainer call (End, when seen).
+// to the end of its CRI StartContainer call (a span the catalogue pairs).
 type containerStart struct {
 	ev     probes.Event
-	done   bool // the CRI call returned
 	failed bool
 }
 
@@ -158,7 +137,7 @@ func NewPods(opts PodOptions, emit func(PodTrace)) *Pods {
 		opts.MaxPending = 20000
 	}
 	return &Pods{opts: opts, emit: emit, byUID: map[string]*podLife{}, byName: map[string][]*podLife{},
-		writes: map[string][]Write{}, criStarts: map[gkey][]piece{}, openStarts: map[gkey]containerRef{}}
+		writes: map[string][]Write{}}
 }
 
 // Stats returns the counters.
@@ -198,7 +177,7 @@ func (p *Pods) AddWrite(w Write, now time.Time) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	k := nsName(w.Object.Namespace, w.Object.Name)
-	if w.Method == "POST" && !strings.HasSuffix(w.Path, "/binding") && !strings.HasSuffix(w.Path, "/eviction") {
+	if w.Method == "POST" && w.Subresource == "" {
 		// A create: a new life of this name, its UID learned from the
 		// first probe that carries both.
 		wc := w
@@ -337,16 +316,6 @@ func (p *Pods) Add(ev probes.Event, now time.Time) {
 	if ev.Stage == probes.StageWatchCache {
 		return // the watch cache's event has no consumer; lags are measured at the reflectors
 	}
-	if ev.Stage == probes.StageCRIStart {
-		k := gkey{ev.PID, ev.Goroutine}
-		if ref, ok := p.openStarts[k]; ok {
-			delete(p.openStarts, k)
-			ref.life.endContainer(ref.i, ev, now)
-			return
-		}
-		p.criStarts[k] = append(p.criStarts[k], piece{ev, now})
-		return
-	}
 	l := p.life(&ev, now)
 	if l == nil {
 		p.orphans = append(p.orphans, piece{ev, now})
@@ -394,34 +363,10 @@ func (p *Pods) place(l *podLife, ev probes.Event, now time.Time) {
 			l.sandbox = &e
 		}
 	case probes.StageContainerStart:
-		k := gkey{ev.PID, ev.Goroutine}
-		l.containers = append(l.containers, containerStart{ev: ev})
-		i := len(l.containers) - 1
-		// The CRI reply came first only when this start was an orphan
-		// adopted late: the first reply after it on its goroutine.
-		for j, c := range p.criStarts[k] {
-			if !c.ev.Start.Before(ev.Start) {
-				l.endContainer(i, c.ev, now)
-				p.criStarts[k] = slices.Delete(p.criStarts[k], j, j+1)
-				if len(p.criStarts[k]) == 0 {
-					delete(p.criStarts, k)
-				}
-				return
-			}
-		}
-		// A start still open on this goroutine never reached its CRI call
-		// (an image pull or create failed): it stays not started.
-		p.openStarts[k] = containerRef{l, i}
+		l.containers = append(l.containers, containerStart{ev: ev, failed: ev.Failed})
 	case probes.StageStatusSet:
 		l.statusSets = append(l.statusSets, ev)
 	}
-}
-
-// endContainer ends container start i at the RET of its CRI call.
-func (l *podLife) endContainer(i int, cri probes.Event, now time.Time) {
-	c := &l.containers[i]
-	c.ev.End, c.done, c.failed = cri.Start, true, cri.Failed
-	l.changed = now
 }
 
 // Flush emits the pods whose startup is complete and settled, and those
@@ -446,18 +391,6 @@ func (p *Pods) Flush(now time.Time) {
 			delete(p.byName, k)
 		} else {
 			p.byName[k] = ls
-		}
-	}
-	for k, ps := range p.criStarts {
-		if ps = slices.DeleteFunc(ps, func(c piece) bool { return now.Sub(c.seen) > orphanTTL }); len(ps) == 0 {
-			delete(p.criStarts, k)
-		} else {
-			p.criStarts[k] = ps
-		}
-	}
-	for k, ref := range p.openStarts {
-		if ref.life.emitted || now.Sub(ref.life.changed) > orphanTTL {
-			delete(p.openStarts, k)
 		}
 	}
 	n := len(p.orphans)
@@ -527,13 +460,13 @@ func (l *podLife) startup() startup {
 	slices.SortFunc(l.writes, func(a, b Write) int { return int(a.Revision - b.Revision) })
 	for i := range l.writes {
 		w := &l.writes[i]
-		if strings.HasSuffix(w.Path, "/binding") && s.bindingWrite == nil {
+		if w.Subresource == "binding" && s.bindingWrite == nil {
 			s.bindingWrite = w
 		}
 	}
 	for i := range l.containers {
 		c := &l.containers[i]
-		if c.done && !c.failed && (s.lastContainer == nil || c.ev.End.After(s.lastContainer.ev.End)) {
+		if !c.failed && (s.lastContainer == nil || c.ev.End.After(s.lastContainer.ev.End)) {
 			s.lastContainer = c
 		}
 	}
@@ -549,7 +482,7 @@ func (l *podLife) startup() startup {
 			}
 			for i := range l.writes {
 				w := &l.writes[i]
-				if strings.HasSuffix(w.Path, "/status") && !w.Start.Before(set.Start) {
+				if w.Subresource == "status" && !w.Start.Before(set.Start) {
 					s.status = w
 					break
 				}
@@ -760,9 +693,6 @@ func (l *podLife) trace(st startup, meta func(string) (PodMeta, bool)) PodTrace 
 		add(root, "create sandbox", probes.StageSandbox, string(probes.Kubelet), l.sandbox.Start, l.sandbox.End)
 	}
 	for i, c := range l.containers {
-		if !c.done {
-			continue // never reached the runtime's start (or not yet)
-		}
 		cs := add(root, "start container "+c.ev.Container, probes.StageContainerStart, string(probes.Kubelet), c.ev.Start, c.ev.End,
 			Attribute{"k8s.container.name", c.ev.Container}, Attribute{AttrSucceeded, !c.failed})
 		if st.lastContainer == &l.containers[i] && !st.runtimeStarted.IsZero() {

@@ -2,6 +2,7 @@ package correlate
 
 import (
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -17,6 +18,12 @@ func podWrite(t *testing.T, key string, rev int64, off float64, method, path str
 	for _, ev := range oneWrite(key, rev, off, uint64(1000*rev)) {
 		if ev.Stage == probes.StageRequest {
 			ev.Method, ev.Path = method, path
+			// The subresource, as MonitorRequest reports it.
+			for _, sub := range []string{"binding", "status", "eviction"} {
+				if strings.HasSuffix(path, "/"+sub) {
+					ev.Subresource = sub
+				}
+			}
 		}
 		if ev.Stage == probes.StageAdmission {
 			continue
@@ -71,10 +78,9 @@ func feed(t *testing.T, p *Pods, schedGap float64, lateWrites, runtimeStart bool
 	p.Add(pev(probes.StageInformer, probes.Kubelet, c+12, c+12, func(e *probes.Event) { e.Revision = 11 }), now)
 	p.Add(pev(probes.StagePodSync, probes.Kubelet, c+13, c+200, nil), now)
 	p.Add(pev(probes.StageSandbox, probes.Kubelet, c+20, c+120, nil), now)
-	// The container start's entry, then the RET of the CRI call on the
-	// same goroutine, which carries no pod.
-	p.Add(pev(probes.StageContainerStart, probes.Kubelet, c+121, c+121, func(e *probes.Event) { e.Container = "app"; e.Namespace = ""; e.Goroutine = 77 }), now)
-	p.Add(probes.Event{Stage: probes.StageCRIStart, Component: probes.Kubelet, PID: 300, Goroutine: 77, Start: at(c + 140), End: at(c + 140), Point: true}, now)
+	// The container start: its entry to the end of the CRI call, paired
+	// by the catalogue (Pairs).
+	p.Add(pev(probes.StageContainerStart, probes.Kubelet, c+121, c+140, func(e *probes.Event) { e.Container = "app"; e.Namespace = ""; e.Goroutine = 77 }), now)
 	// A status before the containers started does not end the startup.
 	status := func(ms float64, started ...time.Time) probes.Event {
 		return pev(probes.StageStatusSet, probes.Kubelet, ms, ms, func(e *probes.Event) { e.Statuses, e.ContainersStarted = 1, started })

@@ -138,6 +138,9 @@ type Write struct {
 	Object   Object
 	Method   string // of the request that made it; "" for the apiserver's own writes
 	Path     string
+	// Subresource is the request's, as the apiserver routed it (binding,
+	// status, eviction; "" for the object itself).
+	Subresource string
 	// Start is when the request (or, without one, the storage write) began.
 	Start time.Time
 	// Committed is when etcd applied the key: its watchers are notified as
@@ -534,7 +537,8 @@ func (w *Writes) emitWrite(wr *write, complete bool) {
 	out := Write{Key: wr.key, Revision: wr.rev, Object: ParseKey(wr.key), Trace: t}
 	switch {
 	case wr.req != nil && wr.req.done != nil:
-		out.Method, out.Path, out.Start = wr.req.done.Method, wr.req.done.Path, wr.req.done.Start
+		r := wr.req.done
+		out.Method, out.Path, out.Subresource, out.Start = r.Method, r.Path, r.Subresource, r.Start
 	case wr.storageWrite != nil:
 		out.Start = wr.storageWrite.Start
 	case wr.etcd != nil:
@@ -597,8 +601,18 @@ func (wr *write) trace() Trace {
 	var root SpanID
 	if wr.req != nil && wr.req.done != nil {
 		r := wr.req.done
-		root = add(r, SpanID{}, r.Method+" "+r.Path, r.Start, r.End,
-			Attribute{"http.request.method", r.Method}, Attribute{"url.path", r.Path})
+		attrs := []Attribute{{"http.request.method", r.Method}, {"url.path", r.Path}}
+		if r.Code != 0 {
+			attrs = append(attrs, Attribute{"http.response.status_code", int64(r.Code)})
+		}
+		root = add(r, SpanID{}, r.Method+" "+r.Path, r.Start, r.End, attrs...)
+		if r.Opened.After(r.Start) {
+			// From the request's receipt to its handler: authentication,
+			// audit, priority and fairness queueing, authorization.
+			f := *r
+			f.Stage = probes.StageFilters
+			add(&f, root, "filters", r.Start, r.Opened)
+		}
 	}
 	for i := range wr.hooks {
 		h := &wr.hooks[i]
@@ -618,6 +632,9 @@ func (wr *write) trace() Trace {
 	derived := wr.etcd != nil && wr.propose != nil && wr.etcd.Probe == wr.propose.Probe
 	if e := wr.etcd; e != nil {
 		name := "etcd " + shortProbe(e.Probe)
+		if i := strings.LastIndexByte(e.Method, '/'); i >= 0 {
+			name = "etcd " + e.Method[i+1:] // the gRPC method: "etcd Txn"
+		}
 		if derived {
 			name = "etcd proposal → applied"
 		}

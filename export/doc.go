@@ -29,6 +29,9 @@
 //	kpath_events_dropped_total{reason}                 counter   events lost before correlation:
 //	                                                             ringbuf_full, stash_full, ret_without_entry,
 //	                                                             decode_error, timeline_evicted
+//	kpath_events_unjoined_total{probe,reason}          counter   events that built no span (correlate.Pairs):
+//	                                                             no-start, no-end, no-key, filtered, or the
+//	                                                             row's expected reason (untraced-request)
 //	kpath_attach_errors_total{component,probe}         counter   failed probe attachments
 //	kpath_attached_probes{component,pid}               gauge     probes attached per traced process
 //	kpath_traces_total{complete}                       counter   finished traces, complete="true"|"false"

@@ -21,6 +21,7 @@ const (
 	MetricExportSpans        = "kpath_export_spans_total"
 	MetricExportDroppedSpans = "kpath_export_dropped_spans_total"
 	MetricStageDuration      = "kpath_stage_duration_seconds"
+	MetricEventsUnjoined     = "kpath_events_unjoined_total"
 )
 
 // Reasons an exporter drops spans (the reason label of
@@ -42,6 +43,7 @@ type Metrics struct {
 	gatherer prometheus.Gatherer
 
 	probeHits      *absCounter
+	unjoined       *absCounter
 	eventsDropped  *prometheus.CounterVec
 	attachErrors   *prometheus.CounterVec
 	attached       *prometheus.GaugeVec
@@ -58,6 +60,11 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m := &Metrics{
 		probeHits: newAbsCounter(prometheus.NewDesc(MetricProbeHits,
 			"Times each probe fired, as counted in BPF.", []string{"component", "probe"}, nil)),
+		unjoined: newAbsCounter(prometheus.NewDesc(MetricEventsUnjoined,
+			"Probe events that built no span, by catalogue row and reason: no-start (an end with nothing open), no-end "+
+				"(a start whose end never came), no-key, filtered (not a traced call, e.g. etcd reads), or the row's own "+
+				"expected reason (untraced-request: reads and watches end at MonitorRequest too).",
+			[]string{"probe", "reason"}, nil)),
 		eventsDropped: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: MetricEventsDropped, Help: "Probe events lost before they reached a trace, by reason.",
 		}, []string{"reason"}),
@@ -80,7 +87,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: MetricStageDuration, Help: "Duration of each traced stage.", Buckets: StageBuckets,
 		}, []string{"stage", "resource", "component"}),
 	}
-	cs := []prometheus.Collector{m.probeHits, m.eventsDropped, m.attachErrors, m.attached,
+	cs := []prometheus.Collector{m.probeHits, m.unjoined, m.eventsDropped, m.attachErrors, m.attached,
 		m.traces, m.exportSpans, m.exportDropped, m.stageDurations}
 
 	if reg == nil {
@@ -116,6 +123,14 @@ func (m *Metrics) AddProbeHits(component, probe string, n uint64) {
 func (m *Metrics) SetProbeHits(component, probe string, total uint64) {
 	if m != nil {
 		m.probeHits.set(component, probe, total)
+	}
+}
+
+// SetUnjoined sets how many events of one catalogue row built no span, for
+// one reason (correlate.Pairs counts them).
+func (m *Metrics) SetUnjoined(probe, reason string, total uint64) {
+	if m != nil {
+		m.unjoined.set(probe, reason, total)
 	}
 }
 

@@ -497,20 +497,9 @@ func binStackCheck(code []byte) int {
 // instructions the CPU can execute; an undecodable byte is an error, as a
 // missed or invented RET would silently corrupt span timing or the text.
 func (b *Binary) Returns(f Func) ([]uint64, error) {
-	if b.file == nil {
-		return nil, fmt.Errorf("probes: %s: binary is closed", b.Path)
-	}
-	if f.End <= f.Entry {
-		return nil, fmt.Errorf("probes: %s: function %s has empty range [%#x,%#x)", b.Path, f.Name, f.Entry, f.End)
-	}
-	seg, ok := b.segment(f.Entry)
-	if !ok || seg.Flags&elf.PF_X == 0 || f.End > seg.Vaddr+seg.Filesz {
-		return nil, fmt.Errorf("probes: %s: function %s range [%#x,%#x) is not inside an executable segment", b.Path, f.Name, f.Entry, f.End)
-	}
-	off := f.Entry - seg.Vaddr + seg.Off
-	code := make([]byte, f.End-f.Entry)
-	if _, err := b.file.ReadAt(code, int64(off)); err != nil {
-		return nil, fmt.Errorf("probes: %s: reading code of %s: %w", b.Path, f.Name, err)
+	code, off, err := b.code(f)
+	if err != nil {
+		return nil, err
 	}
 	rets := []uint64{}
 	for pc := 0; pc < len(code); {
@@ -526,6 +515,26 @@ func (b *Binary) Returns(f Func) ([]uint64, error) {
 		pc += n
 	}
 	return rets, nil
+}
+
+// code reads f's machine code and returns it with its file offset.
+func (b *Binary) code(f Func) ([]byte, uint64, error) {
+	if b.file == nil {
+		return nil, 0, fmt.Errorf("probes: %s: binary is closed", b.Path)
+	}
+	if f.End <= f.Entry {
+		return nil, 0, fmt.Errorf("probes: %s: function %s has empty range [%#x,%#x)", b.Path, f.Name, f.Entry, f.End)
+	}
+	seg, ok := b.segment(f.Entry)
+	if !ok || seg.Flags&elf.PF_X == 0 || f.End > seg.Vaddr+seg.Filesz {
+		return nil, 0, fmt.Errorf("probes: %s: function %s range [%#x,%#x) is not inside an executable segment", b.Path, f.Name, f.Entry, f.End)
+	}
+	off := f.Entry - seg.Vaddr + seg.Off
+	code := make([]byte, f.End-f.Entry)
+	if _, err := b.file.ReadAt(code, int64(off)); err != nil {
+		return nil, 0, fmt.Errorf("probes: %s: reading code of %s: %w", b.Path, f.Name, err)
+	}
+	return code, off, nil
 }
 
 // binDecode returns the length of the instruction at the start of code and

@@ -8,9 +8,64 @@ import (
 	"golang.org/x/mod/semver"
 )
 
-// Catalogue is every row kpath knows: the write path (rows.go) and what
-// follows a pod from the watch to its node (rows_pods.go).
-var Catalogue = slices.Concat(writeRows, podRows)
+// Catalogue is every row kpath knows: the write path (rows.go), feeding
+// the write traces, and what follows a pod from the watch to its node
+// (rows_pods.go), feeding the pod traces.
+var Catalogue = slices.Concat(feeding(writeRows, FeedsWrites), feeding(podRows, FeedsPods))
+
+// Feed names the correlator that takes a row's events: which trace they
+// belong to.
+type Feed uint8
+
+const (
+	FeedsWrites Feed = iota + 1 // one trace per object write (key, revision)
+	FeedsPods                   // one trace per pod (UID)
+)
+
+func feeding(rows []Row, f Feed) []Row {
+	out := slices.Clone(rows)
+	for i := range out {
+		out[i].Feeds = f
+	}
+	return out
+}
+
+// SpanRole says what a row's events are in span building.
+type SpanRole uint8
+
+const (
+	// Moment: a point in time (an untimed row), or, for a timed row, the
+	// whole span its entry and RET make in BPF.
+	Moment SpanRole = iota
+	// Opens starts the span named Row.Pair; the event of a Closes row with
+	// the same Pair and the same join key (Row.By) ends it. Both ends are
+	// entry hits, the cheap kind, so no RET is paid for.
+	Opens
+	Closes
+)
+
+// JoinKey says what ties a Closes event to the Opens event of its span.
+type JoinKey uint8
+
+const (
+	ByGoroutine JoinKey = iota + 1 // the same goroutine of the same process
+	ByUID                          // the same object UID in the same process
+)
+
+var joinNames = [...]string{"", "goroutine", "uid"}
+
+func (j JoinKey) String() string {
+	if int(j) < len(joinNames) {
+		return joinNames[j]
+	}
+	return fmt.Sprintf("join(%d)", uint8(j))
+}
+
+// Match keeps the events whose string Field is one of Values.
+type Match struct {
+	Field  Field
+	Values []string
+}
 
 // Row is one attach point of the catalogue: which function, in which
 // versions, what to read at its entry and at its RETs, and what it means.
@@ -42,6 +97,31 @@ type Row struct {
 	Detail bool
 	// Hits says how often the row fires, for the hit budget (README).
 	Hits string
+
+	// Span building (correlate.Pairs): an Opens or Closes row names the
+	// span it builds (Pair) and what joins its two ends (By).
+	Role SpanRole
+	Pair string
+	By   JoinKey
+	// Unpaired says why a Closes event may find no open span and still be
+	// no loss (MonitorRequest ends reads, which open nothing): such events
+	// are counted under this reason instead of as lost starts.
+	Unpaired string
+	// Only keeps the events whose captured string matches; the others are
+	// counted as filtered (etcd's RPC stats: only Txn calls are writes).
+	Only *Match
+	// Feeds is the correlator that takes the row's spans (set by Catalogue).
+	Feeds Feed
+
+	// CalledFrom puts the probe not on Symbol's entry but on each CALL of
+	// Symbol inside these functions, so that it fires on that path alone
+	// (a CALL rel32 is emulated like the push). Registers hold Symbol's
+	// arguments there, and RSP is the caller's: stack arguments at 0(SP),
+	// Spilled captures in the caller's frame.
+	CalledFrom []string
+	// CallArg keeps only the calls that pass one of these string
+	// constants in RAX,RBX (RecordEtcdRequest's verb: writes, not reads).
+	CallArg []string
 }
 
 // Field names what a captured value means.
@@ -78,11 +158,23 @@ const (
 	FieldStartedExt0
 	FieldStartedWall1
 	FieldStartedExt1
+	FieldVerb        // the apiserver's request verb (create, list, ...)
+	FieldSubresource // the request's subresource (binding, status, ...)
+	FieldCode        // an HTTP status code
+	// FieldElapsed is a time.Duration that ends at the hit: the span it
+	// closes started that long before (the apiserver's request latency,
+	// from the request's receipt).
+	FieldElapsed
+	// FieldBeginWall and FieldBeginExt are a Go time.Time at which the
+	// span that ends at the hit began (etcd's RPC start time).
+	FieldBeginWall
+	FieldBeginExt
 )
 
 var fieldNames = [...]string{"none", "method", "path", "key", "revision", "succeeded", "raft-id", "webhook", "namespace", "name", "uid",
 	"node", "container", "failed", "rv-text0", "rv-text1", "rv-len",
-	"statuses", "started-wall0", "started-ext0", "started-wall1", "started-ext1"}
+	"statuses", "started-wall0", "started-ext0", "started-wall1", "started-ext1",
+	"verb", "subresource", "code", "elapsed", "begin-wall", "begin-ext"}
 
 func (f Field) String() string {
 	if int(f) < len(fieldNames) {
@@ -94,7 +186,8 @@ func (f Field) String() string {
 // IsString says whether the field is captured into a string slot.
 func (f Field) IsString() bool {
 	switch f {
-	case FieldMethod, FieldPath, FieldKey, FieldWebhook, FieldNamespace, FieldName, FieldUID, FieldNode, FieldContainer:
+	case FieldMethod, FieldPath, FieldKey, FieldWebhook, FieldNamespace, FieldName, FieldUID, FieldNode, FieldContainer,
+		FieldVerb, FieldSubresource:
 		return true
 	}
 	return false
@@ -135,6 +228,10 @@ const (
 	AtOffset                         // integer in memory at Offset from the (dereferenced) register
 	StrInRegs                        // Go string / []byte passed as pointer and length registers
 	StrAt                            // Go string / []byte header in memory at Offset
+	// Spilled is an integer the caller saved in its frame: result register
+	// Reg of the CALL before the probed one (CalledFrom rows). Attach finds
+	// the slot in the caller's code and reads it as AtOffset from RSP.
+	Spilled
 )
 
 // Capture reads one value: start from Reg, follow Deref (each step loads a
@@ -156,6 +253,9 @@ func (c Capture) String() string {
 	switch c.Kind {
 	case StrInRegs:
 		fmt.Fprintf(&b, "string(%s,%s)", c.Reg, c.LenReg)
+		return b.String()
+	case Spilled:
+		fmt.Fprintf(&b, "saved(%s)", c.Reg)
 		return b.String()
 	}
 	b.WriteString(c.Reg.String())
@@ -189,6 +289,12 @@ func u64At(f Field, r Reg, path ...uint32) Capture {
 }
 
 func boolean(f Field, r Reg) Capture { return Capture{Field: f, Kind: InReg, Reg: r, Size: 1} }
+
+// spilled reads result register r of the call before the probed CALL
+// where the caller saved it, size bytes.
+func spilled(f Field, r Reg, size uint8) Capture {
+	return Capture{Field: f, Kind: Spilled, Reg: r, Size: size}
+}
 
 func boolAt(f Field, r Reg, path ...uint32) Capture {
 	c := u64At(f, r, path...)
@@ -250,6 +356,41 @@ func (r *Row) Validate() error {
 	}
 	if r.AtReturn && (r.Timed || r.Announce || len(r.Entry) > 0) {
 		return fmt.Errorf("row %s: an at-return row has no entry probe: no entry captures, not timed, not announced", r.ID)
+	}
+	switch r.Role {
+	case Moment:
+		if r.Pair != "" || r.By != 0 || r.Unpaired != "" {
+			return fmt.Errorf("row %s: Pair, By and Unpaired are for Opens and Closes rows", r.ID)
+		}
+	case Opens, Closes:
+		if r.Pair == "" || r.By == 0 {
+			return fmt.Errorf("row %s: an Opens or Closes row names its span (Pair) and its join (By)", r.ID)
+		}
+		if r.Timed || r.AtReturn {
+			return fmt.Errorf("row %s: an Opens or Closes row is one entry hit: not timed, not at-return", r.ID)
+		}
+		if r.Role == Opens && r.Unpaired != "" {
+			return fmt.Errorf("row %s: Unpaired is for Closes rows", r.ID)
+		}
+		if r.Role == Closes && r.Announce {
+			return fmt.Errorf("row %s: only the opening row of a span can announce it", r.ID)
+		}
+	default:
+		return fmt.Errorf("row %s: unknown role %d", r.ID, r.Role)
+	}
+	if len(r.CallArg) > 0 && len(r.CalledFrom) == 0 {
+		return fmt.Errorf("row %s: CallArg selects calls: it needs CalledFrom", r.ID)
+	}
+	for _, c := range r.Entry {
+		if c.Kind == Spilled && len(r.CalledFrom) == 0 {
+			return fmt.Errorf("row %s: field %s is read from the caller's frame: the row needs CalledFrom", r.ID, c.Field)
+		}
+	}
+	if r.Only != nil && !r.Only.Field.IsString() {
+		return fmt.Errorf("row %s: Only matches a string field, not %s", r.ID, r.Only.Field)
+	}
+	if r.Only != nil && !slices.ContainsFunc(r.Entry, func(c Capture) bool { return c.Field == r.Only.Field }) {
+		return fmt.Errorf("row %s: Only matches %s, which the row does not capture", r.ID, r.Only.Field)
 	}
 	seen := map[Field]bool{}
 	for _, c := range append(append([]Capture{}, r.Entry...), r.Exit...) {

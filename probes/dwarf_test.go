@@ -27,14 +27,12 @@ var dwarfChecks = []dwarfCheck{
 	{"kube-apiserver", "net/http.Request", "Method", 0, "apiserver.request.*"},
 	{"kube-apiserver", "net/http.Request", "URL", 16, "apiserver.request.*"},
 	{"kube-apiserver", "net/url.URL", "Path", 56, "apiserver.request.*"},
-	// Webhooks: the webhook's Name, the versioned object's data word.
-	{"kube-apiserver", "k8s.io/api/admissionregistration/v1.MutatingWebhook", "Name", 0, "apiserver.webhook.mutating"},
-	{"kube-apiserver", "k8s.io/api/admissionregistration/v1.ValidatingWebhook", "Name", 0, "apiserver.webhook.validating"},
-	// OptimisticPut's results, in register order: KV, Succeeded, Revision.
-	{"kube-apiserver", "go.etcd.io/etcd/client/v3/kubernetes.PutResponse", "Succeeded", 8, "apiserver.etcd.put"},
-	{"kube-apiserver", "go.etcd.io/etcd/client/v3/kubernetes.PutResponse", "Revision", 16, "apiserver.etcd.put"},
-	{"kube-apiserver", "go.etcd.io/etcd/client/v3/kubernetes.DeleteResponse", "Succeeded", 8, "apiserver.etcd.delete"},
-	{"kube-apiserver", "go.etcd.io/etcd/client/v3/kubernetes.DeleteResponse", "Revision", 16, "apiserver.etcd.delete"},
+	// OptimisticPut's results, in register order: KV, Succeeded, Revision
+	// (RAX, RBX, RCX), which apiserver.etcd.done reads where the store saved them.
+	{"kube-apiserver", "go.etcd.io/etcd/client/v3/kubernetes.PutResponse", "Succeeded", 8, "apiserver.etcd.done"},
+	{"kube-apiserver", "go.etcd.io/etcd/client/v3/kubernetes.PutResponse", "Revision", 16, "apiserver.etcd.done"},
+	{"kube-apiserver", "go.etcd.io/etcd/client/v3/kubernetes.DeleteResponse", "Succeeded", 8, "apiserver.etcd.done"},
+	{"kube-apiserver", "go.etcd.io/etcd/client/v3/kubernetes.DeleteResponse", "Revision", 16, "apiserver.etcd.done"},
 	// The watch cache's event.
 	{"kube-apiserver", "k8s.io/apiserver/pkg/storage/cacher.watchCacheEvent", "Object", 24 - 8, "apiserver.watch.cache"},
 	{"kube-apiserver", "k8s.io/apiserver/pkg/storage/cacher.watchCacheEvent", "Key", 80, "apiserver.watch.cache"},
@@ -48,17 +46,18 @@ var dwarfChecks = []dwarfCheck{
 	{"kubelet", "k8s.io/api/core/v1.Pod", "ObjectMeta.UID", objUID, "objMeta"},
 	{"kubelet", "k8s.io/api/core/v1.Pod", "ObjectMeta.ResourceVersion", objRV, "objRevision"},
 	// etcd's request and response structs, and the apply's txn.
-	{"etcd", "go.etcd.io/etcd/api/v3/etcdserverpb.TxnRequest", "Compare", 0, "etcd.request.txn"},
-	{"etcd", "go.etcd.io/etcd/api/v3/etcdserverpb.Compare", "Key", 8, "etcd.request.txn"},
-	{"etcd", "go.etcd.io/etcd/api/v3/etcdserverpb.TxnResponse", "Header", 0, "etcd.request.txn"},
-	{"etcd", "go.etcd.io/etcd/api/v3/etcdserverpb.TxnResponse", "Succeeded", 8, "etcd.request.txn"},
+	{"etcd", "google.golang.org/grpc.UnaryServerInfo", "FullMethod", 16, "etcd.request.rpc"},
+	{"etcd", "go.etcd.io/etcd/api/v3/etcdserverpb.TxnRequest", "Compare", 0, "etcd.request.*"},
+	{"etcd", "go.etcd.io/etcd/api/v3/etcdserverpb.Compare", "Key", 8, "etcd.request.*"},
+	{"etcd", "go.etcd.io/etcd/api/v3/etcdserverpb.TxnResponse", "Header", 0, "etcd.request.*"},
+	{"etcd", "go.etcd.io/etcd/api/v3/etcdserverpb.TxnResponse", "Succeeded", 8, "etcd.request.*"},
 	{"etcd", "go.etcd.io/etcd/api/v3/etcdserverpb.ResponseHeader", "Revision", 16, "etcd.request.*"},
 	{"etcd", "go.etcd.io/etcd/api/v3/etcdserverpb.PutRequest", "Key", 0, "etcd.request.put"},
 	{"etcd", "go.etcd.io/etcd/server/v3/storage/mvcc.storeTxnWrite", "beginRev", 64, "etcd.apply.*"},
 	// kube-scheduler: the queued pod, the cycle's result in register order.
 	{"kube-scheduler", "k8s.io/kubernetes/pkg/scheduler/framework.QueuedPodInfo", "PodInfo", 0, "scheduler.cycle"},
 	{"kube-scheduler", "k8s.io/kubernetes/pkg/scheduler/framework.PodInfo", "Pod", 0, "scheduler.cycle"},
-	{"kube-scheduler", "k8s.io/kubernetes/pkg/scheduler.ScheduleResult", "SuggestedHost", 0, "scheduler.cycle"},
+	{"kube-scheduler", "k8s.io/kubernetes/pkg/scheduler.ScheduleResult", "SuggestedHost", 0, "scheduler.cycle.done"},
 	{"kube-scheduler", "k8s.io/api/core/v1.Pod", "ObjectMeta.UID", objUID, "scheduler.*"},
 	// kubelet: the container being started, the pod status and its times.
 	{"kubelet", "k8s.io/kubernetes/pkg/kubelet/kuberuntime.startSpec", "container", 0, "kubelet.container.start"},
@@ -78,10 +77,7 @@ var dwarfChecks = []dwarfCheck{
 var dwarfVersionedChecks = []struct {
 	dwarfCheck
 	versions string
-}{
-	{dwarfCheck{"kube-apiserver", "k8s.io/apiserver/pkg/admission.VersionedAttributes", "VersionedObject", 40 - 8, "apiserver.webhook.*"}, k8s133to136},
-	{dwarfCheck{"kube-apiserver", "k8s.io/apiserver/pkg/admission.VersionedAttributes", "VersionedObject.object", 64 - 8, "apiserver.webhook.*"}, k8s137},
-}
+}{}
 
 // normalLabBinaries finds the lab's normal builds (test/lab/build.sh), by
 // name: every version in the cache (the lab's own, and any other built with

@@ -115,13 +115,17 @@ func testEtcdLive(t *testing.T, bin string) {
 
 	mu.Lock()
 	defer mu.Unlock()
-	var req, prop, put, done, fsync *Event
+	var req, rpc, prop, put, done, fsync *Event
 	for i := range events {
 		e := &events[i]
 		switch e.Probe {
 		case "etcd.request.txn":
 			if e.Key == key {
 				req = e
+			}
+		case "etcd.request.rpc":
+			if e.Key == key {
+				rpc = e
 			}
 		case "etcd.apply.put":
 			if e.Key == key {
@@ -163,6 +167,17 @@ func testEtcdLive(t *testing.T, bin string) {
 	}
 	if put.Start.Before(req.Start) || put.Start.After(req.End) {
 		t.Errorf("apply at %v outside the request %v–%v", put.Start, req.Start, req.End)
+	}
+	// The RPC's stats, one entry hit: the same key, revision and result as
+	// the gRPC handler's own span, and a start (etcd's clock, read from the
+	// interceptor's startTime) just before the handler's.
+	switch {
+	case rpc == nil:
+		t.Errorf("no etcd.request.rpc event for %s", key)
+	case rpc.Method != "/etcdserverpb.KV/Txn" || rpc.Revision != rev || !rpc.Succeeded:
+		t.Errorf("rpc stats: method %q revision %d succeeded %v; want Txn %d true", rpc.Method, rpc.Revision, rpc.Succeeded, rev)
+	case rpc.Point || rpc.Start.After(req.Start) || req.Start.Sub(rpc.Start) > 5*time.Millisecond || rpc.End.Before(req.End):
+		t.Errorf("rpc stats span %v–%v does not enclose the handler's %v–%v", rpc.Start, rpc.End, req.Start, req.End)
 	}
 	t.Logf("txn %s rev %d took %v; raft id %#x; fsync %v", key, rev, req.Duration(), prop.RaftID, fsync.Duration())
 }

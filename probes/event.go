@@ -22,6 +22,9 @@ const (
 // at entry, End at the RET), a point in time when it has none (End == Start).
 // Only the fields the catalogue row captures are set.
 type Event struct {
+	// Row is the catalogue row that fired: what the event means and what
+	// it joins to (nil for events made by hand in tests).
+	Row       *Row
 	Component Component
 	Stage     string // kpath.stage, e.g. "request", "storage-write", "etcd-txn"
 	Probe     string // catalogue row ID
@@ -60,14 +63,125 @@ type Event struct {
 	// container name, as the kubelet sorts them; zero: not running).
 	Statuses          int
 	ContainersStarted []time.Time
+	Verb              string        // the apiserver's request verb
+	Subresource       string        // the request's subresource
+	Code              int           // HTTP status code
+	Elapsed           time.Duration // how long before the hit the span began (FieldElapsed)
+	// Opened is when the span's opening row fired, when the span's start
+	// came from its closing row instead (the apiserver's request begins at
+	// its receipt; the handler's entry is where the filters ended).
+	Opened time.Time
 
 	// rvText collects a resourceVersion read as text (FieldRVText0/1,
 	// FieldRVLen) until it can be parsed into Revision.
 	rvText [2]uint64
 	rvLen  uint64
-	// started collects FieldStartedWall/Ext pairs.
+	// started collects FieldStartedWall/Ext pairs, begin FieldBeginWall/Ext.
 	started [2][2]uint64
+	begin   [2]uint64
 }
 
 // Duration is End-Start, zero for point events.
 func (e *Event) Duration() time.Duration { return e.End.Sub(e.Start) }
+
+// CopyField sets field f of e to its value in src: what a span's closing
+// event adds to its opening one.
+func (e *Event) CopyField(f Field, src *Event) {
+	if p := e.str(f); p != nil {
+		*p = *src.str(f)
+		return
+	}
+	switch f {
+	case FieldRevision, FieldRVText0, FieldRVText1, FieldRVLen:
+		e.Revision = src.Revision
+	case FieldSucceeded:
+		e.Succeeded, e.SucceededSet = src.Succeeded, src.SucceededSet
+	case FieldRaftID:
+		e.RaftID = src.RaftID
+	case FieldFailed:
+		e.Failed = src.Failed
+	case FieldStatuses, FieldStartedWall0, FieldStartedExt0, FieldStartedWall1, FieldStartedExt1:
+		e.Statuses, e.ContainersStarted = src.Statuses, src.ContainersStarted
+	case FieldCode:
+		e.Code = src.Code
+	case FieldElapsed:
+		e.Elapsed = src.Elapsed
+	}
+}
+
+// StringField is the value of a string field ("" for other fields).
+func (e *Event) StringField(f Field) string {
+	if p := e.str(f); p != nil {
+		return *p
+	}
+	return ""
+}
+
+// str is where a string field lives in the event, nil for other fields.
+func (e *Event) str(f Field) *string {
+	switch f {
+	case FieldMethod:
+		return &e.Method
+	case FieldPath:
+		return &e.Path
+	case FieldKey:
+		return &e.Key
+	case FieldWebhook:
+		return &e.Webhook
+	case FieldNamespace:
+		return &e.Namespace
+	case FieldName:
+		return &e.Name
+	case FieldUID:
+		return &e.UID
+	case FieldNode:
+		return &e.Node
+	case FieldContainer:
+		return &e.Container
+	case FieldVerb:
+		return &e.Verb
+	case FieldSubresource:
+		return &e.Subresource
+	}
+	return nil
+}
+
+// PairKey is what joins the two ends of a span a row Opens or Closes.
+type PairKey struct {
+	Pair string
+	PID  uint32
+	G    uint64
+	UID  string
+}
+
+// PairKey is e's join key; e must come from an Opens or Closes row.
+func (e *Event) PairKey() PairKey {
+	k := PairKey{Pair: e.Row.Pair, PID: e.PID}
+	switch e.Row.By {
+	case ByGoroutine:
+		k.G = e.Goroutine
+	case ByUID:
+		k.UID = e.UID
+	}
+	return k
+}
+
+// ClosedBy is the span from e, the event that opened it, to c, the event
+// of a row that closes it: e's row and captures, with what c captured
+// added, ending at c.
+func (e Event) ClosedBy(c *Event) Event {
+	s := e
+	s.End, s.Point, s.InFlight = c.Start, false, false
+	for _, cp := range c.Row.Entry {
+		s.CopyField(cp.Field, c)
+	}
+	if c.Elapsed > 0 {
+		// The closing site knows when the span really began (before the
+		// opening row could see it): the opening hit becomes a mark inside.
+		s.Opened, s.Start = e.Start, c.Start.Add(-c.Elapsed)
+		if s.Opened.Before(s.Start) {
+			s.Opened = s.Start
+		}
+	}
+	return s
+}

@@ -304,18 +304,18 @@ func TestPodRowsLive(t *testing.T) {
 		return nil
 	}
 	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(200 * time.Millisecond) {
-		if failed("scheduler.cycle", unsched.Metadata.UID) != nil && failed("kubelet.pod.sync", noImage.Metadata.UID) != nil {
+		if failed("scheduler.cycle.failed", unsched.Metadata.UID) != nil && failed("kubelet.pod.sync", noImage.Metadata.UID) != nil {
 			break
 		}
 		if time.Now().After(deadline) {
 			t.Errorf("failures not seen within 60s: unschedulable pod's cycle %v, absent image's sync %v",
-				failed("scheduler.cycle", unsched.Metadata.UID), failed("kubelet.pod.sync", noImage.Metadata.UID))
+				failed("scheduler.cycle.failed", unsched.Metadata.UID), failed("kubelet.pod.sync", noImage.Metadata.UID))
 			break
 		}
 	}
-	if c, y := failed("scheduler.cycle", unsched.Metadata.UID), failed("kubelet.pod.sync", noImage.Metadata.UID); c != nil && y != nil {
-		t.Logf("%v: failures seen: unschedulable pod's cycle failed after %v; absent image: its sync failed after %v",
-			time.Since(began).Round(time.Millisecond), c.Duration(), y.Duration())
+	if c, y := failed("scheduler.cycle.failed", unsched.Metadata.UID), failed("kubelet.pod.sync", noImage.Metadata.UID); c != nil && y != nil {
+		t.Logf("%v: failures seen: unschedulable pod's cycle failed; absent image: its sync failed after %v",
+			time.Since(began).Round(time.Millisecond), y.Duration())
 	}
 	if err := stopRead(); err != nil {
 		t.Fatal(err)
@@ -341,16 +341,12 @@ func TestPodRowsLive(t *testing.T) {
 		switch {
 		case e.Probe == "apiserver.watch.cache":
 			ok = e.Key == key
-		case e.Probe == "kubelet.cri.start":
-			// No pod in its arguments: it ends the last container start
-			// before it on the same goroutine, when that one is this pod's.
-			var last *Event
-			for i := range all {
-				if c := &all[i]; c.Probe == "kubelet.container.start" && c.Goroutine == e.Goroutine && c.PID == e.PID && !c.Start.After(e.Start) {
-					last = c
-				}
-			}
-			ok = last != nil && last.UID == uid
+		case podRowIDs[e.Probe] != nil && podRowIDs[e.Probe].Role == Closes && e.UID == "":
+			// No pod in its arguments (the end of a CRI call): it belongs
+			// to the pod whose span it closes, the last one opened before
+			// it with the same join.
+			o := openerOf(all, &e)
+			ok = o != nil && o.UID == uid
 		case podRowIDs[e.Probe] != nil:
 			ok = e.UID == uid
 		}
@@ -361,6 +357,18 @@ func TestPodRowsLive(t *testing.T) {
 	}
 	if len(timeline) == 0 {
 		t.Fatalf("no event of any pod row for pod %s (%s) among %d events", uid, key, len(all))
+	}
+	// The spans the catalogue builds from two entry hits, as the agent's
+	// correlate.Pairs does: each opening event ends at its closing one.
+	for id, evs := range mine {
+		if podRowIDs[id].Role != Opens {
+			continue
+		}
+		for i := range evs {
+			if c := closerOf(all, &evs[i]); c != nil {
+				evs[i] = evs[i].ClosedBy(c)
+			}
+		}
 	}
 	slices.SortFunc(timeline, func(a, b Event) int { return a.Start.Compare(b.Start) })
 	t0 := timeline[0].Start
@@ -406,6 +414,9 @@ func TestPodRowsLive(t *testing.T) {
 	for _, r := range podRows {
 		if r.Component == AnyClientGo {
 			continue // no operator runs here: test/e2e's TestOperatorWatchLagIsTraced proves it
+		}
+		if r.ID == "scheduler.cycle.failed" {
+			continue // it fired for the unschedulable pod (above)
 		}
 		if len(mine[r.ID]) == 0 {
 			t.Errorf("row %s (%s, detail %v) did not fire for pod %s", r.ID, r.Component, r.Detail, uid)
@@ -495,24 +506,15 @@ func TestPodRowsLive(t *testing.T) {
 		t.Errorf("sandbox creation failed: %+v", sandbox)
 	}
 	inSync("kubelet.sandbox.create", sandbox)
-	// Each container start is ended by the RET of its CRI call on the same
-	// goroutine (kubelet.cri.start, a point at the RET).
+	// Each container start ends where its CRI call does (kubelet.cri.start,
+	// on the same goroutine).
 	started := map[string]Event{}
 	var lastStart Event
 	for _, e := range mine["kubelet.container.start"] {
 		inSync("kubelet.container.start "+e.Container, e)
 		before("kubelet.sandbox.create end", "kubelet.container.start "+e.Container, sandbox.End, e.Start)
-		for _, c := range mine["kubelet.cri.start"] {
-			if c.Goroutine == e.Goroutine && !c.Start.Before(e.Start) {
-				if c.Failed {
-					t.Errorf("container %s: CRI StartContainer failed: %+v", e.Container, c)
-				}
-				e.End = c.Start
-				break
-			}
-		}
 		if e.End.Equal(e.Start) {
-			t.Errorf("container %s: no CRI StartContainer return after its start", e.Container)
+			t.Errorf("container %s: no end of the CRI StartContainer after its start", e.Container)
 		}
 		started[e.Container] = e
 		if e.End.After(lastStart.End) {
@@ -646,6 +648,30 @@ func TestPodRowsLive(t *testing.T) {
 }
 
 func durOf(e Event) time.Duration { return e.Duration() }
+
+// openerOf is the event that opened the span closing event c ends: the
+// last one of an Opens row with c's join key before it.
+func openerOf(all []Event, c *Event) *Event {
+	var o *Event
+	for i := range all {
+		e := &all[i]
+		if e.Row != nil && e.Row.Role == Opens && e.Row.Pair == c.Row.Pair && e.PairKey() == c.PairKey() && !e.Start.After(c.Start) {
+			o = e
+		}
+	}
+	return o
+}
+
+// closerOf is the first event of a Closes row with o's join key after o.
+func closerOf(all []Event, o *Event) *Event {
+	for i := range all {
+		e := &all[i]
+		if e.Row != nil && e.Row.Role == Closes && e.PairKey() == o.PairKey() && !e.Start.Before(o.Start) {
+			return e
+		}
+	}
+	return nil
+}
 
 func mustRV(t *testing.T, s string) int64 {
 	t.Helper()

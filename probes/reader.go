@@ -87,6 +87,7 @@ func (t *Tracer) decode(raw []byte) (Event, bool) {
 	t.mu.Unlock()
 
 	ev := Event{
+		Row:             row,
 		Component:       comp,
 		Stage:           row.Stage,
 		Probe:           row.ID,
@@ -118,26 +119,8 @@ func setField(ev *Event, c Capture, be *bpf.Event, slot uint8) {
 	if c.Field.IsString() {
 		n := min(int(be.StrLen[slot]), bpf.StrLen)
 		b := unsafe.Slice((*byte)(unsafe.Pointer(&be.Str[slot][0])), n)
-		s := string(b)
-		switch c.Field {
-		case FieldMethod:
-			ev.Method = s
-		case FieldPath:
-			ev.Path = s
-		case FieldKey:
-			ev.Key = s
-		case FieldWebhook:
-			ev.Webhook = s
-		case FieldNamespace:
-			ev.Namespace = s
-		case FieldName:
-			ev.Name = s
-		case FieldUID:
-			ev.UID = s
-		case FieldNode:
-			ev.Node = s
-		case FieldContainer:
-			ev.Container = s
+		if p := ev.str(c.Field); p != nil {
+			*p = string(b)
 		}
 		return
 	}
@@ -163,6 +146,14 @@ func setField(ev *Event, c Capture, be *bpf.Event, slot uint8) {
 		ev.Revision = revText(ev.rvText, ev.rvLen)
 	case FieldStatuses:
 		ev.Statuses = int(v)
+	case FieldCode:
+		ev.Code = int(v)
+	case FieldElapsed:
+		ev.Elapsed = time.Duration(v)
+	case FieldBeginWall:
+		ev.begin[0] = uint64(v)
+	case FieldBeginExt:
+		ev.begin[1] = uint64(v)
 	case FieldStartedWall0, FieldStartedExt0, FieldStartedWall1, FieldStartedExt1:
 		i := int(c.Field-FieldStartedWall0) / 2
 		ev.started[i][int(c.Field-FieldStartedWall0)%2] = uint64(v)
@@ -171,6 +162,13 @@ func setField(ev *Event, c Capture, be *bpf.Event, slot uint8) {
 
 // finish derives what needs several captures together.
 func (ev *Event) finish(row *Row) {
+	// A completion site holds its span's start: the event is the span.
+	if t := goTime(ev.begin[0], int64(ev.begin[1])); !t.IsZero() && !t.After(ev.End) {
+		ev.Start, ev.Point = t, false
+	}
+	if ev.Elapsed > 0 && row.Role != Closes {
+		ev.Start, ev.Point = ev.End.Add(-ev.Elapsed), false
+	}
 	if ev.Statuses <= 0 {
 		return
 	}

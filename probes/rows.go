@@ -11,11 +11,16 @@ package probes
 // v3.6.8 and v3.7.0). Where a version changed a signature, the row has a
 // variant with the same ID and another range.
 //
-// Hit budget (README): a plain write costs 4 hits in kube-apiserver (request
-// entry+RET, etcd txn entry+RET); each webhook call adds 2. etcd adds 3, all
-// entries (the cheap kind, see Binary.EntrySite): the proposal's Register,
-// the apply's put and its Trigger. The gRPC Txn span (an entry and a costly
-// RET) and the WAL fsync are detail rows.
+// Hit budget (README): a plain write costs 4 hits in kube-apiserver, all
+// entries of the cheap kind (Binary.EntrySite; a CALL site costs the same):
+// the handler's entry and MonitorRequest, which ends the request and says
+// when it was received; the etcd txn's entry and the CALL of
+// RecordEtcdRequest after it, where the txn's result is read from the
+// caller's frame. Each webhook call adds 2. etcd adds 3, all entries: its
+// gRPC stats (logUnaryRequestStats, which holds the RPC's start, key and
+// result), the apply's put and its Trigger. No default row has a RET: a RET
+// is single-stepped, 21–24 µs a hit here against 0.75 µs. The timed rows
+// left (the storage layer, the gRPC Txn span, the WAL fsync) are detail.
 
 const (
 	modAPIServer  = "k8s.io/apiserver"
@@ -24,8 +29,6 @@ const (
 	modEtcdPkg    = "go.etcd.io/etcd/pkg/v3"
 
 	k8s133to137  = ">=v0.33.0 <v0.38.0"
-	k8s133to136  = ">=v0.33.0 <v0.37.0"
-	k8s137       = ">=v0.37.0 <v0.38.0"
 	etcd36       = ">=v3.6.0 <v3.7.0"
 	etcdClient35 = ">=v3.5.0 <v3.8.0"
 )
@@ -41,6 +44,19 @@ const (
 	StageWALFsync     = "wal-fsync"
 	StageApply        = "apply"
 	StageApplied      = "applied"
+	// StageFilters is the part of a request before its handler: the
+	// apiserver's filters (authentication, audit, priority and fairness
+	// queueing, authorization), from its receipt.
+	StageFilters = "filters"
+)
+
+// Pairs: the spans built from two entry hits (Row.Pair).
+const (
+	PairRequest      = "request"
+	PairStorageWrite = "storage-write"
+	PairCycle        = "scheduling-cycle"
+	PairSandbox      = "sandbox"
+	PairContainer    = "container-start"
 )
 
 // *http.Request: Method string @0, URL *url.URL @16; url.URL.Path @56.
@@ -53,40 +69,37 @@ var (
 var writeRows = []Row{
 	// kube-apiserver: one handler closure per verb; the closure receives
 	// (w http.ResponseWriter, req *http.Request): w in RAX,RBX, req in RCX.
-	{ID: "apiserver.request.create", Component: KubeAPIServer, Stage: StageRequest, Timed: true, Announce: true,
-		Symbol: "k8s.io/apiserver/pkg/endpoints/handlers.CreateResource.createHandler.func1",
-		Module: modAPIServer, Versions: k8s133to137, Hits: "once per POST",
-		Entry: []Capture{httpMethod(RCX), httpPath(RCX)}},
-	{ID: "apiserver.request.create-named", Component: KubeAPIServer, Stage: StageRequest, Timed: true, Announce: true,
-		Symbol: "k8s.io/apiserver/pkg/endpoints/handlers.CreateNamedResource.createHandler.func1",
-		Module: modAPIServer, Versions: k8s133to137, Hits: "once per POST to a named subresource (binding, eviction)",
-		Entry: []Capture{httpMethod(RCX), httpPath(RCX)}},
-	{ID: "apiserver.request.update", Component: KubeAPIServer, Stage: StageRequest, Timed: true, Announce: true,
-		Symbol: "k8s.io/apiserver/pkg/endpoints/handlers.UpdateResource.func1",
-		Module: modAPIServer, Versions: k8s133to137, Hits: "once per PUT",
-		Entry: []Capture{httpMethod(RCX), httpPath(RCX)}},
-	{ID: "apiserver.request.patch", Component: KubeAPIServer, Stage: StageRequest, Timed: true, Announce: true,
-		Symbol: "k8s.io/apiserver/pkg/endpoints/handlers.PatchResource.func1",
-		Module: modAPIServer, Versions: k8s133to137, Hits: "once per PATCH",
-		Entry: []Capture{httpMethod(RCX), httpPath(RCX)}},
-	{ID: "apiserver.request.delete", Component: KubeAPIServer, Stage: StageRequest, Timed: true, Announce: true,
-		Symbol: "k8s.io/apiserver/pkg/endpoints/handlers.DeleteResource.func1",
-		Module: modAPIServer, Versions: k8s133to137, Hits: "once per DELETE",
-		Entry: []Capture{httpMethod(RCX), httpPath(RCX)}},
+	// Its entry opens the request span, announced so that the writes made
+	// inside wait for its end; MonitorRequest below closes it.
+	requestRow("apiserver.request.create", "k8s.io/apiserver/pkg/endpoints/handlers.CreateResource.createHandler.func1", "once per POST"),
+	requestRow("apiserver.request.create-named", "k8s.io/apiserver/pkg/endpoints/handlers.CreateNamedResource.createHandler.func1",
+		"once per POST to a named subresource (binding, eviction)"),
+	requestRow("apiserver.request.update", "k8s.io/apiserver/pkg/endpoints/handlers.UpdateResource.func1", "once per PUT"),
+	requestRow("apiserver.request.patch", "k8s.io/apiserver/pkg/endpoints/handlers.PatchResource.func1", "once per PATCH"),
+	requestRow("apiserver.request.delete", "k8s.io/apiserver/pkg/endpoints/handlers.DeleteResource.func1", "once per DELETE"),
+	// MonitorRequest(req, verb, group, version, resource, subresource, scope,
+	// component string, deprecated bool, removedRelease string, httpCode,
+	// respSize int, elapsed time.Duration) runs on the handler's goroutine
+	// after the route returned: it ends the request, and elapsed (since the
+	// request's receipt, what apiserver_request_duration_seconds observes)
+	// says when it began. verb in RBX,RCX; on the stack subresource @8,
+	// httpCode @80, elapsed @96. Reads, watches and non-resource requests
+	// end here too, with no handler row open: counted untraced-request.
+	{ID: "apiserver.request.end", Component: KubeAPIServer, Stage: StageRequest,
+		Role: Closes, Pair: PairRequest, By: ByGoroutine, Unpaired: "untraced-request",
+		Symbol: "k8s.io/apiserver/pkg/endpoints/metrics.MonitorRequest",
+		Module: modAPIServer, Versions: k8s133to137, Hits: "once per request of any verb (reads and watches too)",
+		Entry: []Capture{str(FieldVerb, RBX, RCX), strAt(FieldSubresource, RSP, 8), u64At(FieldCode, RSP, 80), u64At(FieldElapsed, RSP, 96)}},
 
-	// Admission webhooks: the webhook (Name @0) in RDI, the versioned
-	// attributes in R8 with VersionedObject's data pointer → ObjectMeta. Up
-	// to v0.36 VersionedObject is a runtime.Object @32 (data @40); v0.37 made
-	// both versioned objects a LazyObject (object, a bool, a cel ref.Val: 40
-	// bytes), so VersionedObject.object is @56 (data @64).
-	webhookRow("apiserver.webhook.mutating", "k8s.io/apiserver/pkg/admission/plugin/webhook/mutating.(*mutatingDispatcher).callAttrMutatingHook",
-		k8s133to136, 40, "once per matching mutating webhook per request"),
-	webhookRow("apiserver.webhook.mutating", "k8s.io/apiserver/pkg/admission/plugin/webhook/mutating.(*mutatingDispatcher).callAttrMutatingHook",
-		k8s137, 64, "once per matching mutating webhook per request"),
-	webhookRow("apiserver.webhook.validating", "k8s.io/apiserver/pkg/admission/plugin/webhook/validating.(*validatingDispatcher).callHook",
-		k8s133to136, 40, "once per matching validating webhook per request (each on its own goroutine)"),
-	webhookRow("apiserver.webhook.validating", "k8s.io/apiserver/pkg/admission/plugin/webhook/validating.(*validatingDispatcher).callHook",
-		k8s137, 64, "once per matching validating webhook per request (each on its own goroutine)"),
+	// Admission webhooks, mutating and validating: the dispatcher calls
+	// ObserveWebhook(ctx, name, elapsed, rejected, attr, stepType, code)
+	// right after each call, on the goroutine that made it: one entry hit
+	// holds the call. name in RDI,RSI, elapsed in R8, the HTTP code on the
+	// stack @24.
+	{ID: "apiserver.webhook", Component: KubeAPIServer, Stage: StageAdmission,
+		Symbol: "k8s.io/apiserver/pkg/admission/metrics.(*AdmissionMetrics).ObserveWebhook",
+		Module: modAPIServer, Versions: k8s133to137, Hits: "once per webhook called (mutating on the request's storage goroutine, validating each on its own)",
+		Entry: []Capture{str(FieldWebhook, RDI, RSI), u64(FieldElapsed, R8), u64At(FieldCode, RSP, 24)}},
 
 	// The storage layer (key without the /registry prefix): detail only,
 	// since the etcd txn below already times the write.
@@ -104,18 +117,48 @@ var writeRows = []Row{
 		Entry: []Capture{str(FieldKey, RDI, RSI)}},
 
 	// The etcd txn the apiserver issues. Value receiver Client in RAX,RBX,RCX,
-	// ctx in RDI,RSI, the full etcd key in R8,R9. The results PutResponse /
-	// DeleteResponse {KV, Succeeded, Revision} are in RAX,RBX,RCX at a RET.
-	{ID: "apiserver.etcd.put", Component: KubeAPIServer, Stage: StageStorageWrite, Timed: true,
+	// ctx in RDI,RSI, the full etcd key in R8,R9. Its entry opens the
+	// storage write; the CALL of RecordEtcdRequest after it closes it.
+	{ID: "apiserver.etcd.put", Component: KubeAPIServer, Stage: StageStorageWrite,
+		Role: Opens, Pair: PairStorageWrite, By: ByGoroutine,
 		Symbol: "go.etcd.io/etcd/client/v3/kubernetes.Client.OptimisticPut",
 		Module: modEtcdClient, Versions: etcdClient35, Hits: "once per create/update attempt",
-		Entry: []Capture{str(FieldKey, R8, R9)},
-		Exit:  []Capture{boolean(FieldSucceeded, RBX), u64(FieldRevision, RCX)}},
-	{ID: "apiserver.etcd.delete", Component: KubeAPIServer, Stage: StageStorageWrite, Timed: true,
+		Entry: []Capture{str(FieldKey, R8, R9)}},
+	{ID: "apiserver.etcd.delete", Component: KubeAPIServer, Stage: StageStorageWrite,
+		Role: Opens, Pair: PairStorageWrite, By: ByGoroutine,
 		Symbol: "go.etcd.io/etcd/client/v3/kubernetes.Client.OptimisticDelete",
 		Module: modEtcdClient, Versions: etcdClient35, Hits: "once per delete attempt",
-		Entry: []Capture{str(FieldKey, R8, R9)},
-		Exit:  []Capture{boolean(FieldSucceeded, RBX), u64(FieldRevision, RCX)}},
+		Entry: []Capture{str(FieldKey, R8, R9)}},
+	// The store calls RecordEtcdRequest(verb, groupResource, err, startTime)
+	// right after each txn, on the same goroutine. The CALLs that pass a
+	// write verb are probed, not the function (it also follows every read
+	// from etcd). The txn's results {KV, Succeeded, Revision} and its error
+	// came back in RAX,RBX,RCX and RDI,RSI, and the store saved Succeeded,
+	// Revision and the error's type word in its frame, since it uses them
+	// after this call: Attach finds the slots in the store's code.
+	{ID: "apiserver.etcd.done", Component: KubeAPIServer, Stage: StageStorageWrite,
+		Role: Closes, Pair: PairStorageWrite, By: ByGoroutine,
+		Symbol:     "k8s.io/apiserver/pkg/storage/etcd3/metrics.RecordEtcdRequest",
+		CalledFrom: []string{storeFn + "Create", storeFn + "GuaranteedUpdate", storeFn + "conditionalDelete"},
+		CallArg:    []string{"create", "update", "delete"},
+		Module:     modAPIServer, Versions: k8s133to137, Hits: "once per create/update/delete txn",
+		Entry: []Capture{spilled(FieldSucceeded, RBX, 1), spilled(FieldRevision, RCX, 8), spilled(FieldFailed, RDI, 8)}},
+
+	// etcd's side of every unary RPC: the logging interceptor defers
+	// logUnaryRequestStats(ctx, lg, warnLatency, info, startTime, req, resp)
+	// to the handler's end, on its goroutine: one entry hit holds the whole
+	// RPC. info in RSI (FullMethod @16), startTime in R8,R9,R10 (wall, ext,
+	// loc); req and resp are on the stack (type @8, data @16; type @24,
+	// data @32): *TxnRequest Compare @0 → [0] → Key @8, *TxnResponse Header
+	// @0 → Revision @16, Succeeded @8. Only Txn calls are kept: the others
+	// have other layouts, and writes from the apiserver are all Txn.
+	{ID: "etcd.request.rpc", Component: Etcd, Stage: StageEtcdRequest,
+		Symbol: "go.etcd.io/etcd/server/v3/etcdserver/api/v3rpc.logUnaryRequestStats",
+		Module: modEtcdServer, Versions: etcd36, Hits: "once per unary RPC (every txn, range, lease grant, ...)",
+		Only: &Match{FieldMethod, []string{"/etcdserverpb.KV/Txn"}},
+		Entry: []Capture{strAt(FieldMethod, RSI, 16), strAt(FieldKey, RSP, 16, 0, 0, 8),
+			u64At(FieldRevision, RSP, 32, 0, 16), boolAt(FieldSucceeded, RSP, 32, 8),
+			u64(FieldBeginWall, R8), u64(FieldBeginExt, R9)}},
 
 	// etcd, the gRPC request: *TxnRequest in RDI, Compare []*Compare @0,
 	// Compare.Key @8; at a RET *TxnResponse in RAX: Header @0 (Revision
@@ -135,7 +178,8 @@ var writeRows = []Row{
 	// before the proposal; Trigger hands the apply result back under it.
 	// Register → Trigger is etcd's part of the write, joined exactly by the
 	// ID, whatever the request (Txn, Put, from any client).
-	{ID: "etcd.raft.propose", Component: Etcd, Stage: StagePropose,
+	// Detail: etcd's RPC stats above hold the whole request.
+	{ID: "etcd.raft.propose", Component: Etcd, Stage: StagePropose, Detail: true,
 		Symbol: "go.etcd.io/etcd/pkg/v3/wait.(*list).Register",
 		Module: modEtcdPkg, Versions: etcd36, Hits: "once per proposal (every write, lease grant, compaction, ...)",
 		Entry: []Capture{u64(FieldRaftID, RBX)}},
@@ -162,12 +206,14 @@ var writeRows = []Row{
 		Entry: []Capture{u64(FieldRaftID, RBX)}},
 }
 
+const storeFn = "k8s.io/apiserver/pkg/storage/etcd3.(*store)."
+
 func withAdd(c Capture, n int64) Capture { c.Add = n; return c }
 
-// webhookRow is one admission webhook call: the webhook in RDI (Name @0),
-// the versioned attributes in R8, whose VersionedObject data word is at obj.
-func webhookRow(id, symbol, versions string, obj uint32, hits string) Row {
-	return Row{ID: id, Component: KubeAPIServer, Stage: StageAdmission, Timed: true,
-		Symbol: symbol, Module: modAPIServer, Versions: versions, Hits: hits,
-		Entry: []Capture{strAt(FieldWebhook, RDI, 0), strAt(FieldNamespace, R8, obj, objNamespace), strAt(FieldName, R8, obj, objName)}}
+// requestRow is one verb's handler: its entry opens the request span.
+func requestRow(id, symbol, hits string) Row {
+	return Row{ID: id, Component: KubeAPIServer, Stage: StageRequest, Announce: true,
+		Role: Opens, Pair: PairRequest, By: ByGoroutine,
+		Symbol: symbol, Module: modAPIServer, Versions: k8s133to137, Hits: hits,
+		Entry: []Capture{httpMethod(RCX), httpPath(RCX)}}
 }

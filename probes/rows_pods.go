@@ -141,17 +141,35 @@ var podRows = []Row{
 	queueAddRow(kube133to135, RSI),
 	// v1.36 passes a context instead of the logger: Add(ctx, pod), pod in RDI.
 	queueAddRow(kube136to137, RDI),
-	// schedulingCycle(ctx, state, fwk, podInfo *QueuedPodInfo, start, podsToActivate)
-	// (ScheduleResult, *QueuedPodInfo, *Status): podInfo in R10 → PodInfo @0
-	// → Pod @0; at a RET ScheduleResult.SuggestedHost (the node) is in
-	// RAX,RBX and the *Status in R9 (code @0; nil = success). The UID alone
-	// names the pod (scheduler.queue.add gave its name): the node takes the
-	// third string slot.
-	{ID: "scheduler.cycle", Component: KubeScheduler, Stage: StageSchedule, Timed: true,
+	// schedulingCycle(ctx, state, fwk, podInfo *QueuedPodInfo, start,
+	// podsToActivate): podInfo in R10 → PodInfo @0 → Pod @0. Its entry
+	// opens the cycle; the binding cycle's start (success) or the failure
+	// handler closes it, joined by the pod's UID.
+	{ID: "scheduler.cycle", Component: KubeScheduler, Stage: StageSchedule,
+		Role: Opens, Pair: PairCycle, By: ByUID,
 		Symbol: "k8s.io/kubernetes/pkg/scheduler.(*Scheduler).schedulingCycle",
 		Module: modKubernetes, Versions: kube134to137, Hits: "once per scheduling attempt (retries of unschedulable pods included)",
-		Entry: []Capture{strAt(FieldUID, R10, 0, 0, objUID)},
-		Exit:  []Capture{u64At(FieldFailed, R9, 0), str(FieldNode, RAX, RBX)}},
+		Entry: []Capture{strAt(FieldUID, R10, 0, 0, objUID)}},
+	// bindingCycle(ctx, state, fwk, scheduleResult ScheduleResult,
+	// assumedPodInfo *QueuedPodInfo, start, podsToActivate) starts on its
+	// own goroutine as soon as a cycle succeeded: scheduleResult is on the
+	// stack (SuggestedHost, the node, @8), assumedPodInfo in R10. The cycle
+	// span ends here instead of at schedulingCycle's RET: a goroutine start
+	// later, no single-step.
+	{ID: "scheduler.cycle.done", Component: KubeScheduler, Stage: StageSchedule,
+		Role: Closes, Pair: PairCycle, By: ByUID,
+		Symbol: "k8s.io/kubernetes/pkg/scheduler.(*Scheduler).bindingCycle",
+		Module: modKubernetes, Versions: kube134to137, Hits: "once per pod scheduled",
+		Entry: []Capture{strAt(FieldUID, R10, 0, 0, objUID), strAt(FieldNode, RSP, 8)}},
+	// handleSchedulingFailure(ctx, fwk, podInfo, status *Status,
+	// nominatingInfo, start): podInfo in R8, status (non-nil) in R9. It also
+	// handles binding failures, after the cycle was closed: counted
+	// binding-failed.
+	{ID: "scheduler.cycle.failed", Component: KubeScheduler, Stage: StageSchedule,
+		Role: Closes, Pair: PairCycle, By: ByUID, Unpaired: "binding-failed",
+		Symbol: "k8s.io/kubernetes/pkg/scheduler.(*Scheduler).handleSchedulingFailure",
+		Module: modKubernetes, Versions: kube134to137, Hits: "once per failed scheduling or binding attempt",
+		Entry: []Capture{strAt(FieldUID, R8, 0, 0, objUID), u64(FieldFailed, R9)}},
 	// bind(ctx, fwk, assumed *v1.Pod, targetNode string, state) *Status:
 	// pod in R8, node in R9,R10; the RET comes after the POST pods/binding
 	// answered and the scheduler cache finished the binding. Status in RAX.
@@ -180,31 +198,40 @@ var podRows = []Row{
 	// v1.36 adds a result: (isTerminal bool, postSync func(), err error), err's
 	// type word in RCX at a RET.
 	syncPodRow(kube136to137, RCX),
-	// createPodSandbox(ctx, pod, attempt) (id, message string, err error):
-	// pod in RDI; err's type word in RSI at a RET.
-	{ID: "kubelet.sandbox.create", Component: Kubelet, Stage: StageSandbox, Timed: true,
+	// createPodSandbox(ctx, pod, attempt): pod in RDI. Its entry opens
+	// the sandbox; the end of the CRI call inside closes it.
+	{ID: "kubelet.sandbox.create", Component: Kubelet, Stage: StageSandbox,
+		Role: Opens, Pair: PairSandbox, By: ByGoroutine,
 		Symbol: "k8s.io/kubernetes/pkg/kubelet/kuberuntime.(*kubeGenericRuntimeManager).createPodSandbox",
 		Module: modKubernetes, Versions: kube133to137, Hits: "once per sandbox created (pod start, sandbox re-creation)",
-		Entry: objMeta(RDI),
-		Exit:  []Capture{u64(FieldFailed, RSI)}},
+		Entry: objMeta(RDI)},
+	// The kubelet's instrumented CRI client defers recordOperation(op,
+	// start) in each call; the compiler wraps that deferred call in a
+	// function of its own (.deferwrap1), which runs when the call is over,
+	// on the caller's goroutine: the end of RunPodSandbox, one entry hit.
+	// Whether the call failed is not at hand there: a failed sandbox is
+	// followed by another, and the last one before the containers counts.
+	{ID: "kubelet.sandbox.done", Component: Kubelet, Stage: StageSandbox,
+		Role: Closes, Pair: PairSandbox, By: ByGoroutine,
+		Symbol: "k8s.io/kubernetes/pkg/kubelet/kuberuntime.instrumentedRuntimeService.RunPodSandbox.deferwrap1",
+		Module: modKubernetes, Versions: kube133to137, Hits: "once per sandbox created"},
 	// startContainer(ctx, sandboxID, sandboxConfig, spec *startSpec, pod, ...)
 	// (message string, err error): spec in R9 → container @0 → Name @0; pod
-	// in R10. Entry only: the container start ends at the CRI call below.
+	// in R10. Its entry opens the container start.
 	{ID: "kubelet.container.start", Component: Kubelet, Stage: StageContainerStart,
+		Role: Opens, Pair: PairContainer, By: ByGoroutine,
 		Symbol: "k8s.io/kubernetes/pkg/kubelet/kuberuntime.(*kubeGenericRuntimeManager).startContainer",
 		Module: modKubernetes, Versions: kube133to137, Hits: "once per container (init, regular, ephemeral) started or restarted",
 		Entry: []Capture{strAt(FieldUID, R10, objUID), strAt(FieldName, R10, objName), strAt(FieldContainer, R9, 0, 0)}},
-	// The CRI call inside startContainer, on the same goroutine: its RET is
-	// the first moment the kubelet knows the runtime started the container
-	// (startContainer's own RET comes after the event recording). Only its
-	// RETs are probed: it belongs to the container start before it on the
-	// same goroutine. StartContainer(ctx, containerID string) (err error):
-	// err's type word in RAX at a RET. The function is the same in
-	// k8s.io/cri-client v0.33.13, v0.34.4 and v0.35.4.
-	{ID: "kubelet.cri.start", Component: Kubelet, Stage: StageCRIStart, AtReturn: true,
-		Symbol: "k8s.io/cri-client/pkg.(*remoteRuntimeService).StartContainer",
-		Module: "k8s.io/cri-client", Versions: k8s133to137, Hits: "once per container started",
-		Exit: []Capture{u64(FieldFailed, RAX)}},
+	// The end of the CRI StartContainer inside it, on the same goroutine
+	// (its deferred recordOperation, as for the sandbox): the first moment
+	// the kubelet knows the runtime started the container. It closes the
+	// container start; a start that failed before the call stays open and
+	// is counted no-end.
+	{ID: "kubelet.cri.start", Component: Kubelet, Stage: StageContainerStart,
+		Role: Closes, Pair: PairContainer, By: ByGoroutine,
+		Symbol: "k8s.io/kubernetes/pkg/kubelet/kuberuntime.instrumentedRuntimeService.StartContainer.deferwrap1",
+		Module: modKubernetes, Versions: kube133to137, Hits: "once per container started"},
 	// SetPodStatus(logger, pod, status v1.PodStatus): pod in RSI, status on
 	// the stack at RSP+8. The status is the kubelet's view after a sync,
 	// before the status manager truncates its times to seconds: each running

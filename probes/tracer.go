@@ -309,7 +309,26 @@ func (t *Tracer) attachRow(p *Process, bin *Binary, ex *link.Executable, row *Ro
 		return s, t.objs.SetConfig(s, &cfg)
 	}
 	var offs, cookies []uint64
-	if row.AtReturn {
+	if len(row.CalledFrom) > 0 {
+		sites, err := callSitesOf(bin, row, fn)
+		if err != nil {
+			return fail(err)
+		}
+		// One slot a site: where the caller saved what the row reads
+		// differs from one call site to the next.
+		for _, site := range sites {
+			caps, err := resolveSaved(row, site)
+			if err != nil {
+				return fail(err)
+			}
+			slot, err := alloc(probeConfig(caps, fields, bpf.ModePoint, 0, g, false))
+			if err != nil {
+				return fail(err)
+			}
+			offs, cookies = append(offs, site.Offset), append(cookies, uint64(slot))
+		}
+		st.EntryAtPush = true // a CALL rel32 is emulated as the push is
+	} else if row.AtReturn {
 		// A point event at every RET, nothing at the entry.
 		slot, err := alloc(probeConfig(row.Exit, fields, bpf.ModePoint, 0, g, false))
 		if err != nil {
@@ -377,6 +396,52 @@ func (t *Tracer) freeSlotLocked(s uint32) {
 	}
 	t.slots[s] = nil
 	t.free = append(t.free, s)
+}
+
+// callSitesOf finds the CALLs of fn that a CalledFrom row probes: in each
+// caller, those passing one of CallArg when the row names any.
+func callSitesOf(bin *Binary, row *Row, fn Func) ([]CallSite, error) {
+	var out []CallSite
+	for _, name := range row.CalledFrom {
+		caller, err := bin.Func(name)
+		if err != nil {
+			return nil, fmt.Errorf("caller of %s: %w", row.Symbol, err)
+		}
+		sites, err := bin.CallSites(caller, fn)
+		if err != nil {
+			return nil, err
+		}
+		n := 0
+		for _, s := range sites {
+			if len(row.CallArg) == 0 || slices.Contains(row.CallArg, s.StrArg) {
+				out = append(out, s)
+				n++
+			}
+		}
+		if n == 0 {
+			return nil, fmt.Errorf("%s has no call of %s passing %q (inlined, or the code changed: this version needs its own row)",
+				name, row.Symbol, row.CallArg)
+		}
+	}
+	return out, nil
+}
+
+// resolveSaved turns a row's Spilled captures into reads of the slots
+// where the caller, at this site, saved the previous call's results.
+func resolveSaved(row *Row, site CallSite) ([]Capture, error) {
+	caps := slices.Clone(row.Entry)
+	for i, c := range caps {
+		if c.Kind != Spilled {
+			continue
+		}
+		d, ok := site.Saved[c.Reg]
+		if !ok || d < 0 {
+			return nil, fmt.Errorf("at the call of %s at file offset %#x the caller did not save %s of the call before it "+
+				"(the code changed: this version needs its own row)", row.Symbol, site.Offset, c.Reg)
+		}
+		caps[i] = Capture{Field: c.Field, Kind: AtOffset, Reg: RSP, Offset: uint32(d), Size: c.Size}
+	}
+	return caps, nil
 }
 
 // Detach removes every probe of process pid. Detaching an unknown pid is a no-op.

@@ -208,6 +208,8 @@ func run(args []string) error {
 		pods.AddWrite(w, time.Now())
 	})
 
+	// A span open longer than a write may wait is given up (counted).
+	pairs := correlate.NewPairs(c.maxWait + 5*time.Second)
 	errc := make(chan error, 2)
 	go func() {
 		// Ready once a whole scan attached everything it found: a pod
@@ -216,13 +218,16 @@ func run(args []string) error {
 			func() { ready.Store(true) })
 	}()
 	go func() {
-		errc <- tracer.Read(ctx, func(ev probes.Event) {
-			if correlate.IsPodStage(ev.Stage) {
+		// Each event goes to the trace its row feeds, once Pairs has made
+		// the spans the catalogue builds from two entry hits.
+		dispatch := func(ev probes.Event) {
+			if ev.Row != nil && ev.Row.Feeds == probes.FeedsPods {
 				pods.Add(ev, time.Now())
 			} else {
 				writes.Add(ev, time.Now())
 			}
-		})
+		}
+		errc <- tracer.Read(ctx, func(ev probes.Event) { pairs.Add(ev, time.Now(), dispatch) })
 	}()
 
 	log.Info("kpath agent started", "export", c.export, "proc", c.procRoot, "detail", c.detail, "detail_rows", c.detailRows, "metrics", c.metricsAddr)
@@ -241,7 +246,7 @@ func run(args []string) error {
 			})
 			writes.Flush(time.Now().Add(c.maxWait)) // everything still waiting goes out as it is
 			pods.Flush(time.Now().Add(24 * time.Hour))
-			counters.update(log, metrics, tracer, writes, pods)
+			counters.update(log, metrics, tracer, pairs, writes, pods)
 			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			defer cancel()
 			return exp.Close(sctx)
@@ -250,10 +255,11 @@ func run(args []string) error {
 				return err
 			}
 		case now := <-flush.C:
+			pairs.Flush(now)
 			writes.Flush(now)
 			pods.Flush(now)
 		case <-stats.C:
-			counters.update(log, metrics, tracer, writes, pods)
+			counters.update(log, metrics, tracer, pairs, writes, pods)
 		}
 	}
 }
@@ -366,7 +372,10 @@ type dropCounters struct {
 	last map[string]uint64
 }
 
-func (d *dropCounters) update(log *slog.Logger, m *export.Metrics, t *probes.Tracer, w *correlate.Writes, p *correlate.Pods) {
+func (d *dropCounters) update(log *slog.Logger, m *export.Metrics, t *probes.Tracer, pairs *correlate.Pairs, w *correlate.Writes, p *correlate.Pods) {
+	for k, n := range pairs.Unjoined() {
+		m.SetUnjoined(k.Row, k.Reason, n)
+	}
 	if d.last == nil {
 		d.last = map[string]uint64{}
 	}

@@ -1,0 +1,131 @@
+package correlate
+
+import (
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/kpath/kpath/probes"
+)
+
+// Pairs builds the spans the catalogue declares from two entry hits: an
+// event of a row that Opens a span and one of a row that Closes it, joined
+// By goroutine or UID (probes.Row). It is the userspace twin of the BPF
+// program's entry/RET pairing, for spans whose end is a function that runs
+// at completion rather than a RET, which a uprobe would single-step.
+// Every other event passes through unchanged; every event that joins
+// nothing is counted by row and reason.
+type Pairs struct {
+	ttl time.Duration
+
+	mu       sync.Mutex
+	open     map[probes.PairKey]openEnd
+	unjoined map[Unjoined]uint64
+}
+
+// Unjoined names one count of events that built no span.
+type Unjoined struct {
+	Row    string // catalogue row ID
+	Reason string // no-start, no-end, filtered, or the row's own Unpaired reason
+}
+
+type openEnd struct {
+	ev   probes.Event
+	seen time.Time
+}
+
+// NewPairs returns a pairer that gives up on an open span after ttl
+// (counted no-end): a goroutine that panicked, a call that failed before
+// the completion site.
+func NewPairs(ttl time.Duration) *Pairs {
+	return &Pairs{ttl: ttl, open: map[probes.PairKey]openEnd{}, unjoined: map[Unjoined]uint64{}}
+}
+
+// Add takes one event and passes on what it makes: the event itself, the
+// announcement of a span it opens, or the span it closes.
+func (p *Pairs) Add(ev probes.Event, now time.Time, out func(probes.Event)) {
+	r := ev.Row
+	if r == nil {
+		out(ev)
+		return
+	}
+	if r.Only != nil && !slices.Contains(r.Only.Values, ev.StringField(r.Only.Field)) {
+		p.count(r.ID, "filtered")
+		return
+	}
+	switch r.Role {
+	case probes.Opens:
+		if r.By == probes.ByUID && ev.UID == "" {
+			p.count(r.ID, "no-key")
+			return
+		}
+		k := ev.PairKey()
+		p.mu.Lock()
+		if _, ok := p.open[k]; ok {
+			// The previous span on this key never reached its end.
+			p.unjoined[Unjoined{r.ID, "no-end"}]++
+		}
+		p.open[k] = openEnd{ev, now}
+		p.mu.Unlock()
+		if r.Announce {
+			a := ev
+			a.InFlight = true
+			out(a)
+		}
+	case probes.Closes:
+		k := ev.PairKey()
+		p.mu.Lock()
+		o, ok := p.open[k]
+		if ok {
+			delete(p.open, k)
+		}
+		p.mu.Unlock()
+		if !ok {
+			reason := "no-start"
+			if r.Unpaired != "" {
+				reason = r.Unpaired
+			}
+			p.count(r.ID, reason)
+			return
+		}
+		out(o.ev.ClosedBy(&ev))
+	default:
+		out(ev)
+	}
+}
+
+func (p *Pairs) count(row, reason string) {
+	p.mu.Lock()
+	p.unjoined[Unjoined{row, reason}]++
+	p.mu.Unlock()
+}
+
+// Flush gives up on spans open longer than the TTL.
+func (p *Pairs) Flush(now time.Time) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for k, o := range p.open {
+		if now.Sub(o.seen) > p.ttl {
+			delete(p.open, k)
+			p.unjoined[Unjoined{o.ev.Probe, "no-end"}]++
+		}
+	}
+}
+
+// Unjoined returns the counts of events that built no span.
+func (p *Pairs) Unjoined() map[Unjoined]uint64 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := make(map[Unjoined]uint64, len(p.unjoined))
+	for k, v := range p.unjoined {
+		out[k] = v
+	}
+	return out
+}
+
+// Open is how many spans wait for their end.
+func (p *Pairs) Open() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.open)
+}

@@ -1,0 +1,118 @@
+package correlate
+
+import (
+	"testing"
+	"time"
+
+	"github.com/kpath/kpath/probes"
+)
+
+// catalogueRow is the first catalogue row with this ID.
+func catalogueRow(t *testing.T, id string) *probes.Row {
+	t.Helper()
+	for i := range probes.Catalogue {
+		if probes.Catalogue[i].ID == id {
+			return &probes.Catalogue[i]
+		}
+	}
+	t.Fatalf("no catalogue row %s", id)
+	return nil
+}
+
+func rowEvent(t *testing.T, id string, ms float64, f func(*probes.Event)) probes.Event {
+	r := catalogueRow(t, id)
+	e := probes.Event{Row: r, Probe: r.ID, Stage: r.Stage, Component: r.Component, PID: 7, Goroutine: 40, Start: at(ms), End: at(ms), Point: true}
+	if f != nil {
+		f(&e)
+	}
+	return e
+}
+
+func TestPairsBuildTheRequestFromItsHandlerAndMonitorRequest(t *testing.T) {
+	p := NewPairs(time.Second)
+	var out []probes.Event
+	emit := func(e probes.Event) { out = append(out, e) }
+	p.Add(rowEvent(t, "apiserver.request.create", 1, func(e *probes.Event) { e.Method, e.Path = "POST", "/api/v1/namespaces/ns/configmaps" }), at(1), emit)
+	if len(out) != 1 || !out[0].InFlight {
+		t.Fatalf("the opening hit of an announced span: %+v", out)
+	}
+	// Another goroutine's end does not close it.
+	p.Add(rowEvent(t, "apiserver.request.end", 3, func(e *probes.Event) { e.Goroutine = 41; e.Elapsed = time.Millisecond }), at(3), emit)
+	p.Add(rowEvent(t, "apiserver.request.end", 4, func(e *probes.Event) { e.Elapsed = 3500 * time.Microsecond; e.Code = 201; e.Verb = "create" }), at(4), emit)
+	if len(out) != 2 {
+		t.Fatalf("%d events out, want the announcement and the span", len(out))
+	}
+	s := out[1]
+	if s.Probe != "apiserver.request.create" || s.Stage != probes.StageRequest || s.Point || s.InFlight {
+		t.Errorf("span keeps the opening row: probe %s stage %s point %v in-flight %v", s.Probe, s.Stage, s.Point, s.InFlight)
+	}
+	if !s.Start.Equal(at(0.5)) || !s.Opened.Equal(at(1)) || !s.End.Equal(at(4)) {
+		t.Errorf("span %v–%v opened %v; want from the receipt (0.5 ms), handler at 1 ms, end at 4 ms", s.Start, s.End, s.Opened)
+	}
+	if s.Method != "POST" || s.Code != 201 || s.Verb != "create" {
+		t.Errorf("fields of both ends: method %q code %d verb %q", s.Method, s.Code, s.Verb)
+	}
+	got := p.Unjoined()
+	if got[Unjoined{"apiserver.request.end", "untraced-request"}] != 1 || len(got) != 1 {
+		t.Errorf("unjoined %v; want the other goroutine's end counted as an untraced request", got)
+	}
+}
+
+func TestPairsJoinByUIDAcrossGoroutines(t *testing.T) {
+	p := NewPairs(time.Second)
+	var out []probes.Event
+	emit := func(e probes.Event) { out = append(out, e) }
+	p.Add(rowEvent(t, "scheduler.cycle", 1, func(e *probes.Event) { e.UID = "u1" }), at(1), emit)
+	p.Add(rowEvent(t, "scheduler.cycle", 2, func(e *probes.Event) { e.UID = "u2"; e.Goroutine = 9 }), at(2), emit)
+	p.Add(rowEvent(t, "scheduler.cycle.done", 5, func(e *probes.Event) { e.UID = "u1"; e.Node = "n1"; e.Goroutine = 99 }), at(5), emit)
+	p.Add(rowEvent(t, "scheduler.cycle.failed", 6, func(e *probes.Event) { e.UID = "u2"; e.Failed = true }), at(6), emit)
+	if len(out) != 2 {
+		t.Fatalf("%d spans, want 2", len(out))
+	}
+	if s := out[0]; s.UID != "u1" || s.Node != "n1" || s.Failed || !s.Start.Equal(at(1)) || !s.End.Equal(at(5)) || s.Goroutine != 40 {
+		t.Errorf("scheduled: %+v", s)
+	}
+	if s := out[1]; s.UID != "u2" || !s.Failed || !s.End.Equal(at(6)) {
+		t.Errorf("failed: %+v", s)
+	}
+	if p.Open() != 0 {
+		t.Errorf("%d spans still open", p.Open())
+	}
+}
+
+func TestPairsCountWhatJoinsNothing(t *testing.T) {
+	p := NewPairs(time.Second)
+	var out []probes.Event
+	emit := func(e probes.Event) { out = append(out, e) }
+	// A container start that never reached the runtime, then another on
+	// the same goroutine; a start whose end never comes.
+	p.Add(rowEvent(t, "kubelet.container.start", 1, nil), at(1), emit)
+	p.Add(rowEvent(t, "kubelet.container.start", 2, nil), at(2), emit)
+	p.Add(rowEvent(t, "kubelet.cri.start", 3, nil), at(3), emit)
+	p.Add(rowEvent(t, "kubelet.container.start", 4, func(e *probes.Event) { e.Goroutine = 41 }), at(4), emit)
+	// An end with nothing open, a UID-joined start without a UID.
+	p.Add(rowEvent(t, "kubelet.cri.start", 5, func(e *probes.Event) { e.Goroutine = 42 }), at(5), emit)
+	p.Add(rowEvent(t, "scheduler.cycle", 5, nil), at(5), emit)
+	// etcd's RPC stats: only Txn is kept.
+	p.Add(rowEvent(t, "etcd.request.rpc", 6, func(e *probes.Event) { e.Method = "/etcdserverpb.KV/Range" }), at(6), emit)
+	p.Add(rowEvent(t, "etcd.request.rpc", 7, func(e *probes.Event) { e.Method = "/etcdserverpb.KV/Txn" }), at(7), emit)
+	p.Flush(at(4).Add(2 * time.Second))
+	want := map[Unjoined]uint64{
+		{"kubelet.container.start", "no-end"}: 2, // replaced, then expired
+		{"kubelet.cri.start", "no-start"}:     1,
+		{"scheduler.cycle", "no-key"}:         1,
+		{"etcd.request.rpc", "filtered"}:      1,
+	}
+	got := p.Unjoined()
+	for k, v := range want {
+		if got[k] != v {
+			t.Errorf("%v: %d, want %d", k, got[k], v)
+		}
+	}
+	if len(got) != len(want) {
+		t.Errorf("unjoined %v, want %v", got, want)
+	}
+	if len(out) != 2 || !out[0].Start.Equal(at(2)) || !out[0].End.Equal(at(3)) || out[1].Method != "/etcdserverpb.KV/Txn" {
+		t.Errorf("out: %+v", out)
+	}
+}
