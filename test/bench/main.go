@@ -83,7 +83,8 @@ func parseFlags() (config, error) {
 	flag.IntVar(&c.rounds, "rounds", 3, "rounds; each runs every mode once")
 	flag.DurationVar(&c.duration, "duration", 20*time.Second, "measured window per round and mode")
 	flag.DurationVar(&c.warmup, "warmup", 5*time.Second, "load before the measured window (not counted)")
-	flag.IntVar(&c.workers, "workers", 8, "concurrent ConfigMap creators")
+	flag.IntVar(&c.workers, "workers", 8, "concurrent clients")
+	flag.StringVar(&benchOp, "op", "create", "what the clients do: create (ConfigMaps), get (one of "+fmt.Sprint(seedObjects)+" ConfigMaps made before the round) or list (the namespace's ConfigMaps)")
 	flag.StringVar(&c.kpathExport, "kpath-export", "otlp", "kpath-agent's exporter: otlp (to the in-process sink that discards) or jsonl (stdout to /dev/null)")
 	agentFlags := flag.String("agent-flags", "", "extra kpath-agent flags, space-separated (e.g. --detail)")
 	flag.StringVar(&c.workDir, "workdir", "", "parent of the temp dir (etcd data, certs, logs); default $TMPDIR")
@@ -111,6 +112,11 @@ func parseFlags() (config, error) {
 	}
 	if c.rounds < 1 || c.workers < 1 || c.duration <= 0 || c.warmup < 0 {
 		return c, errors.New("--rounds, --workers and --duration must be positive, --warmup not negative")
+	}
+	switch benchOp {
+	case "create", "get", "list":
+	default:
+		return c, fmt.Errorf("--op=%q: want create, get or list", benchOp)
 	}
 	if c.kpathExport != "otlp" && c.kpathExport != "jsonl" {
 		return c, fmt.Errorf("--kpath-export=%q: want otlp or jsonl", c.kpathExport)

@@ -115,6 +115,9 @@ func (s stat) spread() float64 {
 	return 100 * (s.hi - s.lo) / s.med
 }
 
+// opLabel names the measured operation where a label says "create".
+func opLabel(s string) string { return strings.ReplaceAll(s, "create", benchOp) }
+
 type column struct {
 	name string
 	prec int
@@ -176,7 +179,7 @@ func report(w io.Writer, c config, h *hostInfo, rs []roundResult) {
 	fmt.Fprintf(w, "- %d rounds of %s, %s warm-up + %s measured each, %d workers; kpath-agent --export=%s %s\n\n",
 		c.rounds, strings.Join(c.modes, ", "), c.warmup, c.duration, c.workers, kexp, strings.Join(c.agentFlags, " "))
 
-	fmt.Fprintf(w, "## Per round\n\n| round | mode | creates | creates/s | mean ms | p50 ms | p99 ms | apiserver CPU ms/create (sys) | etcd CPU ms/create | agent CPU ms/create | bench CPU ms/create | other load (cores) | steal %% | failures | notes |\n")
+	fmt.Fprint(w, opLabel("## Per round\n\n| round | mode | creates | creates/s | mean ms | p50 ms | p99 ms | apiserver CPU ms/create (sys) | etcd CPU ms/create | agent CPU ms/create | bench CPU ms/create | other load (cores) | steal % | failures | notes |\n"))
 	fmt.Fprintf(w, "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, r := range rs {
 		var notes []string
@@ -218,7 +221,7 @@ func report(w io.Writer, c config, h *hostInfo, rs []roundResult) {
 
 	fmt.Fprintf(w, "\n## Per mode: median [min–max] over clean rounds\n\n| mode | rounds |")
 	for _, col := range columns {
-		fmt.Fprintf(w, " %s |", col.name)
+		fmt.Fprintf(w, " %s |", opLabel(col.name))
 	}
 	fmt.Fprintf(w, "\n|---|---|%s\n", strings.Repeat("---|", len(columns)))
 	for _, m := range c.modes {
@@ -237,13 +240,13 @@ func report(w io.Writer, c config, h *hostInfo, rs []roundResult) {
 		f    func(roundResult) float64
 	}
 	rows := []ratioRow{
-		{"throughput (creates/s)", roundResult.throughput},
+		{opLabel("throughput (creates/s)"), roundResult.throughput},
 		{"mean latency", func(r roundResult) float64 { return ms(r.mean) }},
 		{"p50 latency", func(r roundResult) float64 { return ms(r.p50) }},
 		{"p99 latency", func(r roundResult) float64 { return ms(r.p99) }},
-		{"apiserver CPU per create", roundResult.apiCPUPerCreate},
-		{"etcd CPU per create", func(r roundResult) float64 { return r.perCreate(r.etcd.total()) }},
-		{"control-plane CPU per create (apiserver+etcd+agent)", roundResult.cpCPUPerCreate},
+		{opLabel("apiserver CPU per create"), roundResult.apiCPUPerCreate},
+		{opLabel("etcd CPU per create"), func(r roundResult) float64 { return r.perCreate(r.etcd.total()) }},
+		{opLabel("control-plane CPU per create (apiserver+etcd+agent)"), roundResult.cpCPUPerCreate},
 	}
 	others := []string{}
 	for _, m := range []string{modeKpath, modeNative} {
@@ -303,7 +306,7 @@ func report(w io.Writer, c config, h *hostInfo, rs []roundResult) {
 	}
 
 	if k := byMode(rs, modeKpath); len(k) > 0 {
-		fmt.Fprintf(w, "\n## kpath-agent per create (median [min–max] over rounds)\n\n")
+		fmt.Fprint(w, opLabel("\n## kpath-agent per create (median [min–max] over rounds)\n\n"))
 		// Agent counters are divided by the creates between the two scrapes,
 		// the sink's by the creates in the window.
 		per := func(f func(roundResult) float64) string {
@@ -312,7 +315,7 @@ func report(w io.Writer, c config, h *hostInfo, rs []roundResult) {
 		perSink := func(f func(roundResult) float64) string {
 			return summarize(values(k, func(r roundResult) float64 { return f(r) / float64(r.ok) })).fmt(2)
 		}
-		fmt.Fprintf(w, "- probe hits per create: kube-apiserver %s, etcd %s\n",
+		fmt.Fprintf(w, opLabel("- probe hits per create: kube-apiserver %s, etcd %s\n"),
 			per(func(r roundResult) float64 { return r.hits["kube-apiserver"] }), per(func(r roundResult) float64 { return r.hits["etcd"] }))
 		probes := map[string]bool{}
 		for _, r := range k {
@@ -374,12 +377,12 @@ func report(w io.Writer, c config, h *hostInfo, rs []roundResult) {
 			etcdSys := func(r roundResult) float64 { return r.perCreate(r.etcd.sys) }
 			ha, he := hitsPW("kube-apiserver"), hitsPW("etcd")
 			if ha > 0 && he > 0 {
-				fmt.Fprintf(w, "- CPU added per probe hit (median CPU/create kpath − none, over probe hits per create): kube-apiserver %.0f µs (system time %.0f µs), etcd %.0f µs (system time %.0f µs)\n",
+				fmt.Fprintf(w, opLabel("- CPU added per probe hit (median CPU/create kpath − none, over probe hits per create): kube-apiserver %.0f µs (system time %.0f µs), etcd %.0f µs (system time %.0f µs)\n"),
 					1000*delta(roundResult.apiCPUPerCreate)/ha, 1000*delta(apiSys)/ha, 1000*delta(etcdCPU)/he, 1000*delta(etcdSys)/he)
 			}
 		}
 		if c.bpfStats {
-			fmt.Fprintf(w, "- BPF program (kernel run-time statistics): %s µs per run, %s runs per create\n",
+			fmt.Fprintf(w, opLabel("- BPF program (kernel run-time statistics): %s µs per run, %s runs per create\n"),
 				summarize(values(k, func(r roundResult) float64 {
 					if r.bpfRuns == 0 {
 						return math.NaN()
@@ -388,17 +391,17 @@ func report(w io.Writer, c config, h *hostInfo, rs []roundResult) {
 				})).fmt(2),
 				summarize(values(k, func(r roundResult) float64 { return float64(r.bpfRuns) / float64(r.ok) })).fmt(2))
 		}
-		fmt.Fprintf(w, "- traces per create %s (incomplete %s); events dropped per create %s; export-dropped spans per create %s\n",
+		fmt.Fprintf(w, opLabel("- traces per create %s (incomplete %s); events dropped per create %s; export-dropped spans per create %s\n"),
 			per(func(r roundResult) float64 { return r.traces }), per(func(r roundResult) float64 { return r.incomplete }),
 			per(func(r roundResult) float64 { return r.dropped }), per(func(r roundResult) float64 { return r.exportDropped }))
 		if c.kpathExport == "otlp" {
-			fmt.Fprintf(w, "- spans received by the sink per create: %s; bench ConfigMaps with a kpath request span per create: %s\n",
+			fmt.Fprintf(w, opLabel("- spans received by the sink per create: %s; bench ConfigMaps with a kpath request span per create: %s\n"),
 				perSink(func(r roundResult) float64 { return float64(r.sinkSpans) }), perSink(func(r roundResult) float64 { return float64(r.sinkBench) }))
 		}
 	}
 	if v := byMode(rs, modeNative); len(v) > 0 {
 		s := summarize(values(v, func(r roundResult) float64 { return float64(r.sinkSpans) / float64(r.ok) }))
-		fmt.Fprintf(w, "\n## native tracing\n\n- spans received by the sink per create: %s\n", s.fmt(2))
+		fmt.Fprintf(w, opLabel("\n## native tracing\n\n- spans received by the sink per create: %s\n"), s.fmt(2))
 	}
 }
 

@@ -294,6 +294,12 @@ func scrapeAtTick(ctx context.Context, url string) (metrics, time.Time, error) {
 // traces), read over HTTP a moment later (scrapeAtTick), are divided by the
 // creates that completed between the two refreshes of those counters
 // (hitCreates).
+// benchOp is what the clients do (--op): create, get or list.
+var benchOp = "create"
+
+// seedObjects is how many ConfigMaps the readers of get and list read.
+const seedObjects = 50
+
 func drive(ctx context.Context, cs kubernetes.Interface, cfg config, snap func() snapshot, res *roundResult) (before, after snapshot, err error) {
 	type done struct {
 		end time.Time
@@ -306,13 +312,35 @@ func drive(ctx context.Context, cs kubernetes.Interface, cfg config, snap func()
 		wg   sync.WaitGroup
 		stop atomic.Bool // no new creates; the ones in flight finish
 	)
+	cms := cs.CoreV1().ConfigMaps(benchNamespace)
+	if benchOp != "create" {
+		// What the readers read: made before the round's load.
+		for i := range seedObjects {
+			cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("seed-%d", i)}, Data: payload}
+			if _, err := cms.Create(ctx, cm, metav1.CreateOptions{}); err != nil {
+				return before, after, fmt.Errorf("seed ConfigMap %d: %w", i, err)
+			}
+		}
+	}
+	// One operation of worker w, its i-th.
+	do := func(w, i int) error {
+		var err error
+		switch benchOp {
+		case "get":
+			_, err = cms.Get(ctx, fmt.Sprintf("seed-%d", (w*7+i)%seedObjects), metav1.GetOptions{})
+		case "list":
+			_, err = cms.List(ctx, metav1.ListOptions{})
+		default:
+			cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("cm-%d-%d", w, i)}, Data: payload}
+			_, err = cms.Create(ctx, cm, metav1.CreateOptions{})
+		}
+		return err
+	}
 	for w := range ws {
 		wg.Go(func() {
-			cms := cs.CoreV1().ConfigMaps(benchNamespace)
 			for i := 0; !stop.Load() && ctx.Err() == nil; i++ {
-				cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("cm-%d-%d", w, i)}, Data: payload}
 				start := time.Now()
-				_, err := cms.Create(ctx, cm, metav1.CreateOptions{})
+				err := do(w, i)
 				end := time.Now()
 				ws[w] = append(ws[w], done{end, end.Sub(start), err})
 				if err != nil {
