@@ -92,7 +92,7 @@ struct event {
 	__u32 pid;
 	__u32 tid;
 	__u32 slot;  // the entry slot: which row in which process
-	__u32 flags; // bit i: str[i] truncated; bit 8+i: capture i unreadable
+	__u32 flags; // bit i: str[i] truncated; bit 8+i: capture i unreadable (16+i: of the RET)
 	__u64 num[MAX_NUM];
 	__u16 str_len[MAX_STR]; // full length in the target, before truncation
 	__u16 pad;
@@ -282,14 +282,18 @@ static __always_inline int run_capture(__u64 *r, struct capture *c, struct event
 	return 0;
 }
 
+// A capture that could not be read sets its bit in ev->flags: bits 8.. for
+// the captures of the entry (or of a point), bits 8+MAX_CAP.. for those of
+// a RET, which add to the same event.
 static __always_inline void run_captures(__u64 *r, struct probe_config *cfg, struct event *ev)
 {
+	__u32 base = cfg->mode == MODE_RET ? 8 + MAX_CAP : 8;
 #pragma unroll
 	for (int i = 0; i < MAX_CAP; i++) {
 		if (i >= cfg->ncap)
 			break;
 		if (run_capture(r, &cfg->cap[i], ev))
-			ev->flags |= 1 << (8 + i);
+			ev->flags |= 1 << (base + i);
 	}
 }
 

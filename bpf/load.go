@@ -78,8 +78,10 @@ func (c Counter) String() string {
 	return fmt.Sprintf("counter_%d", uint32(c))
 }
 
-// Counters lists every counter, for exporting them all.
-var Counters = []Counter{RingbufFull, StashFull, RetWithoutEntry, ReadError}
+// Counters lists the drop counters, for exporting them all. (ReadError is
+// not one: an unreadable capture loses no event, and the reader counts it
+// per row and field from the event's flags.)
+var Counters = []Counter{RingbufFull, StashFull, RetWithoutEntry}
 
 // Objects is the loaded BPF program and its maps.
 type Objects struct {

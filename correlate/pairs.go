@@ -1,7 +1,6 @@
 package correlate
 
 import (
-	"slices"
 	"sync"
 	"time"
 
@@ -26,7 +25,7 @@ type Pairs struct {
 // Unjoined names one count of events that built no span.
 type Unjoined struct {
 	Row    string // catalogue row ID
-	Reason string // no-start, no-end, filtered, or the row's own Unpaired reason
+	Reason string // no-start, no-end, no-key, or the row's own Unpaired reason
 }
 
 type openEnd struct {
@@ -47,10 +46,6 @@ func (p *Pairs) Add(ev probes.Event, now time.Time, out func(probes.Event)) {
 	r := ev.Row
 	if r == nil {
 		out(ev)
-		return
-	}
-	if r.Only != nil && !slices.Contains(r.Only.Values, ev.StringField(r.Only.Field)) {
-		p.count(r.ID, "filtered")
 		return
 	}
 	switch r.Role {

@@ -32,6 +32,7 @@
 //	kpath_events_unjoined_total{probe,reason}          counter   events that built no span (correlate.Pairs):
 //	                                                             no-start, no-end, no-key, filtered, or the
 //	                                                             row's expected reason (untraced-request)
+//	kpath_probe_read_errors_total{probe,field}         counter   captures the BPF program could not read
 //	kpath_attach_errors_total{component,probe}         counter   failed probe attachments
 //	kpath_attached_probes{component,pid}               gauge     probes attached per traced process
 //	kpath_traces_total{complete}                       counter   finished traces, complete="true"|"false"

@@ -22,6 +22,7 @@ const (
 	MetricExportDroppedSpans = "kpath_export_dropped_spans_total"
 	MetricStageDuration      = "kpath_stage_duration_seconds"
 	MetricEventsUnjoined     = "kpath_events_unjoined_total"
+	MetricReadErrors         = "kpath_probe_read_errors_total"
 )
 
 // Reasons an exporter drops spans (the reason label of
@@ -44,6 +45,7 @@ type Metrics struct {
 
 	probeHits      *absCounter
 	unjoined       *absCounter
+	readErrors     *absCounter
 	eventsDropped  *prometheus.CounterVec
 	attachErrors   *prometheus.CounterVec
 	attached       *prometheus.GaugeVec
@@ -62,9 +64,13 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			"Times each probe fired, as counted in BPF.", []string{"component", "probe"}, nil)),
 		unjoined: newAbsCounter(prometheus.NewDesc(MetricEventsUnjoined,
 			"Probe events that built no span, by catalogue row and reason: no-start (an end with nothing open), no-end "+
-				"(a start whose end never came), no-key, filtered (not a traced call, e.g. etcd reads), or the row's own "+
+				"(a start whose end never came), no-key, filtered (not a call the row traces, e.g. etcd reads), or the row's own "+
 				"expected reason (untraced-request: reads and watches end at MonitorRequest too).",
 			[]string{"probe", "reason"}, nil)),
+		readErrors: newAbsCounter(prometheus.NewDesc(MetricReadErrors,
+			"Captures the BPF program could not read, by catalogue row and field: the field is missing from the event "+
+				"(a nil pointer on the way, or a struct layout that moved in this version).",
+			[]string{"probe", "field"}, nil)),
 		eventsDropped: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: MetricEventsDropped, Help: "Probe events lost before they reached a trace, by reason.",
 		}, []string{"reason"}),
@@ -87,7 +93,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: MetricStageDuration, Help: "Duration of each traced stage.", Buckets: StageBuckets,
 		}, []string{"stage", "resource", "component"}),
 	}
-	cs := []prometheus.Collector{m.probeHits, m.unjoined, m.eventsDropped, m.attachErrors, m.attached,
+	cs := []prometheus.Collector{m.probeHits, m.unjoined, m.readErrors, m.eventsDropped, m.attachErrors, m.attached,
 		m.traces, m.exportSpans, m.exportDropped, m.stageDurations}
 
 	if reg == nil {
@@ -131,6 +137,13 @@ func (m *Metrics) SetProbeHits(component, probe string, total uint64) {
 func (m *Metrics) SetUnjoined(probe, reason string, total uint64) {
 	if m != nil {
 		m.unjoined.set(probe, reason, total)
+	}
+}
+
+// SetReadErrors sets how many captures of field failed in one row's events.
+func (m *Metrics) SetReadErrors(probe, field string, total uint64) {
+	if m != nil {
+		m.readErrors.set(probe, field, total)
 	}
 }
 

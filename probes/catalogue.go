@@ -245,6 +245,9 @@ type Capture struct {
 	Offset uint32   // AtOffset / StrAt: offset of the field
 	Size   uint8    // integer width in bytes (default 8)
 	Add    int64    // added to integers after reading (etcd's beginRev+1)
+	// Optional: the read fails whenever what it points at is absent (a
+	// container not running yet), so failures say nothing about the layout.
+	Optional bool
 }
 
 func (c Capture) String() string {

@@ -58,6 +58,10 @@ type Event struct {
 	Failed       bool   // the call returned an error or a failure status (rows that capture FieldFailed)
 	// Truncated is set when a captured string was longer than the BPF buffer.
 	Truncated bool
+	// Unread has bit 1<<Field set for each capture the BPF program could
+	// not read (a nil pointer on the way, a layout that moved): that field
+	// is zero, not a value.
+	Unread uint64
 	// Statuses is how many container statuses a pod status has, and
 	// ContainersStarted the runtime's start time of the first ones (by
 	// container name, as the kubelet sorts them; zero: not running).

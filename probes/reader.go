@@ -4,7 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
+	"math/bits"
 	"os"
+	"slices"
+	"strings"
 	"time"
 	"unsafe"
 
@@ -101,18 +105,123 @@ func (t *Tracer) decode(raw []byte) (Event, bool) {
 		InFlight:        row.Timed && be.EndNs == 0,
 		Truncated:       be.Flags&0xff != 0,
 	}
-	for _, c := range row.Entry {
+	for i, c := range row.Entry {
 		setField(&ev, c, be, info.fields[c.Field])
+		if be.Flags&(1<<(8+i)) != 0 {
+			ev.Unread |= 1 << c.Field
+		}
+	}
+	// An at-return row's captures run as a point's; a timed row's RET
+	// captures flag their own bits.
+	exitBit := 8 + bpf.MaxCaptures
+	if row.AtReturn {
+		exitBit = 8
 	}
 	if !ev.InFlight {
-		for _, c := range row.Exit {
+		for i, c := range row.Exit {
 			setField(&ev, c, be, info.fields[c.Field])
+			if be.Flags&(1<<(exitBit+i)) != 0 {
+				ev.Unread |= 1 << c.Field
+			}
 		}
 	} else {
 		ev.End = ev.Start
 	}
 	ev.finish(row)
+
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	rs := t.readStatsLocked(comp, row.ID)
+	if row.Only != nil && !slices.Contains(row.Only.Values, ev.StringField(row.Only.Field)) {
+		// Not a call the row traces (etcd's reads at its RPC stats): its
+		// other captures read another layout, so they are not counted.
+		rs.Filtered++
+		return Event{}, false
+	}
+	rs.Events++
+	for u := ev.Unread; u != 0; u &= u - 1 {
+		rs.Unread[Field(bits.TrailingZeros64(u))]++
+	}
 	return ev, true
+}
+
+// ReadStats says what one row's events read in one component: how many
+// it decoded, how many Row.Only filtered out, and how often each capture
+// could not be read. A row whose captures keep failing reads a layout the
+// binary does not have.
+type ReadStats struct {
+	Component Component
+	Row       string
+	Events    uint64
+	Filtered  uint64
+	Unread    map[Field]uint64
+}
+
+// BrokenReads lists the captures of a row that failed in nearly every
+// event it saw (at least 9 in 10, over at least 5): the binary's layout is
+// not the one the row reads. Optional captures (a pointer that is nil
+// when the thing is absent) are not judged.
+func BrokenReads(rs ReadStats) []Field {
+	if rs.Events < 5 {
+		return nil
+	}
+	row := rowByID(rs.Row)
+	var out []Field
+	for f, n := range rs.Unread {
+		if n*10 >= rs.Events*9 && (row == nil || !row.optional(f)) {
+			out = append(out, f)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+func rowByID(id string) *Row {
+	for i := range Catalogue {
+		if Catalogue[i].ID == id {
+			return &Catalogue[i]
+		}
+	}
+	return nil
+}
+
+func (r *Row) optional(f Field) bool {
+	for _, c := range slices.Concat(r.Entry, r.Exit) {
+		if c.Field == f {
+			return c.Optional
+		}
+	}
+	return false
+}
+
+func (t *Tracer) readStatsLocked(comp Component, row string) *ReadStats {
+	k := retiredKey{comp, row}
+	rs := t.reads[k]
+	if rs == nil {
+		rs = &ReadStats{Component: comp, Row: row, Unread: map[Field]uint64{}}
+		t.reads[k] = rs
+	}
+	return rs
+}
+
+// ReadStats returns the read statistics of every row that fired, by
+// component and row.
+func (t *Tracer) ReadStats() []ReadStats {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	out := make([]ReadStats, 0, len(t.reads))
+	for _, rs := range t.reads {
+		c := *rs
+		c.Unread = maps.Clone(rs.Unread)
+		out = append(out, c)
+	}
+	slices.SortFunc(out, func(a, b ReadStats) int {
+		if c := strings.Compare(string(a.Component), string(b.Component)); c != 0 {
+			return c
+		}
+		return strings.Compare(a.Row, b.Row)
+	})
+	return out
 }
 
 func setField(ev *Event, c Capture, be *bpf.Event, slot uint8) {

@@ -245,10 +245,10 @@ var podRows = []Row{
 		Module: modKubernetes, Versions: kube134to137, Hits: "once per pod sync (the pod's arrival, each container change, about once a minute while it runs)",
 		Entry: append(objMeta(RSI),
 			u64At(FieldStatuses, RSP, 8+podStatusContainers+8),
-			u64At(FieldStartedWall0, RSP, 8+podStatusContainers, containerRunning, 0),
-			u64At(FieldStartedExt0, RSP, 8+podStatusContainers, containerRunning, 8),
-			u64At(FieldStartedWall1, RSP, 8+podStatusContainers, containerStatusSize+containerRunning, 0),
-			u64At(FieldStartedExt1, RSP, 8+podStatusContainers, containerStatusSize+containerRunning, 8))},
+			optional(u64At(FieldStartedWall0, RSP, 8+podStatusContainers, containerRunning, 0)),
+			optional(u64At(FieldStartedExt0, RSP, 8+podStatusContainers, containerRunning, 8)),
+			optional(u64At(FieldStartedWall1, RSP, 8+podStatusContainers, containerStatusSize+containerRunning, 0)),
+			optional(u64At(FieldStartedExt1, RSP, 8+podStatusContainers, containerStatusSize+containerRunning, 8)))},
 	// syncPod(ctx, uid types.UID, status versionedPodStatus): UID in RDI,RSI;
 	// status on the stack at RSP+8: podName @8, podNamespace @24. Detail:
 	// the PATCH it sends is traced in kube-apiserver.
@@ -257,6 +257,10 @@ var podRows = []Row{
 		Module: modKubernetes, Versions: kube134to137, Hits: "once per new pod status version (and per reconcile of a stale one, checked every 10 s)",
 		Entry: []Capture{str(FieldUID, RDI, RSI), strAt(FieldNamespace, RSP, 8+24), strAt(FieldName, RSP, 8+8)}},
 }
+
+// optional marks a capture whose pointer is nil when what it reads is
+// absent (State.Running of a container that does not run).
+func optional(c Capture) Capture { c.Optional = true; return c }
 
 // queueAddRow is kube-scheduler's PriorityQueue.Add, the pod in podReg.
 func queueAddRow(versions string, podReg Reg) Row {

@@ -50,6 +50,8 @@ type Tracer struct {
 	// retired keeps the hits of detached processes, so that totals never
 	// go down when a component restarts.
 	retired map[retiredKey]uint64
+	// reads counts each row's events and unreadable captures (reader.go).
+	reads map[retiredKey]*ReadStats
 }
 
 type retiredKey struct {
@@ -146,6 +148,7 @@ func NewTracer(opts Options) (*Tracer, error) {
 		log:     log,
 		procs:   map[int]*Process{},
 		retired: map[retiredKey]uint64{},
+		reads:   map[retiredKey]*ReadStats{},
 		slots:   make([]*slotInfo, bpf.MaxConfigs),
 		clock:   newClock(),
 	}

@@ -95,6 +95,103 @@ var testRows = []Row{
 		Entry: []Capture{withAdd(u64At(FieldRevision, RAX, 0, 16), 1)}},
 }
 
+// siteRows: a call-site row that reads the results its caller saved, and
+// a row whose one capture always fails (a nil pointer on its path).
+var siteRows = []Row{
+	{ID: "test.store.done", Component: testComponent, Stage: "store", Symbol: "main.record",
+		CalledFrom: []string{"main.store"}, CallArg: []string{"write"},
+		// record(verb string, n int64) at the call: verb in RAX,RBX; store
+		// saved commit's (ok, newRev), returned in RAX, RBX.
+		Entry: []Capture{str(FieldVerb, RAX, RBX), spilled(FieldSucceeded, RAX, 1), spilled(FieldRevision, RBX, 8)}},
+	{ID: "test.walk", Component: testComponent, Stage: "walk", Symbol: "main.walk",
+		// walk(n *Node): Next @0 (nil) → Val @8 fails; Val @8 reads.
+		Entry: []Capture{u64At(FieldRevision, RAX, 0, 8), u64At(FieldRaftID, RAX, 8)}},
+}
+
+// TestTracerCallSitesAndUnreadCaptures: a call-site probe fires on the
+// selected CALL only and reads what the caller saved; a capture that cannot
+// be read is marked on the event and counted per row and field, and a row
+// whose capture always fails is reported broken.
+func TestTracerCallSitesAndUnreadCaptures(t *testing.T) {
+	needBPF(t)
+	path := buildTarget(t)
+	tr, err := NewTracer(Options{Rows: siteRows})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tr.Close()
+	tg := startTarget(t, path)
+	p, err := tr.Attach(tg.cmd.Process.Pid, testComponent)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range p.Rows {
+		if r.State != RowAttached || !r.EntryAtPush {
+			t.Fatalf("row %s: %s (cheap site %v): %v", r.Row.ID, r.State, r.EntryAtPush, r.Err)
+		}
+		if r.Row.ID == "test.store.done" && r.Uprobes != 1 {
+			t.Errorf("test.store.done: %d uprobes, want 1 (the CALL passing \"write\")", r.Uprobes)
+		}
+	}
+	var (
+		mu     sync.Mutex
+		events []Event
+	)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() {
+		done <- tr.Read(ctx, func(e Event) { mu.Lock(); events = append(events, e); mu.Unlock() })
+	}()
+	const n = 90
+	tg.run(t, n)
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		mu.Lock()
+		got := len(events)
+		mu.Unlock()
+		if got >= 2*n || time.Now().After(deadline) {
+			break
+		}
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	var stores, walks []Event
+	for _, e := range events {
+		switch e.Probe {
+		case "test.store.done":
+			stores = append(stores, e)
+		case "test.walk":
+			walks = append(walks, e)
+		}
+	}
+	if len(stores) != n || len(walks) != n {
+		t.Fatalf("%d store and %d walk events, want %d each", len(stores), len(walks), n)
+	}
+	for i, e := range stores {
+		if e.Verb != "write" || e.Succeeded != (i%3 != 0) || e.Revision != int64(i+7) || e.Unread != 0 {
+			t.Fatalf("store %d: verb %q ok %v rev %d unread %#x; want write, %v, %d, none", i, e.Verb, e.Succeeded, e.Revision, e.Unread, i%3 != 0, i+7)
+		}
+	}
+	for i, e := range walks {
+		if e.Unread != 1<<FieldRevision || e.RaftID != uint64(i) || e.Revision != 0 {
+			t.Fatalf("walk %d: unread %#x raft id %d revision %d; want revision unread, raft id %d", i, e.Unread, e.RaftID, e.Revision, i)
+		}
+	}
+	var walk ReadStats
+	for _, rs := range tr.ReadStats() {
+		if rs.Row == "test.walk" {
+			walk = rs
+		}
+	}
+	if walk.Events != n || walk.Unread[FieldRevision] != n || walk.Unread[FieldRaftID] != 0 {
+		t.Errorf("test.walk read stats %+v; want %d events, revision unread in all", walk, n)
+	}
+	if b := BrokenReads(walk); len(b) != 1 || b[0] != FieldRevision {
+		t.Errorf("broken reads of test.walk: %v, want [revision]", b)
+	}
+}
+
 func TestTracerCapturesArgumentsAndResults(t *testing.T) {
 	needBPF(t)
 	path := buildTarget(t)

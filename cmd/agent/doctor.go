@@ -14,6 +14,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"flag"
 	"fmt"
@@ -26,6 +27,7 @@ import (
 	"strconv"
 	"strings"
 	"text/tabwriter"
+	"time"
 	"unsafe"
 
 	"github.com/cilium/ebpf/rlimit"
@@ -66,15 +68,17 @@ type check struct {
 }
 
 type doctor struct {
-	out    io.Writer
-	proc   string
-	detail bool
-	checks []check
-	rows   []rowLine
+	out     io.Writer
+	proc    string
+	detail  bool
+	observe time.Duration
+	checks  []check
+	rows    []rowLine
 }
 
 type rowLine struct {
 	comp, pid, row, stage, state, version, reason string
+	reads                                         string // what its events read while observed
 }
 
 func (d *doctor) add(c check) { d.checks = append(d.checks, c) }
@@ -83,8 +87,9 @@ func runDoctor(args []string) error {
 	fs := flag.NewFlagSet("kpath-agent doctor", flag.ContinueOnError)
 	proc := fs.String("proc", "/proc", "the host's /proc (the agent needs hostPID)")
 	detail := fs.Bool("detail", false, "also try the detail rows (as the agent's --detail)")
+	observe := fs.Duration("observe", 3*time.Second, "after attaching, read the probes' events this long and report per row how many fired and which captures could not be read (0: skip)")
 	fs.Usage = func() {
-		fmt.Fprintln(fs.Output(), "usage: kpath-agent doctor [--proc DIR] [--detail]\n\nChecks the kernel, capabilities and BPF, finds the control-plane components\nand tries every catalogue row on them. Exits 1 if something required is missing.")
+		fmt.Fprintln(fs.Output(), "usage: kpath-agent doctor [--proc DIR] [--detail] [--observe 3s]\n\nChecks the kernel, capabilities and BPF, finds the control-plane components\nand tries every catalogue row on them. Exits 1 if something required is missing.")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -93,7 +98,7 @@ func runDoctor(args []string) error {
 		}
 		return err
 	}
-	d := &doctor{out: os.Stdout, proc: *proc, detail: *detail}
+	d := &doctor{out: os.Stdout, proc: *proc, detail: *detail, observe: *observe}
 	return d.run()
 }
 
@@ -422,7 +427,7 @@ func (d *doctor) components(t *probes.Tracer, caps capSet, multi multiSupport, n
 		p, err := t.Attach(f.PID, f.Component)
 		if p == nil {
 			reason := fmt.Sprint(err)
-			d.rows = append(d.rows, rowLine{string(f.Component), pid, "-", "-", "not traced", "", reason})
+			d.rows = append(d.rows, rowLine{comp: string(f.Component), pid: pid, row: "-", stage: "-", state: "not traced", reason: reason})
 			if errors.Is(err, os.ErrPermission) {
 				permErrs = append(permErrs, reason)
 			}
@@ -445,11 +450,14 @@ func (d *doctor) components(t *probes.Tracer, caps capSet, multi multiSupport, n
 					permErrs = append(permErrs, r.Row.ID+": "+reason)
 				}
 			}
-			d.rows = append(d.rows, rowLine{string(f.Component), pid, r.Row.ID, r.Row.Stage, string(r.State), r.Version, reason})
+			d.rows = append(d.rows, rowLine{comp: string(f.Component), pid: pid, row: r.Row.ID, stage: r.Row.Stage, state: string(r.State), version: r.Version, reason: reason})
 		}
 		if len(p.Rows) == 0 {
-			d.rows = append(d.rows, rowLine{string(f.Component), pid, "-", "-", "no rows", "", "the catalogue has no rows for this component"})
+			d.rows = append(d.rows, rowLine{comp: string(f.Component), pid: pid, row: "-", stage: "-", state: "no rows", reason: "the catalogue has no rows for this component"})
 		}
+	}
+	d.observeReads(t)
+	for _, f := range found {
 		t.Detach(f.PID)
 	}
 	c := check{name: "catalogue rows", status: statusOK, detail: fmt.Sprintf("%d of %d rows attachable (table below)", attached, total)}
@@ -461,6 +469,51 @@ func (d *doctor) components(t *probes.Tracer, caps capSet, multi multiSupport, n
 	case attached == 0:
 		c.status = statusWarn
 		c.detail += ": no row fits these binaries, nothing will be traced"
+	}
+	d.add(c)
+}
+
+// observeReads reads the attached probes' events for d.observe and notes,
+// per row, how many fired and which captures could not be read; a row
+// whose reads keep failing is reported by name.
+func (d *doctor) observeReads(t *probes.Tracer) {
+	if d.observe <= 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), d.observe)
+	defer cancel()
+	if err := t.Read(ctx, func(probes.Event) {}); err != nil {
+		d.add(check{name: "probe reads", status: statusWarn, detail: "reading the ring buffer: " + err.Error()})
+		return
+	}
+	stats := map[[2]string]probes.ReadStats{}
+	for _, rs := range t.ReadStats() {
+		stats[[2]string{string(rs.Component), rs.Row}] = rs
+	}
+	var broken []string
+	for i := range d.rows {
+		r := &d.rows[i]
+		if r.state != string(probes.RowAttached) {
+			continue
+		}
+		rs, ok := stats[[2]string{r.comp, r.row}]
+		if !ok {
+			r.reads = fmt.Sprintf("0 events in %v", d.observe)
+			continue
+		}
+		r.reads = fmt.Sprintf("%d events", rs.Events)
+		if rs.Filtered > 0 {
+			r.reads += fmt.Sprintf(", %d filtered", rs.Filtered)
+		}
+		for _, f := range probes.BrokenReads(rs) {
+			r.reads += fmt.Sprintf(", %s unread in %d", f, rs.Unread[f])
+			broken = append(broken, fmt.Sprintf("%s %s (%s unread in %d of %d events)", r.comp, r.row, f, rs.Unread[f], rs.Events))
+		}
+	}
+	c := check{name: "probe reads", status: statusOK, detail: fmt.Sprintf("observed %v: every capture that fired was read", d.observe)}
+	if len(broken) > 0 {
+		c.status, c.detail = statusFail, "rows whose reads keep failing: "+strings.Join(broken, "; ")
+		c.fix = "the binary's layout differs from what these rows read: this version needs rows of its own (docs/probe-points.md); report it with the versions above"
 	}
 	d.add(c)
 }
@@ -520,9 +573,13 @@ func (d *doctor) report() error {
 	if len(d.rows) > 0 {
 		fmt.Fprintln(&buf)
 		tw = tabwriter.NewWriter(&buf, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "COMPONENT\tPID\tROW\tSTAGE\tSTATE\tVERSION\tWHY")
+		fmt.Fprintln(tw, "COMPONENT\tPID\tROW\tSTAGE\tSTATE\tVERSION\tREADS\tWHY")
 		for _, r := range d.rows {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.comp, r.pid, r.row, r.stage, r.state, r.version, oneLine(r.reason))
+			reads := r.reads
+			if reads == "" {
+				reads = "-"
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.comp, r.pid, r.row, r.stage, r.state, r.version, reads, oneLine(r.reason))
 		}
 		tw.Flush()
 	}

@@ -45,7 +45,7 @@ func TestReportFixesAndExit(t *testing.T) {
 	d.add(check{name: "", status: statusFail, fix: "CAP_SYS_PTRACE missing (y): add it to securityContext.capabilities.add"})
 	d.add(check{name: "catalogue rows", status: statusFail, detail: "denied", fix: sysAdminFix})
 	d.add(check{name: "uprobe permission", status: statusFail, detail: "denied", fix: sysAdminFix})
-	d.rows = append(d.rows, rowLine{"etcd", "1", "etcd.wal.fsync", "wal-fsync", "failed", "v3.6.16", "permission denied"})
+	d.rows = append(d.rows, rowLine{comp: "etcd", pid: "1", row: "etcd.wal.fsync", stage: "wal-fsync", state: "failed", version: "v3.6.16", reason: "permission denied"})
 	err := d.report()
 	if err == nil || !strings.Contains(err.Error(), "4 required check(s) failed") {
 		t.Errorf("err = %v", err)

@@ -370,11 +370,48 @@ func reportAttach(log *slog.Logger, m *export.Metrics, e probes.AttachEvent) {
 // into counter increments.
 type dropCounters struct {
 	last map[string]uint64
+	// reads: each row's read stats at the last check, and the rows already
+	// reported broken.
+	reads  map[string]probes.ReadStats
+	broken map[string]bool
+}
+
+// warnBroken logs, once, a row whose captures failed in nearly every event
+// since the last check: it reads a layout this binary does not have, and
+// what it reports is missing or wrong.
+func (d *dropCounters) warnBroken(log *slog.Logger, rs probes.ReadStats) {
+	if d.reads == nil {
+		d.reads, d.broken = map[string]probes.ReadStats{}, map[string]bool{}
+	}
+	k := string(rs.Component) + "/" + rs.Row
+	prev := d.reads[k]
+	d.reads[k] = rs
+	delta := probes.ReadStats{Component: rs.Component, Row: rs.Row, Events: rs.Events - prev.Events, Unread: map[probes.Field]uint64{}}
+	for f, n := range rs.Unread {
+		delta.Unread[f] = n - prev.Unread[f]
+	}
+	for _, f := range probes.BrokenReads(delta) {
+		if bk := k + "/" + f.String(); !d.broken[bk] {
+			d.broken[bk] = true
+			log.Error("catalogue row reads fail: the binary's layout differs from the row's, its "+f.String()+" is missing from every event",
+				"component", rs.Component, "row", rs.Row, "field", f.String(), "failed", delta.Unread[f], "events", delta.Events,
+				"fix", "this version needs a row of its own (docs/probe-points.md)")
+		}
+	}
 }
 
 func (d *dropCounters) update(log *slog.Logger, m *export.Metrics, t *probes.Tracer, pairs *correlate.Pairs, w *correlate.Writes, p *correlate.Pods) {
 	for k, n := range pairs.Unjoined() {
 		m.SetUnjoined(k.Row, k.Reason, n)
+	}
+	for _, rs := range t.ReadStats() {
+		if rs.Filtered > 0 {
+			m.SetUnjoined(rs.Row, "filtered", rs.Filtered)
+		}
+		for f, n := range rs.Unread {
+			m.SetReadErrors(rs.Row, f.String(), n)
+		}
+		d.warnBroken(log, rs)
 	}
 	if d.last == nil {
 		d.last = map[string]uint64{}

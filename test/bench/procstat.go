@@ -91,9 +91,12 @@ func readHostCPU() hostCPU {
 }
 
 // uprobesMapped reports whether pid has the "[uprobes]" mapping the kernel
-// adds to a process the first time one of its uprobes fires. It stays after
-// the probes are gone, so on a fresh process it means "some uprobe fired in
-// this process since it started".
+// adds to a process the first time one of its uprobes is single-stepped
+// out of line (its XOL area). It stays after the probes are gone, so on a
+// fresh process it means "some uprobe hit was single-stepped in this
+// process since it started". A hit the kernel emulates (a push, a CALL, a
+// branch) maps nothing: an agent whose probes all sit on such sites leaves
+// no trace here, which is why the bench also looks for BPF link holders.
 func uprobesMapped(pid int) bool {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/maps", pid))
 	return err == nil && strings.Contains(string(b), "[uprobes]")

@@ -190,8 +190,10 @@ func report(w io.Writer, c config, h *hostInfo, rs []roundResult) {
 				notes = append(notes, "**excluded**: "+why)
 			}
 		}
-		if r.mode == modeKpath && !r.apiUprobes {
-			notes = append(notes, "no [uprobes] mapping in apiserver?")
+		if r.mode == modeKpath && r.apiUprobes {
+			// Every default probe sits on an emulated site: a single-step
+			// means a row landed elsewhere (a RET, a first instruction).
+			notes = append(notes, "single-stepped probe hits in the apiserver ([uprobes] mapping)")
 		}
 		if len(r.others) > 0 && r.mode == modeKpath {
 			notes = append(notes, "agent also attached to "+procList(r.others))

@@ -348,7 +348,7 @@ type hitCost struct {
 	// readHits are the hits of write-path rows that reads made (their
 	// requests end at MonitorRequest, their etcd RPCs at etcd's stats; the
 	// agent counts them as joining nothing): not a write's cost.
-	readHits float64
+	readHits    float64
 	all         float64
 	byComponent string
 }

@@ -46,6 +46,45 @@ func respond(r *Response) *Response {
 	return r
 }
 
+// commit and store stand in for the apiserver's storage write: store uses
+// commit's results after two more calls, so it saves them in its frame.
+//
+//go:noinline
+func commit(key string, rev int64) (ok bool, newRev int64) {
+	return rev%3 != 0, rev + 7
+}
+
+var sink int64
+
+//go:noinline
+func record(verb string, n int64) { sink += int64(len(verb)) + n }
+
+//go:noinline
+func store(key string, rev int64) int64 {
+	ok, newRev := commit(key, rev)
+	record("write", rev)
+	record("read", rev)
+	if ok {
+		return newRev
+	}
+	return -1
+}
+
+// Node's Next is nil here: a capture that follows it cannot be read.
+type Node struct {
+	Next *Node
+	Val  int64
+}
+
+// walk calls out, so it has a frame and a stack check like the functions
+// kpath probes.
+//
+//go:noinline
+func walk(n *Node) int64 {
+	record("walk", n.Val)
+	return n.Val
+}
+
 func main() {
 	// Wait for "go N" lines on stdin, then make N calls from a new goroutine
 	// and print "done" with that goroutine's parent (this one).
@@ -59,6 +98,8 @@ func main() {
 				req := &Request{Method: "PATCH", URL: &URL{Path: fmt.Sprintf("/api/v1/namespaces/ns/things/t-%d", i)}}
 				handle(req, fmt.Sprintf("/registry/things/ns/t-%d", i), int64(i))
 				respond(&Response{Header: &Header{Revision: int64(1000 + i)}})
+				sink += store(fmt.Sprintf("/registry/things/ns/t-%d", i), int64(i))
+				sink += walk(&Node{Val: int64(i)})
 			}
 			close(done)
 		}()
