@@ -20,6 +20,8 @@
 #define MAX_NUM 6
 #define MAX_STR 3
 #define STR_LEN 128
+#define MAX_MATCH 4
+#define MATCH_LEN 24
 
 // Layout of the x86-64 struct pt_regs (an ABI the kernel keeps stable).
 struct regs {
@@ -82,6 +84,14 @@ struct probe_config {
 	__u16 parent_goid_off; // runtime.g.parentGoid
 	__u16 flags;           // CFG_*
 	struct capture cap[MAX_CAP];
+	// With match_n > 0 the event is kept only when the string of capture 0
+	// equals one of the match_n values (Row.Only): the calls the row does
+	// not trace (etcd's reads at its RPC stats, the apiserver's reads at
+	// MonitorRequest) cost the trap and this program, not the ring buffer
+	// and the agent.
+	__u8 match_n;
+	__u8 match_len[MAX_MATCH];
+	char match[MAX_MATCH][MATCH_LEN];
 };
 
 struct event {
@@ -118,6 +128,14 @@ struct {
 	__type(key, __u32);
 	__type(value, __u64);
 } hits SEC(".maps");
+
+// Events each slot's match dropped.
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, MAX_CONFIGS);
+	__type(key, __u32);
+	__type(value, __u64);
+} filtered SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -297,6 +315,30 @@ static __always_inline void run_captures(__u64 *r, struct probe_config *cfg, str
 	}
 }
 
+// matches says whether capture 0's string is one of the config's values.
+static __always_inline int matches(struct event *ev, struct probe_config *cfg)
+{
+	__u8 d = cfg->cap[0].dst;
+	if (d >= MAX_STR)
+		return 0;
+	__u16 n = ev->str_len[d];
+#pragma unroll
+	for (int m = 0; m < MAX_MATCH; m++) {
+		if (m >= cfg->match_n)
+			break;
+		if (n != cfg->match_len[m] || n > MATCH_LEN)
+			continue;
+		char diff = 0;
+#pragma unroll
+		for (int i = 0; i < MATCH_LEN; i++)
+			if (i < n)
+				diff |= ev->str[d][i] ^ cfg->match[m][i];
+		if (!diff)
+			return 1;
+	}
+	return 0;
+}
+
 static __always_inline int handle(struct regs *r)
 {
 	__u32 slot = bpf_get_attach_cookie(r);
@@ -345,6 +387,12 @@ static __always_inline int handle(struct regs *r)
 		bpf_probe_read_user(&ev->parent_goid, sizeof(ev->parent_goid), (void *)(r->r14 + cfg->parent_goid_off));
 	}
 	run_captures(a, cfg, ev);
+	if (cfg->match_n && !matches(ev, cfg)) {
+		__u64 *f = bpf_map_lookup_elem(&filtered, &slot);
+		if (f)
+			*f += 1;
+		return 0;
+	}
 
 	if (cfg->mode == MODE_POINT) {
 		ev->end_ns = now;

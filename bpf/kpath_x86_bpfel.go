@@ -85,6 +85,10 @@ type kpathProbeConfig struct {
 	ParentGoidOff uint16
 	Flags         uint16
 	Cap           [8]kpathCapture
+	MatchN        uint8
+	MatchLen      [4]uint8
+	Match         [4][24]int8
+	_             [3]byte
 }
 
 type kpathReg uint32
@@ -117,6 +121,7 @@ const (
 	kpathMapConfigs          = "configs"
 	kpathMapCounters         = "counters"
 	kpathMapEvents           = "events"
+	kpathMapFiltered         = "filtered"
 	kpathMapHits             = "hits"
 	kpathMapScratch          = "scratch"
 	kpathMapStash            = "stash"
@@ -186,6 +191,7 @@ type kpathMapSpecs struct {
 	Configs  *ebpf.MapSpec `ebpf:"configs"`
 	Counters *ebpf.MapSpec `ebpf:"counters"`
 	Events   *ebpf.MapSpec `ebpf:"events"`
+	Filtered *ebpf.MapSpec `ebpf:"filtered"`
 	Hits     *ebpf.MapSpec `ebpf:"hits"`
 	Scratch  *ebpf.MapSpec `ebpf:"scratch"`
 	Stash    *ebpf.MapSpec `ebpf:"stash"`
@@ -229,6 +235,7 @@ type kpathMaps struct {
 	Configs  *ebpf.Map `ebpf:"configs"`
 	Counters *ebpf.Map `ebpf:"counters"`
 	Events   *ebpf.Map `ebpf:"events"`
+	Filtered *ebpf.Map `ebpf:"filtered"`
 	Hits     *ebpf.Map `ebpf:"hits"`
 	Scratch  *ebpf.Map `ebpf:"scratch"`
 	Stash    *ebpf.Map `ebpf:"stash"`
@@ -239,6 +246,7 @@ func (m *kpathMaps) Close() error {
 		m.Configs,
 		m.Counters,
 		m.Events,
+		m.Filtered,
 		m.Hits,
 		m.Scratch,
 		m.Stash,

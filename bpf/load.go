@@ -25,6 +25,8 @@ const (
 	MaxNum      = len(Event{}.Num)
 	MaxStr      = len(Event{}.Str)
 	StrLen      = len(Event{}.Str[0])
+	MaxMatch    = len(ProbeConfig{}.Match)
+	MatchLen    = len(ProbeConfig{}.Match[0])
 )
 
 // Capture kinds, registers, modes and drop counters, as the C enums define them.
@@ -167,7 +169,24 @@ func (o *Objects) ClearSlot(slot uint32) error {
 	if err := o.objs.Hits.Update(slot, make([]uint64, n), ebpf.UpdateAny); err != nil {
 		return fmt.Errorf("clear hits of slot %d: %w", slot, err)
 	}
+	if err := o.objs.Filtered.Update(slot, make([]uint64, n), ebpf.UpdateAny); err != nil {
+		return fmt.Errorf("clear filtered count of slot %d: %w", slot, err)
+	}
 	return nil
+}
+
+// Filtered returns how many events of a slot its match dropped, summed
+// over CPUs.
+func (o *Objects) Filtered(slot uint32) (uint64, error) {
+	var per []uint64
+	if err := o.objs.Filtered.Lookup(slot, &per); err != nil {
+		return 0, fmt.Errorf("read filtered count of slot %d: %w", slot, err)
+	}
+	var sum uint64
+	for _, v := range per {
+		sum += v
+	}
+	return sum, nil
 }
 
 // Hits returns how often the probe of a slot fired, summed over CPUs.

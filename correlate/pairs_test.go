@@ -38,7 +38,7 @@ func TestPairsBuildTheRequestFromItsHandlerAndMonitorRequest(t *testing.T) {
 	}
 	// Another goroutine's end does not close it.
 	p.Add(rowEvent(t, "apiserver.request.end", 3, func(e *probes.Event) { e.Goroutine = 41; e.Elapsed = time.Millisecond }), at(3), emit)
-	p.Add(rowEvent(t, "apiserver.request.end", 4, func(e *probes.Event) { e.Elapsed = 3500 * time.Microsecond; e.Code = 201; e.Verb = "create" }), at(4), emit)
+	p.Add(rowEvent(t, "apiserver.request.end", 4, func(e *probes.Event) { e.Elapsed = 3500 * time.Microsecond; e.Code = 201; e.Verb = "POST" }), at(4), emit)
 	if len(out) != 2 {
 		t.Fatalf("%d events out, want the announcement and the span", len(out))
 	}
@@ -49,12 +49,12 @@ func TestPairsBuildTheRequestFromItsHandlerAndMonitorRequest(t *testing.T) {
 	if !s.Start.Equal(at(0.5)) || !s.Opened.Equal(at(1)) || !s.End.Equal(at(4)) {
 		t.Errorf("span %v–%v opened %v; want from the receipt (0.5 ms), handler at 1 ms, end at 4 ms", s.Start, s.End, s.Opened)
 	}
-	if s.Method != "POST" || s.Code != 201 || s.Verb != "create" {
+	if s.Method != "POST" || s.Code != 201 || s.Verb != "POST" {
 		t.Errorf("fields of both ends: method %q code %d verb %q", s.Method, s.Code, s.Verb)
 	}
 	got := p.Unjoined()
-	if got[Unjoined{"apiserver.request.end", "untraced-request"}] != 1 || len(got) != 1 {
-		t.Errorf("unjoined %v; want the other goroutine's end counted as an untraced request", got)
+	if got[Unjoined{"apiserver.request.end", "no-start"}] != 1 || len(got) != 1 {
+		t.Errorf("unjoined %v; want the other goroutine's end counted as an end without a start", got)
 	}
 }
 

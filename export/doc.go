@@ -31,7 +31,7 @@
 //	                                                             decode_error, timeline_evicted
 //	kpath_events_unjoined_total{probe,reason}          counter   events that built no span (correlate.Pairs):
 //	                                                             no-start, no-end, no-key, filtered, or the
-//	                                                             row's expected reason (untraced-request)
+//	                                                             row's expected reason (binding-failed)
 //	kpath_probe_read_errors_total{probe,field}         counter   captures the BPF program could not read
 //	kpath_attach_errors_total{component,probe}         counter   failed probe attachments
 //	kpath_attached_probes{component,pid}               gauge     probes attached per traced process

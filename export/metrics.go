@@ -65,7 +65,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		unjoined: newAbsCounter(prometheus.NewDesc(MetricEventsUnjoined,
 			"Probe events that built no span, by catalogue row and reason: no-start (an end with nothing open), no-end "+
 				"(a start whose end never came), no-key, filtered (not a call the row traces, e.g. etcd reads), or the row's own "+
-				"expected reason (untraced-request: reads and watches end at MonitorRequest too).",
+				"expected reason (binding-failed: a binding failure after its cycle closed).",
 			[]string{"probe", "reason"}, nil)),
 		readErrors: newAbsCounter(prometheus.NewDesc(MetricReadErrors,
 			"Captures the BPF program could not read, by catalogue row and field: the field is missing from the event "+

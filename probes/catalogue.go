@@ -6,6 +6,8 @@ import (
 	"strings"
 
 	"golang.org/x/mod/semver"
+
+	"github.com/kpath/kpath/bpf"
 )
 
 // Catalogue is every row kpath knows: the write path (rows.go), feeding
@@ -158,7 +160,7 @@ const (
 	FieldStartedExt0
 	FieldStartedWall1
 	FieldStartedExt1
-	FieldVerb        // the apiserver's request verb (create, list, ...)
+	FieldVerb        // the apiserver route's verb as MonitorRequest gets it (POST, GET, LIST, WATCH, ...)
 	FieldSubresource // the request's subresource (binding, status, ...)
 	FieldCode        // an HTTP status code
 	// FieldElapsed is a time.Duration that ends at the hit: the span it
@@ -392,8 +394,19 @@ func (r *Row) Validate() error {
 	if r.Only != nil && !r.Only.Field.IsString() {
 		return fmt.Errorf("row %s: Only matches a string field, not %s", r.ID, r.Only.Field)
 	}
-	if r.Only != nil && !slices.ContainsFunc(r.Entry, func(c Capture) bool { return c.Field == r.Only.Field }) {
-		return fmt.Errorf("row %s: Only matches %s, which the row does not capture", r.ID, r.Only.Field)
+	if r.Only != nil {
+		// The BPF program matches capture 0's string against the values.
+		if len(r.Entry) == 0 || r.Entry[0].Field != r.Only.Field {
+			return fmt.Errorf("row %s: Only matches %s, which must be the row's first capture", r.ID, r.Only.Field)
+		}
+		if len(r.Only.Values) == 0 || len(r.Only.Values) > bpf.MaxMatch {
+			return fmt.Errorf("row %s: Only takes 1 to %d values", r.ID, bpf.MaxMatch)
+		}
+		for _, v := range r.Only.Values {
+			if len(v) == 0 || len(v) > bpf.MatchLen {
+				return fmt.Errorf("row %s: Only value %q is not 1 to %d bytes", r.ID, v, bpf.MatchLen)
+			}
+		}
 	}
 	seen := map[Field]bool{}
 	for _, c := range append(append([]Capture{}, r.Entry...), r.Exit...) {

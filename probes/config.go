@@ -74,6 +74,22 @@ func probeConfig(caps []Capture, s slots, mode uint8, entrySlot uint32, g gorout
 	return cfg
 }
 
+// withMatch makes a config keep only the events whose capture 0 is one of
+// the row's Only values (checked by Validate to fit).
+func withMatch(cfg bpf.ProbeConfig, only *Match) bpf.ProbeConfig {
+	if only == nil {
+		return cfg
+	}
+	cfg.MatchN = uint8(len(only.Values))
+	for i, v := range only.Values {
+		cfg.MatchLen[i] = uint8(len(v))
+		for j := range len(v) {
+			cfg.Match[i][j] = int8(v[j])
+		}
+	}
+	return cfg
+}
+
 // goroutineLayout holds the offsets of runtime.g fields the probes read.
 type goroutineLayout struct {
 	goid, parentGoid uint16

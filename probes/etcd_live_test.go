@@ -179,5 +179,21 @@ func testEtcdLive(t *testing.T, bin string) {
 	case rpc.Point || rpc.Start.After(req.Start) || req.Start.Sub(rpc.Start) > 5*time.Millisecond || rpc.End.Before(req.End):
 		t.Errorf("rpc stats span %v–%v does not enclose the handler's %v–%v", rpc.Start, rpc.End, req.Start, req.End)
 	}
+	// The reads before the txn (Range RPCs) never left BPF: filtered there
+	// by the row's Only, counted.
+	for _, e := range events {
+		if e.Probe == "etcd.request.rpc" && e.Method != "/etcdserverpb.KV/Txn" {
+			t.Errorf("etcd.request.rpc passed a %s call", e.Method)
+		}
+	}
+	var filtered uint64
+	for _, rs := range tr.ReadStats() {
+		if rs.Row == "etcd.request.rpc" {
+			filtered = rs.Filtered
+		}
+	}
+	if filtered == 0 {
+		t.Errorf("no Range RPC counted as filtered by etcd.request.rpc")
+	}
 	t.Logf("txn %s rev %d took %v; raft id %#x; fsync %v", key, rev, req.Duration(), prop.RaftID, fsync.Duration())
 }

@@ -133,8 +133,9 @@ func (t *Tracer) decode(raw []byte) (Event, bool) {
 	defer t.mu.Unlock()
 	rs := t.readStatsLocked(comp, row.ID)
 	if row.Only != nil && !slices.Contains(row.Only.Values, ev.StringField(row.Only.Field)) {
-		// Not a call the row traces (etcd's reads at its RPC stats): its
-		// other captures read another layout, so they are not counted.
+		// Not a call the row traces (the BPF program filters these first;
+		// a string longer than its buffer gets here): its other captures
+		// read another layout, so they are not counted.
 		rs.Filtered++
 		return Event{}, false
 	}
@@ -209,9 +210,25 @@ func (t *Tracer) readStatsLocked(comp Component, row string) *ReadStats {
 func (t *Tracer) ReadStats() []ReadStats {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	// What the BPF program filtered out in the slots still attached, on
+	// top of what the detached ones left (detachLocked).
+	bpfFiltered := map[retiredKey]uint64{}
+	for _, p := range t.procs {
+		for _, s := range p.slots {
+			if t.slots[s].row.Only == nil {
+				continue
+			}
+			if f, err := t.objs.Filtered(s); err == nil && f > 0 {
+				k := retiredKey{p.Component, t.slots[s].row.ID}
+				bpfFiltered[k] += f
+				t.readStatsLocked(k.comp, k.row)
+			}
+		}
+	}
 	out := make([]ReadStats, 0, len(t.reads))
-	for _, rs := range t.reads {
+	for k, rs := range t.reads {
 		c := *rs
+		c.Filtered += bpfFiltered[k]
 		c.Unread = maps.Clone(rs.Unread)
 		out = append(out, c)
 	}

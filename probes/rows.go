@@ -84,11 +84,14 @@ var writeRows = []Row{
 	// request's receipt, what apiserver_request_duration_seconds observes)
 	// says when it began. verb in RBX,RCX; on the stack subresource @8,
 	// httpCode @80, elapsed @96. Reads, watches and non-resource requests
-	// end here too, with no handler row open: counted untraced-request.
+	// end here too: the BPF program keeps the write verbs only (verb is
+	// the route's HTTP verb: POST, PUT, PATCH, DELETE; reads are GET, LIST,
+	// WATCH, ...), so a read costs its hit and no more (counted filtered).
 	{ID: "apiserver.request.end", Component: KubeAPIServer, Stage: StageRequest,
-		Role: Closes, Pair: PairRequest, By: ByGoroutine, Unpaired: "untraced-request",
+		Role: Closes, Pair: PairRequest, By: ByGoroutine,
 		Symbol: "k8s.io/apiserver/pkg/endpoints/metrics.MonitorRequest",
 		Module: modAPIServer, Versions: k8s133to137, Hits: "once per request of any verb (reads and watches too)",
+		Only:  &Match{FieldVerb, []string{"POST", "PUT", "PATCH", "DELETE"}},
 		Entry: []Capture{str(FieldVerb, RBX, RCX), strAt(FieldSubresource, RSP, 8), u64At(FieldCode, RSP, 80), u64At(FieldElapsed, RSP, 96)}},
 
 	// Admission webhooks, mutating and validating: the dispatcher calls
@@ -151,7 +154,8 @@ var writeRows = []Row{
 	// loc); req and resp are on the stack (type @8, data @16; type @24,
 	// data @32): *TxnRequest Compare @0 → [0] → Key @8, *TxnResponse Header
 	// @0 → Revision @16, Succeeded @8. Only Txn calls are kept: the others
-	// have other layouts, and writes from the apiserver are all Txn.
+	// have other layouts, and writes from the apiserver are all Txn (the
+	// BPF program drops the rest before the ring buffer).
 	{ID: "etcd.request.rpc", Component: Etcd, Stage: StageEtcdRequest,
 		Symbol: "go.etcd.io/etcd/server/v3/etcdserver/api/v3rpc.logUnaryRequestStats",
 		Module: modEtcdServer, Versions: etcd36, Hits: "once per unary RPC (every txn, range, lease grant, ...)",

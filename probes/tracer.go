@@ -324,7 +324,7 @@ func (t *Tracer) attachRow(p *Process, bin *Binary, ex *link.Executable, row *Ro
 			if err != nil {
 				return fail(err)
 			}
-			slot, err := alloc(probeConfig(caps, fields, bpf.ModePoint, 0, g, false))
+			slot, err := alloc(withMatch(probeConfig(caps, fields, bpf.ModePoint, 0, g, false), row.Only))
 			if err != nil {
 				return fail(err)
 			}
@@ -350,7 +350,7 @@ func (t *Tracer) attachRow(p *Process, bin *Binary, ex *link.Executable, row *Ro
 		if err != nil {
 			return fail(err)
 		}
-		entrySlot, err := alloc(probeConfig(row.Entry, fields, mode, 0, g, row.Announce))
+		entrySlot, err := alloc(withMatch(probeConfig(row.Entry, fields, mode, 0, g, row.Announce), row.Only))
 		if err != nil {
 			return fail(err)
 		}
@@ -463,8 +463,12 @@ func (t *Tracer) detachLocked(pid int) {
 		l.Close()
 	}
 	for _, s := range p.slots {
+		id := t.slots[s].row.ID
 		if h, err := t.objs.Hits(s); err == nil {
-			t.retired[retiredKey{p.Component, t.slots[s].row.ID}] += h
+			t.retired[retiredKey{p.Component, id}] += h
+		}
+		if f, err := t.objs.Filtered(s); err == nil && f > 0 {
+			t.readStatsLocked(p.Component, id).Filtered += f
 		}
 		t.freeSlotLocked(s)
 	}

@@ -219,7 +219,7 @@ func run() error {
 			if len(res.foreignAgents) > 0 {
 				note += " — other BPF tracers: " + procList(res.foreignAgents)
 			}
-			fmt.Fprintf(os.Stderr, "%.0f creates/s, apiserver %.3f ms CPU/create, p99 %.1f ms%s\n",
+			fmt.Fprintf(os.Stderr, opLabel("%.0f creates/s, apiserver %.3f ms CPU/create, p99 %.1f ms%s\n"),
 				res.throughput(), res.apiCPUPerCreate(), ms(res.p99), note)
 			results = append(results, res)
 		}

@@ -347,7 +347,7 @@ type hitCost struct {
 	writes      float64 // every write of the run, background included
 	// readHits are the hits of write-path rows that reads made (their
 	// requests end at MonitorRequest, their etcd RPCs at etcd's stats; the
-	// agent counts them as joining nothing): not a write's cost.
+	// BPF program filters them out, counted): not a write's cost.
 	readHits    float64
 	all         float64
 	byComponent string
@@ -378,7 +378,7 @@ func podHits(after, before metrics, from, to time.Time, rcv *otlptest.Receiver, 
 				continue
 			}
 			p, r := s.labels["probe"], s.labels["reason"]
-			if p == "apiserver.request.end" && r == "untraced-request" || p == "etcd.request.rpc" && r == "filtered" {
+			if (p == "apiserver.request.end" || p == "etcd.request.rpc") && r == "filtered" {
 				h.readHits += sign * s.value
 			}
 		}
