@@ -210,3 +210,23 @@ func rangesOverlap(t *testing.T, a, b string) bool {
 	}
 	return semver.Compare(alo, bhi) < 0 && semver.Compare(blo, ahi) < 0
 }
+
+// TestDetailRowsByIDBringTheirComponent: a component whose only rows are
+// detail rows (kube-controller-manager) is attached when one of them is
+// asked for by ID, as with --detail, and not otherwise.
+func TestDetailRowsByIDBringTheirComponent(t *testing.T) {
+	for _, c := range []struct {
+		opts Options
+		want bool
+	}{
+		{Options{}, false},
+		{Options{Detail: true}, true},
+		{Options{DetailRows: []string{"controller-manager.informer.receive"}}, true},
+		{Options{DetailRows: []string{"etcd.wal.fsync"}}, false},
+	} {
+		tr := &Tracer{rows: Catalogue, opts: c.opts}
+		if got := tr.hasRows(KubeControllerManager); got != c.want {
+			t.Errorf("options %+v: kube-controller-manager has rows to attach %v, want %v", c.opts, got, c.want)
+		}
+	}
+}

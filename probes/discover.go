@@ -68,17 +68,22 @@ func FindProcesses(procRoot string, programs ...string) ([]Found, error) {
 }
 
 // hasRows says whether the tracer would attach anything to a component:
-// one whose rows are all detail rows is left alone without --detail.
+// one whose rows are all detail rows is left alone unless some of them were
+// asked for (--detail, or by ID with --detail-rows).
 func (t *Tracer) hasRows(c Component) bool {
 	for i := range t.rows {
-		if t.rowFor(&t.rows[i], c) && (!t.rows[i].Detail || t.opts.Detail) {
+		if t.rowFor(&t.rows[i], c) && t.wants(&t.rows[i]) {
 			return true
 		}
 	}
 	return false
 }
 
-func processStartTime(pid int) (uint64, error) { return startTimeIn("/proc", pid) }
+// wants says whether the options attach row r: every default row, and the
+// detail rows that --detail or --detail-rows asked for.
+func (t *Tracer) wants(r *Row) bool {
+	return !r.Detail || t.opts.Detail || slices.Contains(t.opts.DetailRows, r.ID)
+}
 
 // startTimeIn reads field 22 of /proc/PID/stat (start time in clock ticks
 // since boot): a PID reused by a new process has a different one.
@@ -139,7 +144,7 @@ func (t *Tracer) Watch(ctx context.Context, procRoot string, interval time.Durat
 			if attached[f.PID] || failed[f] || !t.hasRows(f.Component) {
 				continue
 			}
-			p, err := t.Attach(f.PID, f.Component)
+			p, err := t.AttachIn(procRoot, f.PID, f.Component)
 			if p == nil {
 				failed[f] = true
 			}

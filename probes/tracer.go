@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -173,10 +175,17 @@ func (t *Tracer) Close() error {
 // It returns the process with the outcome of each row; the error is set when
 // no row could be attached. A process already attached is detached first.
 func (t *Tracer) Attach(pid int, comp Component) (*Process, error) {
-	exe := fmt.Sprintf("/proc/%d/exe", pid)
+	return t.AttachIn("/proc", pid, comp)
+}
+
+// AttachIn is Attach with the processes under procRoot (the host's /proc
+// mounted elsewhere, the agent's --proc): the binary and the start time
+// are read there, as discovery found them.
+func (t *Tracer) AttachIn(procRoot string, pid int, comp Component) (*Process, error) {
+	exe := filepath.Join(procRoot, strconv.Itoa(pid), "exe")
 	target, _ := os.Readlink(exe)
 	target = strings.TrimSuffix(target, " (deleted)")
-	start, err := processStartTime(pid)
+	start, err := startTimeIn(procRoot, pid)
 	if err != nil {
 		return nil, fmt.Errorf("%s pid %d: %w", comp, pid, err)
 	}
@@ -239,7 +248,7 @@ func rowErrors(p *Process) error {
 
 func (t *Tracer) attachRow(p *Process, bin *Binary, ex *link.Executable, row *Row, g goroutineLayout) RowStatus {
 	st := RowStatus{Row: row}
-	if row.Detail && !t.opts.Detail && !slices.Contains(t.opts.DetailRows, row.ID) {
+	if !t.wants(row) {
 		st.State = RowDisabled
 		return st
 	}

@@ -355,3 +355,37 @@ func TestAttachBadInput(t *testing.T) {
 		}
 	})
 }
+
+// TestAttachReadsTheGivenProc: with the host's /proc elsewhere (--proc),
+// the binary and the start time come from there, as discovery saw them.
+func TestAttachReadsTheGivenProc(t *testing.T) {
+	needBPF(t)
+	path := buildTarget(t)
+	tr, err := NewTracer(Options{Rows: testRows})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tr.Close()
+	tg := startTarget(t, path)
+	pid := tg.cmd.Process.Pid
+	root := t.TempDir()
+	dir := filepath.Join(root, fmt.Sprint(pid))
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(path, filepath.Join(dir, "exe")); err != nil {
+		t.Fatal(err)
+	}
+	// A start time no real process has: field 22 after the comm.
+	stat := fmt.Sprintf("%d (target) S %s 4242424242 0\n", pid, strings.Repeat("0 ", 18))
+	if err := os.WriteFile(filepath.Join(dir, "stat"), []byte(stat), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	p, err := tr.AttachIn(root, pid, testComponent)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Exe != path || p.StartTime != 4242424242 || p.Attached() != len(testRows) {
+		t.Errorf("attached %d rows, exe %q start %d; want %d rows from %s, start 4242424242", p.Attached(), p.Exe, p.StartTime, len(testRows), path)
+	}
+}

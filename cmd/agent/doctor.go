@@ -424,7 +424,7 @@ func (d *doctor) components(t *probes.Tracer, caps capSet, multi multiSupport, n
 	var permErrs []string
 	for _, f := range found {
 		pid := strconv.Itoa(f.PID)
-		p, err := t.Attach(f.PID, f.Component)
+		p, err := t.AttachIn(d.proc, f.PID, f.Component)
 		if p == nil {
 			reason := fmt.Sprint(err)
 			d.rows = append(d.rows, rowLine{comp: string(f.Component), pid: pid, row: "-", stage: "-", state: "not traced", reason: reason})
