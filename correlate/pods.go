@@ -30,9 +30,35 @@ const (
 	PodWatchLag       = "watch-lag"       // a write committed → one consumer's reflector has it
 )
 
-// PodStages lists the partition in causal order.
-var PodStages = []string{PodAdmission, PodStorage, PodEtcdCommit, PodSchedulingWait, PodScheduling, PodBinding,
-	PodKubeletWatch, PodKubeletSync, PodSandbox, PodContainerStart, PodStatusReport}
+// podPartition is the partition in causal order: each stage, the component
+// charged with it (the one holding the pod), and where it ends; the next
+// stage begins there, the first at the create request's start.
+var podPartition = []struct {
+	stage string
+	comp  probes.Component
+	end   func(*podLife, *startup) time.Time
+}{
+	{PodAdmission, probes.KubeAPIServer, func(l *podLife, _ *startup) time.Time { return l.create.StorageWrite }},
+	{PodStorage, probes.KubeAPIServer, func(l *podLife, _ *startup) time.Time { return l.create.EtcdRequest }},
+	{PodEtcdCommit, probes.Etcd, func(l *podLife, _ *startup) time.Time { return l.create.Committed }},
+	{PodSchedulingWait, probes.KubeScheduler, func(_ *podLife, s *startup) time.Time { return s.cycle.Start }},
+	{PodScheduling, probes.KubeScheduler, func(_ *podLife, s *startup) time.Time { return s.cycle.End }},
+	{PodBinding, probes.KubeScheduler, func(_ *podLife, s *startup) time.Time { return s.bindingWrite.Committed }},
+	{PodKubeletWatch, probes.Kubelet, func(l *podLife, _ *startup) time.Time { return l.kubeletRcv.Start }},
+	{PodKubeletSync, probes.Kubelet, func(l *podLife, _ *startup) time.Time { return l.sandbox.Start }},
+	{PodSandbox, probes.Kubelet, func(l *podLife, _ *startup) time.Time { return l.sandbox.End }},
+	{PodContainerStart, probes.Kubelet, func(_ *podLife, s *startup) time.Time { return s.startedAt() }},
+	{PodStatusReport, probes.Kubelet, func(_ *podLife, s *startup) time.Time { return s.status.Committed }},
+}
+
+// PodStages lists the partition's stages in causal order.
+var PodStages = func() []string {
+	var out []string
+	for _, p := range podPartition {
+		out = append(out, p.stage)
+	}
+	return out
+}()
 
 // StageTime is one measured stage of one pod, for the histograms.
 type StageTime struct {
@@ -450,6 +476,23 @@ type startup struct {
 	missing        []string
 }
 
+// startedAt is when the last container started: the runtime's own time
+// when the kubelet's status held it, else the kubelet's CRI reply.
+func (s *startup) startedAt() time.Time {
+	if !s.runtimeStarted.IsZero() {
+		return s.runtimeStarted
+	}
+	return s.started
+}
+
+// startedBy says which of the two startedAt is (kpath.started_by).
+func (s *startup) startedBy() string {
+	if !s.runtimeStarted.IsZero() {
+		return "runtime"
+	}
+	return "cri-reply"
+}
+
 func (l *podLife) startup() startup {
 	var s startup
 	for i := range l.cycles {
@@ -706,36 +749,25 @@ func (l *podLife) trace(st startup, meta func(string) (PodMeta, bool)) PodTrace 
 	}
 
 	// The partition, when every boundary is known and in causal order.
-	if st.done {
-		var (
-			sw  = l.create.Trace.span(probes.StageStorageWrite)
-			etc = l.create.Trace.span(probes.StageEtcdRequest)
-		)
-		if sw != nil && etc != nil {
-			started, by := st.started, "cri-reply"
-			if !st.runtimeStarted.IsZero() {
-				started, by = st.runtimeStarted, "runtime"
+	if st.done && !l.create.StorageWrite.IsZero() && !l.create.EtcdRequest.IsZero() {
+		bounds := []time.Time{l.create.Start}
+		for _, p := range podPartition {
+			bounds = append(bounds, p.end(l, &st))
+		}
+		ordered := true
+		for i := 1; i < len(bounds); i++ {
+			if bounds[i].Before(bounds[i-1]) {
+				ordered = false
 			}
-			bounds := []time.Time{l.create.Start, sw.Start, etc.Start, l.create.Committed, st.cycle.Start, st.cycle.End,
-				st.bindingWrite.Committed, l.kubeletRcv.Start, l.sandbox.Start, l.sandbox.End, started, st.status.Committed}
-			comps := []probes.Component{probes.KubeAPIServer, probes.KubeAPIServer, probes.Etcd, probes.KubeScheduler, probes.KubeScheduler,
-				probes.KubeScheduler, probes.Kubelet, probes.Kubelet, probes.Kubelet, probes.Kubelet, probes.Kubelet}
-			ordered := true
-			for i := 1; i < len(bounds); i++ {
-				if bounds[i].Before(bounds[i-1]) {
-					ordered = false
+		}
+		if ordered {
+			for i, p := range podPartition {
+				pt.Stages = append(pt.Stages, StageTime{p.stage, string(p.comp), bounds[i+1].Sub(bounds[i])})
+				extra := []Attribute{{"kpath.partition", true}}
+				if p.stage == PodContainerStart {
+					extra = append(extra, Attribute{AttrStartedBy, st.startedBy()})
 				}
-			}
-			if ordered {
-				for i, stage := range PodStages {
-					d := bounds[i+1].Sub(bounds[i])
-					pt.Stages = append(pt.Stages, StageTime{stage, string(comps[i]), d})
-					extra := []Attribute{{"kpath.partition", true}}
-					if stage == PodContainerStart {
-						extra = append(extra, Attribute{AttrStartedBy, by})
-					}
-					add(root, stage, stage, string(comps[i]), bounds[i], bounds[i+1], extra...)
-				}
+				add(root, p.stage, p.stage, string(p.comp), bounds[i], bounds[i+1], extra...)
 			}
 		}
 	}
@@ -791,15 +823,6 @@ func regraft(t Trace, id TraceID, parent SpanID, attrs []Attribute) []Span {
 		out = append(out, c)
 	}
 	return out
-}
-
-func (t *Trace) span(stage string) *Span {
-	for i := range t.Spans {
-		if t.Spans[i].Attr(AttrStage) == stage {
-			return &t.Spans[i]
-		}
-	}
-	return nil
 }
 
 func maxT(a, b time.Time) time.Time {

@@ -319,3 +319,13 @@ func TestPodLateWatchLag(t *testing.T) {
 		t.Errorf("late lag span %+v", s)
 	}
 }
+
+// span is the first span of the trace at stage.
+func (t *Trace) span(stage string) *Span {
+	for i := range t.Spans {
+		if t.Spans[i].Attr(AttrStage) == stage {
+			return &t.Spans[i]
+		}
+	}
+	return nil
+}

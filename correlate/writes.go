@@ -146,7 +146,11 @@ type Write struct {
 	// Committed is when etcd applied the key: its watchers are notified as
 	// that txn ends, before the result goes back to the request.
 	Committed time.Time
-	Trace     Trace
+	// StorageWrite and EtcdRequest are when the apiserver issued the txn
+	// and when etcd's part of it began (zero when not seen): the pod's
+	// partition starts its storage and etcd-commit stages there.
+	StorageWrite, EtcdRequest time.Time
+	Trace                     Trace
 }
 
 // NewWrites returns a correlator that calls emit with each finished write.
@@ -548,6 +552,12 @@ func (w *Writes) emitWrite(wr *write, complete bool) {
 	}
 	if wr.apply != nil {
 		out.Committed = wr.apply.ev.Start
+	}
+	if wr.storageWrite != nil {
+		out.StorageWrite = wr.storageWrite.Start
+	}
+	if wr.etcd != nil {
+		out.EtcdRequest = wr.etcd.Start
 	}
 	w.emit(out)
 }
