@@ -178,22 +178,27 @@ func (o *Objects) ClearSlot(slot uint32) error {
 // Filtered returns how many events of a slot its match dropped, summed
 // over CPUs.
 func (o *Objects) Filtered(slot uint32) (uint64, error) {
-	var per []uint64
-	if err := o.objs.Filtered.Lookup(slot, &per); err != nil {
+	n, err := sumPerCPU(o.objs.Filtered, slot)
+	if err != nil {
 		return 0, fmt.Errorf("read filtered count of slot %d: %w", slot, err)
 	}
-	var sum uint64
-	for _, v := range per {
-		sum += v
-	}
-	return sum, nil
+	return n, nil
 }
 
 // Hits returns how often the probe of a slot fired, summed over CPUs.
 func (o *Objects) Hits(slot uint32) (uint64, error) {
-	var per []uint64
-	if err := o.objs.Hits.Lookup(slot, &per); err != nil {
+	n, err := sumPerCPU(o.objs.Hits, slot)
+	if err != nil {
 		return 0, fmt.Errorf("read hits of slot %d: %w", slot, err)
+	}
+	return n, nil
+}
+
+// sumPerCPU reads a per-CPU counter and adds up the CPUs.
+func sumPerCPU(m *ebpf.Map, key uint32) (uint64, error) {
+	var per []uint64
+	if err := m.Lookup(key, &per); err != nil {
+		return 0, err
 	}
 	var sum uint64
 	for _, v := range per {
@@ -204,15 +209,11 @@ func (o *Objects) Hits(slot uint32) (uint64, error) {
 
 // Count returns one drop counter, summed over CPUs.
 func (o *Objects) Count(c Counter) (uint64, error) {
-	var per []uint64
-	if err := o.objs.Counters.Lookup(uint32(c), &per); err != nil {
+	n, err := sumPerCPU(o.objs.Counters, uint32(c))
+	if err != nil {
 		return 0, fmt.Errorf("read counter %s: %w", c, err)
 	}
-	var sum uint64
-	for _, v := range per {
-		sum += v
-	}
-	return sum, nil
+	return n, nil
 }
 
 // SweepStash deletes stashed entries that started before cutoffNs

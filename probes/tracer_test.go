@@ -95,6 +95,52 @@ var testRows = []Row{
 		Entry: []Capture{withAdd(u64At(FieldRevision, RAX, 0, 16), 1)}},
 }
 
+// traceTarget attaches rows to a fresh target, makes it run n calls, and
+// returns the tracer, the process and the events read (at least want).
+func traceTarget(t *testing.T, rows []Row, n, want int) (*Tracer, *Process, []Event) {
+	t.Helper()
+	needBPF(t)
+	path := buildTarget(t)
+	tr, err := NewTracer(Options{Rows: rows})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { tr.Close() })
+	tg := startTarget(t, path)
+	p, err := tr.Attach(tg.cmd.Process.Pid, testComponent)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range p.Rows {
+		if r.State != RowAttached {
+			t.Fatalf("row %s: %s: %v", r.Row.ID, r.State, r.Err)
+		}
+	}
+	var (
+		mu     sync.Mutex
+		events []Event
+	)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() {
+		done <- tr.Read(ctx, func(e Event) { mu.Lock(); events = append(events, e); mu.Unlock() })
+	}()
+	tg.run(t, n)
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		mu.Lock()
+		got := len(events)
+		mu.Unlock()
+		if got >= want || time.Now().After(deadline) {
+			break
+		}
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	return tr, p, events
+}
+
 // siteRows: a call-site row that reads the results its caller saved, and
 // a row whose one capture always fails (a nil pointer on its path).
 var siteRows = []Row{
@@ -113,48 +159,15 @@ var siteRows = []Row{
 // be read is marked on the event and counted per row and field, and a row
 // whose capture always fails is reported broken.
 func TestTracerCallSitesAndUnreadCaptures(t *testing.T) {
-	needBPF(t)
-	path := buildTarget(t)
-	tr, err := NewTracer(Options{Rows: siteRows})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tr.Close()
-	tg := startTarget(t, path)
-	p, err := tr.Attach(tg.cmd.Process.Pid, testComponent)
-	if err != nil {
-		t.Fatal(err)
-	}
+	const n = 90
+	tr, p, events := traceTarget(t, siteRows, n, 2*n)
 	for _, r := range p.Rows {
-		if r.State != RowAttached || !r.EntryAtPush {
-			t.Fatalf("row %s: %s (cheap site %v): %v", r.Row.ID, r.State, r.EntryAtPush, r.Err)
+		if !r.EntryAtPush {
+			t.Errorf("row %s is not on a cheap site", r.Row.ID)
 		}
 		if r.Row.ID == "test.store.done" && r.Uprobes != 1 {
 			t.Errorf("test.store.done: %d uprobes, want 1 (the CALL passing \"write\")", r.Uprobes)
 		}
-	}
-	var (
-		mu     sync.Mutex
-		events []Event
-	)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error)
-	go func() {
-		done <- tr.Read(ctx, func(e Event) { mu.Lock(); events = append(events, e); mu.Unlock() })
-	}()
-	const n = 90
-	tg.run(t, n)
-	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		mu.Lock()
-		got := len(events)
-		mu.Unlock()
-		if got >= 2*n || time.Now().After(deadline) {
-			break
-		}
-	}
-	cancel()
-	if err := <-done; err != nil {
-		t.Fatal(err)
 	}
 	var stores, walks []Event
 	for _, e := range events {
@@ -193,52 +206,11 @@ func TestTracerCallSitesAndUnreadCaptures(t *testing.T) {
 }
 
 func TestTracerCapturesArgumentsAndResults(t *testing.T) {
-	needBPF(t)
-	path := buildTarget(t)
-	tr, err := NewTracer(Options{Rows: testRows})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tr.Close()
-	tg := startTarget(t, path)
-	p, err := tr.Attach(tg.cmd.Process.Pid, testComponent)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, r := range p.Rows {
-		if r.State != RowAttached {
-			t.Fatalf("row %s: %s: %v", r.Row.ID, r.State, r.Err)
-		}
-	}
+	const n = 300
+	tr, p, events := traceTarget(t, testRows, n, 2*n)
 	// handle has 3 RETs, so 1 entry + 3 RET uprobes; respond is a point.
 	if got := p.Rows[0].Uprobes; got != 4 {
 		t.Errorf("test.handle: %d uprobes, want 4 (entry + 3 RETs)", got)
-	}
-
-	var (
-		mu     sync.Mutex
-		events []Event
-	)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error)
-	go func() {
-		done <- tr.Read(ctx, func(e Event) { mu.Lock(); events = append(events, e); mu.Unlock() })
-	}()
-	const n = 300
-	tg.run(t, n)
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		mu.Lock()
-		got := len(events)
-		mu.Unlock()
-		if got >= 2*n || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	cancel()
-	if err := <-done; err != nil {
-		t.Fatal(err)
 	}
 
 	handles := map[string]Event{}
