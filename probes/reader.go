@@ -63,32 +63,33 @@ func (t *Tracer) Read(ctx context.Context, fn func(Event)) error {
 
 // DecodeErrors returns the decode error counts so far.
 func (t *Tracer) DecodeErrors() DecodeErrors {
-	t.mu.Lock()
-	defer t.mu.Unlock()
+	t.statsMu.Lock()
+	defer t.statsMu.Unlock()
 	return t.decodeErrs
 }
 
 func (t *Tracer) decode(raw []byte) (Event, bool) {
 	if len(raw) < int(unsafe.Sizeof(bpf.Event{})) {
-		t.mu.Lock()
+		t.statsMu.Lock()
 		t.decodeErrs.Short++
-		t.mu.Unlock()
+		t.statsMu.Unlock()
 		return Event{}, false
 	}
 	// The record is a struct event written by the same architecture.
 	be := (*bpf.Event)(unsafe.Pointer(&raw[0]))
-	t.mu.Lock()
+	// No lock on the way to the slot: Attach holds t.mu through ELF
+	// parsing and attaching, and the reader must keep draining the ring.
 	var info *slotInfo
 	if int(be.Slot) < len(t.slots) {
-		info = t.slots[be.Slot]
+		info = t.slots[be.Slot].Load()
 	}
 	if info == nil || uint32(info.proc.PID) != be.Pid {
+		t.statsMu.Lock()
 		t.decodeErrs.StaleSlot++
-		t.mu.Unlock()
+		t.statsMu.Unlock()
 		return Event{}, false
 	}
 	row, comp := info.row, info.proc.Component
-	t.mu.Unlock()
 
 	ev := Event{
 		Row:             row,
@@ -129,8 +130,8 @@ func (t *Tracer) decode(raw []byte) (Event, bool) {
 	}
 	ev.finish(row)
 
-	t.mu.Lock()
-	defer t.mu.Unlock()
+	t.statsMu.Lock()
+	defer t.statsMu.Unlock()
 	rs := t.readStatsLocked(comp, row.ID)
 	if row.Only != nil && !slices.Contains(row.Only.Values, ev.StringField(row.Only.Field)) {
 		// Not a call the row traces (the BPF program filters these first;
@@ -195,6 +196,7 @@ func (r *Row) optional(f Field) bool {
 	return false
 }
 
+// readStatsLocked needs t.statsMu.
 func (t *Tracer) readStatsLocked(comp Component, row string) *ReadStats {
 	k := retiredKey{comp, row}
 	rs := t.reads[k]
@@ -215,15 +217,19 @@ func (t *Tracer) ReadStats() []ReadStats {
 	bpfFiltered := map[retiredKey]uint64{}
 	for _, p := range t.procs {
 		for _, s := range p.slots {
-			if t.slots[s].row.Only == nil {
+			info := t.slots[s].Load()
+			if info.row.Only == nil {
 				continue
 			}
 			if f, err := t.objs.Filtered(s); err == nil && f > 0 {
-				k := retiredKey{p.Component, t.slots[s].row.ID}
-				bpfFiltered[k] += f
-				t.readStatsLocked(k.comp, k.row)
+				bpfFiltered[retiredKey{p.Component, info.row.ID}] += f
 			}
 		}
+	}
+	t.statsMu.Lock()
+	defer t.statsMu.Unlock()
+	for k := range bpfFiltered {
+		t.readStatsLocked(k.comp, k.row)
 	}
 	out := make([]ReadStats, 0, len(t.reads))
 	for k, rs := range t.reads {

@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cilium/ebpf/link"
@@ -44,10 +45,15 @@ type Tracer struct {
 
 	mu    sync.Mutex
 	procs map[int]*Process
-	slots []*slotInfo // by slot number; nil = free
+	// slots by slot number (nil = free), written under mu and read by
+	// the ring-buffer reader without it.
+	slots []atomic.Pointer[slotInfo]
 	free  []uint32
 
-	clock      clock
+	clock clock
+	// statsMu guards what the reader counts: decodeErrs and reads. The
+	// reader never takes mu.
+	statsMu    sync.Mutex
 	decodeErrs DecodeErrors
 	// retired keeps the hits of detached processes, so that totals never
 	// go down when a component restarts.
@@ -151,7 +157,7 @@ func NewTracer(opts Options) (*Tracer, error) {
 		procs:   map[int]*Process{},
 		retired: map[retiredKey]uint64{},
 		reads:   map[retiredKey]*ReadStats{},
-		slots:   make([]*slotInfo, bpf.MaxConfigs),
+		slots:   make([]atomic.Pointer[slotInfo], bpf.MaxConfigs),
 		clock:   newClock(),
 	}
 	for i := bpf.MaxConfigs - 1; i >= 0; i-- {
@@ -314,7 +320,7 @@ func (t *Tracer) attachRow(p *Process, bin *Binary, ex *link.Executable, row *Ro
 		s := t.free[len(t.free)-1]
 		t.free = t.free[:len(t.free)-1]
 		used = append(used, s)
-		t.slots[s] = &slotInfo{row: row, proc: p, fields: fields}
+		t.slots[s].Store(&slotInfo{row: row, proc: p, fields: fields})
 		if cfg.Mode == bpf.ModeEntry || cfg.Mode == bpf.ModePoint {
 			cfg.EntrySlot = s
 		}
@@ -406,7 +412,7 @@ func (t *Tracer) freeSlotLocked(s uint32) {
 	if err := t.objs.ClearSlot(s); err != nil {
 		t.log.Warn("clear probe slot", "slot", s, "err", err)
 	}
-	t.slots[s] = nil
+	t.slots[s].Store(nil)
 	t.free = append(t.free, s)
 }
 
@@ -472,12 +478,14 @@ func (t *Tracer) detachLocked(pid int) {
 		l.Close()
 	}
 	for _, s := range p.slots {
-		id := t.slots[s].row.ID
+		id := t.slots[s].Load().row.ID
 		if h, err := t.objs.Hits(s); err == nil {
 			t.retired[retiredKey{p.Component, id}] += h
 		}
 		if f, err := t.objs.Filtered(s); err == nil && f > 0 {
+			t.statsMu.Lock()
 			t.readStatsLocked(p.Component, id).Filtered += f
+			t.statsMu.Unlock()
 		}
 		t.freeSlotLocked(s)
 	}
@@ -523,7 +531,7 @@ func (t *Tracer) Hits() ([]RowHits, error) {
 			if err != nil {
 				return nil, err
 			}
-			byRow[t.slots[s].row.ID] += h
+			byRow[t.slots[s].Load().row.ID] += h
 		}
 		for id, h := range byRow {
 			out = append(out, RowHits{Component: p.Component, PID: p.PID, Row: id, Hits: h})

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -359,5 +360,79 @@ func TestAttachReadsTheGivenProc(t *testing.T) {
 	}
 	if p.Exe != path || p.StartTime != 4242424242 || p.Attached() != len(testRows) {
 		t.Errorf("attached %d rows, exe %q start %d; want %d rows from %s, start 4242424242", p.Attached(), p.Exe, p.StartTime, len(testRows), path)
+	}
+}
+
+// TestAttachNeverStallsTheReader: attaching to kube-apiserver (every row,
+// detail ones too: symbol lookups, RET and CALL sweeps of large functions,
+// links) while another traced process fills a small ring buffer: the reader
+// keeps decoding during the attach, and no event is dropped. On the lab
+// (KPATH_E2E=1): its kube-apiserver is the large binary.
+func TestAttachNeverStallsTheReader(t *testing.T) {
+	needBPF(t)
+	lab := needPodLab(t)
+	path := buildTarget(t)
+	tr, err := NewTracer(Options{Rows: append(slices.Clone(testRows), Catalogue...), Detail: true, RingBytes: 1 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tr.Close()
+	tg := startTarget(t, path)
+	if _, err := tr.Attach(tg.cmd.Process.Pid, testComponent); err != nil {
+		t.Fatal(err)
+	}
+	var (
+		mu      sync.Mutex
+		decoded []time.Time // when each target event was decoded
+	)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() {
+		done <- tr.Read(ctx, func(e Event) {
+			if e.Component == testComponent {
+				mu.Lock()
+				decoded = append(decoded, time.Now())
+				mu.Unlock()
+			}
+		})
+	}()
+	// About 40 000 records a second for 2 s: the reader keeps up, but one
+	// stalled for a tenth of a second would overflow 1 MiB (about 2000
+	// records).
+	ran := make(chan struct{})
+	go func() { fmt.Fprintf(tg.in, "%d 20\n", 40000); tg.expect(t, "done"); close(ran) }()
+	time.Sleep(300 * time.Millisecond)
+	from := time.Now()
+	p, err := tr.Attach(lab.pids[KubeAPIServer], KubeAPIServer)
+	to := time.Now()
+	if err != nil {
+		t.Fatal(err)
+	}
+	<-ran
+	time.Sleep(200 * time.Millisecond)
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	during := 0
+	mu.Lock()
+	for _, at := range decoded {
+		if at.After(from) && at.Before(to) {
+			during++
+		}
+	}
+	total := len(decoded)
+	mu.Unlock()
+	drops, err := tr.Drops()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("attached %d kube-apiserver rows in %v; %d target events decoded, %d of them during the attach; ring full %d",
+		p.Attached(), to.Sub(from).Round(time.Millisecond), total, during, drops["ringbuf_full"])
+	if during == 0 {
+		t.Errorf("no event was decoded during the %v the attach took: the reader waited for it", to.Sub(from))
+	}
+	if drops["ringbuf_full"] != 0 {
+		t.Errorf("the ring buffer dropped %d events", drops["ringbuf_full"])
 	}
 }

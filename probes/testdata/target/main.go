@@ -8,7 +8,7 @@ import (
 	"bufio"
 	"fmt"
 	"os"
-	"strconv"
+	"time"
 )
 
 type URL struct {
@@ -86,15 +86,20 @@ func walk(n *Node) int64 {
 }
 
 func main() {
-	// Wait for "go N" lines on stdin, then make N calls from a new goroutine
-	// and print "done" with that goroutine's parent (this one).
+	// Wait for "N" lines on stdin, then make N calls from a new goroutine
+	// and print "done" with that goroutine's parent (this one). "N P"
+	// paces them: P calls a millisecond.
 	in := bufio.NewScanner(os.Stdin)
 	fmt.Println("ready")
 	for in.Scan() {
-		n, _ := strconv.Atoi(in.Text())
+		var n, pace int
+		fmt.Sscan(in.Text(), &n, &pace)
 		done := make(chan struct{})
 		go func() {
 			for i := 0; i < n; i++ {
+				if pace > 0 && i%pace == 0 {
+					time.Sleep(time.Millisecond)
+				}
 				req := &Request{Method: "PATCH", URL: &URL{Path: fmt.Sprintf("/api/v1/namespaces/ns/things/t-%d", i)}}
 				handle(req, fmt.Sprintf("/registry/things/ns/t-%d", i), int64(i))
 				respond(&Response{Header: &Header{Revision: int64(1000 + i)}})
