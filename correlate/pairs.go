@@ -15,7 +15,8 @@ import (
 // Every other event passes through unchanged; every event that joins
 // nothing is counted by row and reason.
 type Pairs struct {
-	ttl time.Duration
+	ttl     time.Duration
+	maxOpen int
 
 	mu       sync.Mutex
 	open     map[probes.PairKey]openEnd
@@ -25,7 +26,7 @@ type Pairs struct {
 // Unjoined names one count of events that built no span.
 type Unjoined struct {
 	Row    string // catalogue row ID
-	Reason string // no-start, no-end, no-key, or the row's own Unpaired reason
+	Reason string // no-start, no-end, no-room, no-key, or the row's own Unpaired reason
 }
 
 type openEnd struct {
@@ -35,9 +36,13 @@ type openEnd struct {
 
 // NewPairs returns a pairer that gives up on an open span after ttl
 // (counted no-end): a goroutine that panicked, a call that failed before
-// the completion site.
-func NewPairs(ttl time.Duration) *Pairs {
-	return &Pairs{ttl: ttl, open: map[probes.PairKey]openEnd{}, unjoined: map[Unjoined]uint64{}}
+// the completion site. At most maxOpen spans wait (0: 100 000); past that
+// the new one is given up, counted no-room.
+func NewPairs(ttl time.Duration, maxOpen int) *Pairs {
+	if maxOpen == 0 {
+		maxOpen = 100_000
+	}
+	return &Pairs{ttl: ttl, maxOpen: maxOpen, open: map[probes.PairKey]openEnd{}, unjoined: map[Unjoined]uint64{}}
 }
 
 // Add takes one event and passes on what it makes: the event itself, the
@@ -56,9 +61,15 @@ func (p *Pairs) Add(ev probes.Event, now time.Time, out func(probes.Event)) {
 		}
 		k := ev.PairKey()
 		p.mu.Lock()
-		if _, ok := p.open[k]; ok {
+		_, reopened := p.open[k]
+		switch {
+		case reopened:
 			// The previous span on this key never reached its end.
 			p.unjoined[Unjoined{r.ID, "no-end"}]++
+		case len(p.open) >= p.maxOpen:
+			p.unjoined[Unjoined{r.ID, "no-room"}]++
+			p.mu.Unlock()
+			return
 		}
 		p.open[k] = openEnd{ev, now}
 		p.mu.Unlock()

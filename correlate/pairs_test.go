@@ -29,7 +29,7 @@ func rowEvent(t *testing.T, id string, ms float64, f func(*probes.Event)) probes
 }
 
 func TestPairsBuildTheRequestFromItsHandlerAndMonitorRequest(t *testing.T) {
-	p := NewPairs(time.Second)
+	p := NewPairs(time.Second, 0)
 	var out []probes.Event
 	emit := func(e probes.Event) { out = append(out, e) }
 	p.Add(rowEvent(t, "apiserver.request.create", 1, func(e *probes.Event) { e.Method, e.Path = "POST", "/api/v1/namespaces/ns/configmaps" }), at(1), emit)
@@ -59,7 +59,7 @@ func TestPairsBuildTheRequestFromItsHandlerAndMonitorRequest(t *testing.T) {
 }
 
 func TestPairsJoinByUIDAcrossGoroutines(t *testing.T) {
-	p := NewPairs(time.Second)
+	p := NewPairs(time.Second, 0)
 	var out []probes.Event
 	emit := func(e probes.Event) { out = append(out, e) }
 	p.Add(rowEvent(t, "scheduler.cycle", 1, func(e *probes.Event) { e.UID = "u1" }), at(1), emit)
@@ -81,7 +81,7 @@ func TestPairsJoinByUIDAcrossGoroutines(t *testing.T) {
 }
 
 func TestPairsCountWhatJoinsNothing(t *testing.T) {
-	p := NewPairs(time.Second)
+	p := NewPairs(time.Second, 0)
 	var out []probes.Event
 	emit := func(e probes.Event) { out = append(out, e) }
 	// A container start that never reached the runtime, then another on
@@ -112,5 +112,16 @@ func TestPairsCountWhatJoinsNothing(t *testing.T) {
 	}
 	if len(out) != 2 || !out[0].Start.Equal(at(2)) || !out[0].End.Equal(at(3)) || out[1].Method != "/etcdserverpb.KV/Txn" {
 		t.Errorf("out: %+v", out)
+	}
+}
+
+func TestPairsBoundWhatWaits(t *testing.T) {
+	p := NewPairs(time.Minute, 2)
+	emit := func(probes.Event) {}
+	for g := uint64(1); g <= 3; g++ {
+		p.Add(rowEvent(t, "kubelet.container.start", 1, func(e *probes.Event) { e.Goroutine = g }), at(1), emit)
+	}
+	if p.Open() != 2 || p.Unjoined()[Unjoined{"kubelet.container.start", "no-room"}] != 1 {
+		t.Errorf("open %d, unjoined %v; want 2 open and the third counted no-room", p.Open(), p.Unjoined())
 	}
 }

@@ -96,6 +96,20 @@ type PodOptions struct {
 	Meta func(uid string) (PodMeta, bool)
 }
 
+// WithDefaults fills in the documented defaults.
+func (o PodOptions) WithDefaults() PodOptions {
+	if o.Settle == 0 {
+		o.Settle = time.Second
+	}
+	if o.MaxWait == 0 {
+		o.MaxWait = 5 * time.Minute
+	}
+	if o.MaxPending == 0 {
+		o.MaxPending = 20000
+	}
+	return o
+}
+
 // PodMeta is what the API server says of a pod, beyond the probes.
 type PodMeta struct {
 	Node, OwnerKind, OwnerName string
@@ -157,15 +171,7 @@ type podLife struct {
 // NewPods returns a pod correlator calling emit with each pod's startup.
 // emit runs with the lock held.
 func NewPods(opts PodOptions, emit func(PodTrace)) *Pods {
-	if opts.Settle == 0 {
-		opts.Settle = time.Second
-	}
-	if opts.MaxWait == 0 {
-		opts.MaxWait = 5 * time.Minute
-	}
-	if opts.MaxPending == 0 {
-		opts.MaxPending = 20000
-	}
+	opts = opts.WithDefaults()
 	return &Pods{opts: opts, emit: emit, byUID: map[string]*podLife{}, byName: map[string][]*podLife{},
 		writes: map[string][]Write{}}
 }

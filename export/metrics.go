@@ -64,7 +64,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			"Times each probe fired, as counted in BPF.", []string{"component", "probe"}, nil)),
 		unjoined: newAbsCounter(prometheus.NewDesc(MetricEventsUnjoined,
 			"Probe events that built no span, by catalogue row and reason: no-start (an end with nothing open), no-end "+
-				"(a start whose end never came), no-key, filtered (not a call the row traces, e.g. etcd reads), or the row's own "+
+				"(a start whose end never came), no-room (too many spans open), no-key, filtered (not a call the row traces, e.g. etcd reads), or the row's own "+
 				"expected reason (binding-failed: a binding failure after its cycle closed).",
 			[]string{"probe", "reason"}, nil)),
 		readErrors: newAbsCounter(prometheus.NewDesc(MetricReadErrors,

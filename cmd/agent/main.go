@@ -208,8 +208,9 @@ func run(args []string) error {
 		pods.AddWrite(w, time.Now())
 	})
 
-	// A span open longer than a write may wait is given up (counted).
-	pairs := correlate.NewPairs(c.maxWait + 5*time.Second)
+	// An open span is given up (counted) after as long as a pod may take
+	// to start: a container start holds its image pull.
+	pairs := correlate.NewPairs(correlate.PodOptions{}.WithDefaults().MaxWait, 0)
 	errc := make(chan error, 2)
 	go func() {
 		// Ready once a whole scan attached everything it found: a pod
