@@ -84,11 +84,6 @@ type Row struct {
 	// Timed rows get a uprobe on every RET and produce spans; the others
 	// produce point events from their entry only.
 	Timed bool
-	// AtReturn rows have no entry probe: a point event at each RET, with
-	// the Exit captures. For a call whose end matters and whose start is
-	// known from elsewhere (the kubelet's CRI StartContainer inside the
-	// container start it belongs to): one hit instead of two.
-	AtReturn bool
 	// Announce also reports a timed row's entry when it happens, so that
 	// what it encloses can wait for its end (the request around a write).
 	Announce bool
@@ -356,11 +351,8 @@ func (r *Row) Validate() error {
 	if _, _, err := parseRange(r.Versions); err != nil {
 		return fmt.Errorf("row %s: %w", r.ID, err)
 	}
-	if len(r.Exit) > 0 && !r.Timed && !r.AtReturn {
-		return fmt.Errorf("row %s: exit captures need a timed or at-return row", r.ID)
-	}
-	if r.AtReturn && (r.Timed || r.Announce || len(r.Entry) > 0) {
-		return fmt.Errorf("row %s: an at-return row has no entry probe: no entry captures, not timed, not announced", r.ID)
+	if len(r.Exit) > 0 && !r.Timed {
+		return fmt.Errorf("row %s: exit captures need a timed row", r.ID)
 	}
 	switch r.Role {
 	case Moment:
@@ -371,8 +363,8 @@ func (r *Row) Validate() error {
 		if r.Pair == "" || r.By == 0 {
 			return fmt.Errorf("row %s: an Opens or Closes row names its span (Pair) and its join (By)", r.ID)
 		}
-		if r.Timed || r.AtReturn {
-			return fmt.Errorf("row %s: an Opens or Closes row is one entry hit: not timed, not at-return", r.ID)
+		if r.Timed {
+			return fmt.Errorf("row %s: an Opens or Closes row is one entry hit, not timed", r.ID)
 		}
 		if r.Role == Opens && r.Unpaired != "" {
 			return fmt.Errorf("row %s: Unpaired is for Closes rows", r.ID)

@@ -91,7 +91,7 @@ func TestCatalogueResolvesInLabBinaries(t *testing.T) {
 						t.Errorf("%s: %v", r.ID, err)
 						continue
 					}
-					if r.Timed || r.AtReturn {
+					if r.Timed {
 						rets, err := b.Returns(fn)
 						if err != nil || len(rets) == 0 {
 							t.Errorf("%s: %d RETs, %v", r.ID, len(rets), err)
@@ -114,10 +114,8 @@ func TestCatalogueResolvesInLabBinaries(t *testing.T) {
 					// Every entry probe lands on the emulated frame-pointer
 					// push: a row whose function has another prologue would
 					// cost a single-step a hit, and must say why in its docs.
-					if !r.AtReturn {
-						if site, atPush, err := b.EntrySite(fn); err != nil || !atPush {
-							t.Errorf("%s: entry probe at file offset %#x (function at %#x) is not on PUSHQ BP: %v", r.ID, site, fn.FileOffset, err)
-						}
+					if site, atPush, err := b.EntrySite(fn); err != nil || !atPush {
+						t.Errorf("%s: entry probe at file offset %#x (function at %#x) is not on PUSHQ BP: %v", r.ID, site, fn.FileOffset, err)
 					}
 				}
 			})
@@ -132,7 +130,7 @@ func TestCatalogueResolvesInLabBinaries(t *testing.T) {
 // against 0.75 µs on the push or a CALL), so no default row probes one.
 func TestDefaultRowsHaveNoRET(t *testing.T) {
 	for _, r := range Catalogue {
-		if !r.Detail && (r.Timed || r.AtReturn || len(r.Exit) > 0) {
+		if !r.Detail && (r.Timed || len(r.Exit) > 0) {
 			t.Errorf("row %s probes RETs by default: make it a detail row or end its span at a completion site", r.ID)
 		}
 	}

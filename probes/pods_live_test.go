@@ -601,7 +601,7 @@ func TestPodRowsLive(t *testing.T) {
 		own := 0.0
 		if pr := podRowIDs[id]; pr != nil {
 			own = float64(len(mine[id]))
-			if pr.Timed && !pr.AtReturn {
+			if pr.Timed {
 				own *= 2
 			}
 		}

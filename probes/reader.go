@@ -112,12 +112,8 @@ func (t *Tracer) decode(raw []byte) (Event, bool) {
 			ev.Unread |= 1 << c.Field
 		}
 	}
-	// An at-return row's captures run as a point's; a timed row's RET
-	// captures flag their own bits.
+	// A timed row's RET captures flag their own bits.
 	exitBit := 8 + bpf.MaxCaptures
-	if row.AtReturn {
-		exitBit = 8
-	}
 	if !ev.InFlight {
 		for i, c := range row.Exit {
 			setField(&ev, c, be, info.fields[c.Field])

@@ -282,7 +282,7 @@ func (t *Tracer) attachRow(p *Process, bin *Binary, ex *link.Executable, row *Ro
 		return st
 	}
 	var rets []uint64
-	if row.Timed || row.AtReturn {
+	if row.Timed {
 		rets, err = bin.Returns(fn)
 		if err != nil {
 			st.State, st.Err = RowFailed, err
@@ -346,16 +346,6 @@ func (t *Tracer) attachRow(p *Process, bin *Binary, ex *link.Executable, row *Ro
 			offs, cookies = append(offs, site.Offset), append(cookies, uint64(slot))
 		}
 		st.EntryAtPush = true // a CALL rel32 is emulated as the push is
-	} else if row.AtReturn {
-		// A point event at every RET, nothing at the entry.
-		slot, err := alloc(probeConfig(row.Exit, fields, bpf.ModePoint, 0, g, false))
-		if err != nil {
-			return fail(err)
-		}
-		for _, r := range rets {
-			offs = append(offs, r)
-			cookies = append(cookies, uint64(slot))
-		}
 	} else {
 		mode := bpf.ModePoint
 		if row.Timed {

@@ -345,7 +345,7 @@ func reportAttach(log *slog.Logger, m *export.Metrics, e probes.AttachEvent) {
 		switch r.State {
 		case probes.RowAttached:
 			attached = append(attached, r.Row.ID)
-			if !r.EntryAtPush && !r.Row.AtReturn {
+			if !r.EntryAtPush {
 				slowEntry = append(slowEntry, r.Row.ID)
 			}
 		case probes.RowFailed:
