@@ -148,7 +148,7 @@ type Write struct {
 	Committed time.Time
 	// StorageWrite and EtcdRequest are when the apiserver issued the txn
 	// and when etcd's part of it began (zero when not seen): the pod's
-	// partition starts its storage and etcd-commit stages there.
+	// partition starts its etcd-wait and etcd-commit stages there.
 	StorageWrite, EtcdRequest time.Time
 	Trace                     Trace
 }

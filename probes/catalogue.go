@@ -181,13 +181,10 @@ func (f Field) String() string {
 }
 
 // IsString says whether the field is captured into a string slot.
+// The string fields are those an Event holds in a string (Event.str).
 func (f Field) IsString() bool {
-	switch f {
-	case FieldMethod, FieldPath, FieldKey, FieldWebhook, FieldNamespace, FieldName, FieldUID, FieldNode, FieldContainer,
-		FieldVerb, FieldSubresource:
-		return true
-	}
-	return false
+	var e Event
+	return e.str(f) != nil
 }
 
 // Reg is an amd64 register as Go's ABIInternal passes arguments: RAX RBX RCX

@@ -128,7 +128,7 @@ func (t *Tracer) decode(raw []byte) (Event, bool) {
 
 	t.statsMu.Lock()
 	defer t.statsMu.Unlock()
-	rs := t.readStatsLocked(comp, row.ID)
+	rs := t.readStatsLocked(comp, row)
 	if row.Only != nil && !slices.Contains(row.Only.Values, ev.StringField(row.Only.Field)) {
 		// Not a call the row traces (the BPF program filters these first;
 		// a string longer than its buffer gets here): its other captures
@@ -153,6 +153,19 @@ type ReadStats struct {
 	Events    uint64
 	Filtered  uint64
 	Unread    map[Field]uint64
+	row       *Row
+}
+
+// Since is what happened between prev, an earlier ReadStats of the same
+// row, and rs.
+func (rs ReadStats) Since(prev ReadStats) ReadStats {
+	d := rs
+	d.Events, d.Filtered = rs.Events-prev.Events, rs.Filtered-prev.Filtered
+	d.Unread = make(map[Field]uint64, len(rs.Unread))
+	for f, n := range rs.Unread {
+		d.Unread[f] = n - prev.Unread[f]
+	}
+	return d
 }
 
 // BrokenReads lists the captures of a row that failed in nearly every
@@ -163,24 +176,14 @@ func BrokenReads(rs ReadStats) []Field {
 	if rs.Events < 5 {
 		return nil
 	}
-	row := rowByID(rs.Row)
 	var out []Field
 	for f, n := range rs.Unread {
-		if n*10 >= rs.Events*9 && (row == nil || !row.optional(f)) {
+		if n*10 >= rs.Events*9 && (rs.row == nil || !rs.row.optional(f)) {
 			out = append(out, f)
 		}
 	}
 	slices.Sort(out)
 	return out
-}
-
-func rowByID(id string) *Row {
-	for i := range Catalogue {
-		if Catalogue[i].ID == id {
-			return &Catalogue[i]
-		}
-	}
-	return nil
 }
 
 func (r *Row) optional(f Field) bool {
@@ -193,11 +196,11 @@ func (r *Row) optional(f Field) bool {
 }
 
 // readStatsLocked needs t.statsMu.
-func (t *Tracer) readStatsLocked(comp Component, row string) *ReadStats {
-	k := retiredKey{comp, row}
+func (t *Tracer) readStatsLocked(comp Component, row *Row) *ReadStats {
+	k := retiredKey{comp, row.ID}
 	rs := t.reads[k]
 	if rs == nil {
-		rs = &ReadStats{Component: comp, Row: row, Unread: map[Field]uint64{}}
+		rs = &ReadStats{Component: comp, Row: row.ID, Unread: map[Field]uint64{}, row: row}
 		t.reads[k] = rs
 	}
 	return rs
@@ -211,6 +214,7 @@ func (t *Tracer) ReadStats() []ReadStats {
 	// What the BPF program filtered out in the slots still attached, on
 	// top of what the detached ones left (detachLocked).
 	bpfFiltered := map[retiredKey]uint64{}
+	var rows []*slotInfo
 	for _, p := range t.procs {
 		for _, s := range p.slots {
 			info := t.slots[s].Load()
@@ -219,13 +223,14 @@ func (t *Tracer) ReadStats() []ReadStats {
 			}
 			if f, err := t.objs.Filtered(s); err == nil && f > 0 {
 				bpfFiltered[retiredKey{p.Component, info.row.ID}] += f
+				rows = append(rows, info)
 			}
 		}
 	}
 	t.statsMu.Lock()
 	defer t.statsMu.Unlock()
-	for k := range bpfFiltered {
-		t.readStatsLocked(k.comp, k.row)
+	for _, info := range rows {
+		t.readStatsLocked(info.proc.Component, info.row)
 	}
 	out := make([]ReadStats, 0, len(t.reads))
 	for k, rs := range t.reads {

@@ -468,13 +468,13 @@ func (t *Tracer) detachLocked(pid int) {
 		l.Close()
 	}
 	for _, s := range p.slots {
-		id := t.slots[s].Load().row.ID
+		row := t.slots[s].Load().row
 		if h, err := t.objs.Hits(s); err == nil {
-			t.retired[retiredKey{p.Component, id}] += h
+			t.retired[retiredKey{p.Component, row.ID}] += h
 		}
 		if f, err := t.objs.Filtered(s); err == nil && f > 0 {
 			t.statsMu.Lock()
-			t.readStatsLocked(p.Component, id).Filtered += f
+			t.readStatsLocked(p.Component, row).Filtered += f
 			t.statsMu.Unlock()
 		}
 		t.freeSlotLocked(s)

@@ -385,12 +385,8 @@ func (d *dropCounters) warnBroken(log *slog.Logger, rs probes.ReadStats) {
 		d.reads, d.broken = map[string]probes.ReadStats{}, map[string]bool{}
 	}
 	k := string(rs.Component) + "/" + rs.Row
-	prev := d.reads[k]
+	delta := rs.Since(d.reads[k])
 	d.reads[k] = rs
-	delta := probes.ReadStats{Component: rs.Component, Row: rs.Row, Events: rs.Events - prev.Events, Unread: map[probes.Field]uint64{}}
-	for f, n := range rs.Unread {
-		delta.Unread[f] = n - prev.Unread[f]
-	}
 	for _, f := range probes.BrokenReads(delta) {
 		if bk := k + "/" + f.String(); !d.broken[bk] {
 			d.broken[bk] = true
