@@ -2,6 +2,7 @@ package probes
 
 import (
 	"fmt"
+	"maps"
 
 	"golang.org/x/arch/x86/x86asm"
 )
@@ -63,9 +64,7 @@ func (b *Binary) CallSites(caller, callee Func) ([]CallSite, error) {
 					}
 				}
 				if sincePrevCall {
-					for r, d := range saved {
-						cs.Saved[r] = d
-					}
+					cs.Saved = maps.Clone(saved)
 				}
 				sites = append(sites, cs)
 			}
