@@ -16,12 +16,8 @@ import (
 // they add up to it; each is charged to the component that holds the pod
 // then. Watch lag per consumer is reported beside them (it overlaps).
 const (
-	PodAdmission = "admission" // create request → storage write (filters, decode, admission, validation, encode)
-	// PodEtcdWait is the wait for etcd to take the create's txn: from the
-	// apiserver issuing it (its encoding and transform came before) to
-	// etcd's gRPC handler starting on it. The apiserver is the one waiting,
-	// so it is charged to etcd.
-	PodEtcdWait       = "etcd-wait"
+	PodAdmission      = "admission"       // create request → storage write (filters, decode, admission, validation, encode)
+	PodEtcdWait       = "etcd-wait"       // storage write → etcd's gRPC handler takes the txn: the apiserver waits, charged to etcd
 	PodEtcdCommit     = "etcd-commit"     // etcd request → the key applied (watchers notified)
 	PodSchedulingWait = "scheduling-wait" // committed → the successful scheduling cycle starts (watch delivery, queue)
 	PodScheduling     = "scheduling"      // the successful scheduling cycle (filter, score, assume)
