@@ -7,7 +7,8 @@
 //   - NewConsole: a waterfall per trace for humans (see Waterfall); not a
 //     contract.
 //   - NewOTLP: OTLP/gRPC with a bounded queue; it never blocks Export and
-//     counts every span it gives up on.
+//     counts every span it gives up on. Spans are encoded straight to the
+//     protobuf wire format, each under its component's resource.
 //
 // # JSONL
 //
@@ -37,6 +38,7 @@
 //	kpath_attached_probes{component,pid}               gauge     probes attached per traced process
 //	kpath_traces_total{complete}                       counter   finished traces, complete="true"|"false"
 //	kpath_export_spans_total{exporter}                 counter   spans delivered (exporter="otlp")
-//	kpath_export_dropped_spans_total{exporter,reason}  counter   spans given up: queue_full, export_failed, shutdown
+//	kpath_export_dropped_spans_total{exporter,reason}  counter   spans given up: queue_full, export_failed,
+//	                                                             shutdown, rejected
 //	kpath_stage_duration_seconds{stage,resource,component}  histogram  stage durations, 100µs..60s buckets
 package export

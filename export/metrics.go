@@ -31,6 +31,7 @@ const (
 	DropQueueFull    = "queue_full"    // Export found the queue full
 	DropExportFailed = "export_failed" // the endpoint rejected or never took the batch
 	DropShutdown     = "shutdown"      // Close's deadline passed, or Export after Close
+	DropRejected     = "rejected"      // the collector took the batch but rejected these spans (OTLP partial success)
 )
 
 // StageBuckets are the kpath_stage_duration_seconds buckets: control-plane

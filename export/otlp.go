@@ -6,18 +6,9 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
-	"net"
-	"net/url"
-	"slices"
-	"strings"
 	"sync"
 	"time"
 
-	"go.opentelemetry.io/otel/exporters/otlp/otlptrace"
-	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracegrpc"
-	commonpb "go.opentelemetry.io/proto/otlp/common/v1"
-	resourcepb "go.opentelemetry.io/proto/otlp/resource/v1"
-	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
 	"google.golang.org/grpc/status"
 
 	"github.com/kpath/kpath/correlate"
@@ -41,9 +32,13 @@ type OTLPConfig struct {
 	BatchSize int
 	// FlushInterval bounds how long a span waits for a full batch (default 1s).
 	FlushInterval time.Duration
-	// Resource holds resource attributes such as k8s.node.name;
-	// service.name defaults to kpath-agent.
+	// Resource holds attributes every span's resource carries, such as
+	// k8s.node.name; service.name and service.instance.id are each span's
+	// component's and cannot be set here.
 	Resource map[string]string
+	// AgentVersion is the agent's, for telemetry.distro.version and the
+	// scope's version ("" leaves them out).
+	AgentVersion string
 	// ExportTimeout bounds one batch's upload, retries included (default
 	// 10s); after it the batch is dropped.
 	ExportTimeout time.Duration
@@ -54,10 +49,15 @@ type OTLPConfig struct {
 // NewOTLP starts an exporter that sends spans to an OTLP/gRPC endpoint. It
 // fails only for invalid config: the connection is made lazily, so a
 // collector that is down or not yet up costs dropped (counted) spans, not a
-// failed start. ctx bounds only the start; Close ends the exporter. m may be
-// nil.
-func NewOTLP(ctx context.Context, cfg OTLPConfig, m *Metrics) (Exporter, error) {
-	opts, err := cfg.clientOptions()
+// failed start. Close ends the exporter. m may be nil.
+//
+// Each span is exported under the resource of the component it describes:
+// service.name is its kpath.component (kube-apiserver, etcd, …) and
+// service.instance.id that component on this node, so a trace store lists
+// the control plane's services; the agent names itself in
+// telemetry.distro.name and the scope.
+func NewOTLP(_ context.Context, cfg OTLPConfig, m *Metrics) (Exporter, error) {
+	client, err := newOTLPClient(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("otlp exporter: %w", err)
 	}
@@ -67,76 +67,28 @@ func NewOTLP(ctx context.Context, cfg OTLPConfig, m *Metrics) (Exporter, error) 
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-
-	client := otlptracegrpc.NewClient(opts...)
-	if err := client.Start(ctx); err != nil {
-		return nil, fmt.Errorf("otlp exporter: start client for %q: %w", cfg.Endpoint, err)
-	}
-	uploadCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	uploadCtx, cancel := context.WithCancel(context.Background())
 	e := &otlpExporter{
-		client:   client,
-		cfg:      cfg,
-		m:        m,
-		resource: resourceProto(cfg.Resource),
-		queue:    make(chan correlate.Trace, cfg.QueueSize),
-		stop:     make(chan struct{}),
-		done:     make(chan struct{}),
-		ctx:      uploadCtx,
-		cancel:   cancel,
-		logged:   map[string]*logState{},
+		client:    client,
+		cfg:       cfg,
+		m:         m,
+		resources: newResources(cfg.Resource, cfg.AgentVersion),
+		queue:     make(chan correlate.Trace, cfg.QueueSize),
+		stop:      make(chan struct{}),
+		done:      make(chan struct{}),
+		ctx:       uploadCtx,
+		cancel:    cancel,
+		logged:    map[string]*logState{},
 	}
 	go e.run()
 	return e, nil
 }
 
-func (c *OTLPConfig) clientOptions() ([]otlptracegrpc.Option, error) {
-	if c.QueueSize < 0 || c.BatchSize < 0 || c.FlushInterval < 0 || c.ExportTimeout < 0 {
-		return nil, errors.New("negative queue size, batch size, flush interval or export timeout")
-	}
-	var opts []otlptracegrpc.Option
-	switch {
-	case c.Endpoint == "":
-		return nil, errors.New("no endpoint")
-	case strings.Contains(c.Endpoint, "://"):
-		u, err := url.Parse(c.Endpoint)
-		if err != nil {
-			return nil, fmt.Errorf("endpoint: %w", err)
-		}
-		if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			return nil, fmt.Errorf("endpoint %q: want http(s)://host:port", c.Endpoint)
-		}
-		opts = append(opts, otlptracegrpc.WithEndpointURL(c.Endpoint))
-	default:
-		if _, _, err := net.SplitHostPort(c.Endpoint); err != nil {
-			return nil, fmt.Errorf("endpoint: %w", err)
-		}
-		opts = append(opts, otlptracegrpc.WithEndpoint(c.Endpoint))
-	}
-	if c.Insecure {
-		opts = append(opts, otlptracegrpc.WithInsecure())
-	}
-	if len(c.Headers) > 0 {
-		opts = append(opts, otlptracegrpc.WithHeaders(c.Headers))
-	}
-	timeout := orDefault(c.ExportTimeout, 10*time.Second)
-	return append(opts,
-		otlptracegrpc.WithTimeout(timeout),
-		// The client's default waits 5s before the first retry and keeps
-		// going for a minute, far longer than a queue of live traces lasts.
-		otlptracegrpc.WithRetry(otlptracegrpc.RetryConfig{
-			Enabled:         true,
-			InitialInterval: 250 * time.Millisecond,
-			MaxInterval:     2 * time.Second,
-			MaxElapsedTime:  timeout,
-		}),
-	), nil
-}
-
 type otlpExporter struct {
-	client   otlptrace.Client
-	cfg      OTLPConfig
-	m        *Metrics
-	resource *resourcepb.Resource
+	client    *otlpClient
+	cfg       OTLPConfig
+	m         *Metrics
+	resources *resources
 
 	// mu orders Export against Close so nothing is queued after the final
 	// drain; Export only ever holds it for a non-blocking send.
@@ -201,35 +153,35 @@ func (e *otlpExporter) Close(ctx context.Context) error {
 			errs = append(errs, fmt.Errorf("otlp exporter: flush cut short, %d spans dropped: %w",
 				e.shutdownLost, context.Cause(ctx)))
 		}
-		// Nothing is uploading any more, so Stop only closes the connection.
-		if err := e.client.Stop(context.WithoutCancel(ctx)); err != nil {
-			errs = append(errs, fmt.Errorf("otlp exporter: stop client: %w", err))
+		// Nothing is uploading any more.
+		if err := e.client.close(); err != nil {
+			errs = append(errs, fmt.Errorf("otlp exporter: close connection: %w", err))
 		}
 		e.closeErr = errors.Join(errs...)
 	})
 	return e.closeErr
 }
 
-// run is the single sender: it converts queued traces into batches and
+// run is the single sender: it encodes queued traces into batches and
 // uploads them, so Export never waits on the network.
 func (e *otlpExporter) run() {
 	defer close(e.done)
 	tick := time.NewTicker(e.cfg.FlushInterval)
 	defer tick.Stop()
-	batch := make([]*tracepb.Span, 0, e.cfg.BatchSize)
+	b := newOTLPBatch(e.resources)
 	for {
 		select {
 		case t := <-e.queue:
-			batch = e.add(batch, t)
+			e.add(b, t)
 		case <-tick.C:
-			batch = e.flush(batch)
+			e.flush(b)
 		case <-e.stop:
 			for {
 				select {
 				case t := <-e.queue:
-					batch = e.add(batch, t)
+					e.add(b, t)
 				default:
-					e.flush(batch)
+					e.flush(b)
 					return
 				}
 			}
@@ -237,35 +189,37 @@ func (e *otlpExporter) run() {
 	}
 }
 
-func (e *otlpExporter) add(batch []*tracepb.Span, t correlate.Trace) []*tracepb.Span {
+func (e *otlpExporter) add(b *otlpBatch, t correlate.Trace) {
 	for i := range t.Spans {
-		batch = append(batch, spanProto(&t.Spans[i]))
-		if len(batch) >= e.cfg.BatchSize {
-			batch = e.flush(batch)
+		b.add(&t.Spans[i])
+		if b.spans >= e.cfg.BatchSize {
+			e.flush(b)
 		}
 	}
-	return batch
 }
 
-// flush uploads batch and returns it emptied for reuse.
-func (e *otlpExporter) flush(batch []*tracepb.Span) []*tracepb.Span {
-	n := len(batch)
+// flush uploads the batch and empties it for reuse.
+func (e *otlpExporter) flush(b *otlpBatch) {
+	n := b.spans
 	if n == 0 {
-		return batch
+		return
 	}
-	defer clear(batch)
+	req := b.request()
+	b.reset()
 	if e.ctx.Err() != nil {
 		e.shutdownLost += n
 		e.m.DroppedSpans(otlpExporterName, DropShutdown, n)
-		return batch[:0]
+		return
 	}
-	err := e.client.UploadTraces(e.ctx, []*tracepb.ResourceSpans{{
-		Resource:   e.resource,
-		ScopeSpans: []*tracepb.ScopeSpans{{Scope: &commonpb.InstrumentationScope{Name: ScopeName}, Spans: batch}},
-	}})
+	rejected, msg, err := e.client.upload(e.ctx, req)
 	switch {
 	case err == nil:
-		e.m.ExportedSpans(otlpExporterName, n)
+		rejected = min(max(rejected, 0), int64(n))
+		e.m.ExportedSpans(otlpExporterName, n-int(rejected))
+		if rejected > 0 {
+			e.m.DroppedSpans(otlpExporterName, DropRejected, int(rejected))
+			e.logFailure(fmt.Errorf("collector rejected %d of %d spans: %s", rejected, n, msg), int(rejected))
+		}
 	case e.ctx.Err() != nil:
 		e.shutdownLost += n
 		e.m.DroppedSpans(otlpExporterName, DropShutdown, n)
@@ -273,7 +227,6 @@ func (e *otlpExporter) flush(batch []*tracepb.Span) []*tracepb.Span {
 		e.m.DroppedSpans(otlpExporterName, DropExportFailed, n)
 		e.logFailure(err, n)
 	}
-	return batch[:0]
 }
 
 // logFailure logs each distinct error at most once a minute: a dead
@@ -307,71 +260,6 @@ func errorKey(err error) string {
 		return s.Code().String() + ": " + s.Message()
 	}
 	return err.Error()
-}
-
-func resourceProto(attrs map[string]string) *resourcepb.Resource {
-	attrs = maps.Clone(attrs)
-	if attrs == nil {
-		attrs = map[string]string{}
-	}
-	if attrs["service.name"] == "" {
-		attrs["service.name"] = "kpath-agent"
-	}
-	r := &resourcepb.Resource{}
-	for _, k := range slices.Sorted(maps.Keys(attrs)) {
-		r.Attributes = append(r.Attributes, &commonpb.KeyValue{Key: k, Value: stringValue(attrs[k])})
-	}
-	return r
-}
-
-func spanProto(s *correlate.Span) *tracepb.Span {
-	// One allocation per kind of thing instead of three per attribute: the
-	// agent converts every span of every write.
-	ids := make([]byte, 0, 16+8+8)
-	ids = append(append(ids, s.TraceID[:]...), s.SpanID[:]...)
-	p := &tracepb.Span{
-		TraceId:           ids[0:16:16],
-		SpanId:            ids[16:24:24],
-		Name:              s.Name,
-		Kind:              tracepb.Span_SPAN_KIND_INTERNAL,
-		StartTimeUnixNano: unixNano(s.Start),
-		EndTimeUnixNano:   unixNano(s.End),
-		Attributes:        make([]*commonpb.KeyValue, 0, len(s.Attributes)),
-	}
-	if s.Parent != (correlate.SpanID{}) {
-		ids = append(ids, s.Parent[:]...)
-		p.ParentSpanId = ids[24:32:32]
-	}
-	kvs := make([]commonpb.KeyValue, len(s.Attributes))
-	vals := make([]commonpb.AnyValue, len(s.Attributes))
-	var strs []commonpb.AnyValue_StringValue
-	for i, a := range s.Attributes {
-		if a.Value == nil {
-			continue
-		}
-		v := &vals[i]
-		switch x := attrValue(a.Value).(type) {
-		case int64:
-			v.Value = &commonpb.AnyValue_IntValue{IntValue: x}
-		case bool:
-			v.Value = &commonpb.AnyValue_BoolValue{BoolValue: x}
-		case float64:
-			v.Value = &commonpb.AnyValue_DoubleValue{DoubleValue: x}
-		default:
-			if strs == nil {
-				strs = make([]commonpb.AnyValue_StringValue, len(s.Attributes))
-			}
-			strs[i].StringValue = x.(string)
-			v.Value = &strs[i]
-		}
-		kvs[i].Key, kvs[i].Value = a.Key, v
-		p.Attributes = append(p.Attributes, &kvs[i])
-	}
-	return p
-}
-
-func stringValue(s string) *commonpb.AnyValue {
-	return &commonpb.AnyValue{Value: &commonpb.AnyValue_StringValue{StringValue: s}}
 }
 
 func orDefault[T comparable](v, def T) T {

@@ -114,14 +114,21 @@ func TestOTLPDeliversSpans(t *testing.T) {
 		}
 	}
 
+	// Each span is under its component's resource (otlpwire_test.go checks
+	// every attribute of it).
 	for _, rs := range r.ResourceSpans() {
 		res := attrMap(rs.GetResource().GetAttributes())
-		if res["service.name"] != "kpath-agent" || res["k8s.node.name"] != "node-1" || len(res) != 2 {
+		if res["k8s.node.name"] != "node-1" || res["service.instance.id"] != "node-1/"+res["service.name"].(string) {
 			t.Errorf("resource attributes = %v", res)
 		}
 		for _, ss := range rs.GetScopeSpans() {
 			if ss.GetScope().GetName() != ScopeName {
 				t.Errorf("scope = %q, want %q", ss.GetScope().GetName(), ScopeName)
+			}
+			for _, s := range ss.GetSpans() {
+				if c := attrMap(s.GetAttributes())[correlate.AttrComponent]; c != res["service.name"] {
+					t.Errorf("span %q of %v under service %v", s.GetName(), c, res["service.name"])
+				}
 			}
 		}
 	}
@@ -266,6 +273,26 @@ func TestOTLPRetriesThenDrops(t *testing.T) {
 	r.Fail(nil) // the collector recovers: spans flow again
 	e.Export(podTrace(2))
 	waitSpans(t, r, 4)
+}
+
+func TestOTLPCountsRejectedSpans(t *testing.T) {
+	r := otlptest.Start(t)
+	r.Reject(1, "span too old")
+	logs := &logRecorder{}
+	m := NewMetrics(nil)
+	e := newOTLP(t, OTLPConfig{Endpoint: r.Addr(), FlushInterval: 10 * time.Millisecond, Logger: slog.New(logs)}, m)
+	e.Export(podTrace(1))
+	waitDropped(t, m, DropRejected, 1)
+	if n := testutil.ToFloat64(m.exportSpans.WithLabelValues(otlpExporterName)); n != 3 {
+		t.Errorf("%s = %v, want the 3 spans the collector kept", MetricExportSpans, n)
+	}
+	recs := logs.all()
+	if len(recs) != 1 {
+		t.Fatalf("%d log records, want 1", len(recs))
+	}
+	if v, _ := attrOf(recs[0], "error"); !strings.Contains(v.String(), "span too old") {
+		t.Errorf("logged error %v does not give the collector's reason", v)
+	}
 }
 
 func TestNewOTLPConfig(t *testing.T) {

@@ -13,6 +13,7 @@ import (
 	_ "net/http/pprof" // on the default mux, served only with --pprof-addr
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -292,11 +293,29 @@ func newExporter(ctx context.Context, c config, m *export.Metrics) (export.Expor
 	case "console":
 		return export.NewConsole(os.Stdout), nil
 	}
-	res := map[string]string{"service.name": "kpath-agent"}
+	res := map[string]string{}
 	if c.nodeName != "" {
 		res["k8s.node.name"] = c.nodeName
 	}
-	return export.NewOTLP(ctx, export.OTLPConfig{Endpoint: c.otlpEndpoint, Insecure: c.otlpInsecure, Resource: res}, m)
+	return export.NewOTLP(ctx, export.OTLPConfig{Endpoint: c.otlpEndpoint, Insecure: c.otlpInsecure, Resource: res, AgentVersion: agentVersion()}, m)
+}
+
+// agentVersion is the module version the agent was built from, or the VCS
+// revision of a local build.
+func agentVersion() string {
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return ""
+	}
+	if v := bi.Main.Version; v != "" && v != "(devel)" {
+		return v
+	}
+	for _, s := range bi.Settings {
+		if s.Key == "vcs.revision" && len(s.Value) >= 12 {
+			return "dev-" + s.Value[:12]
+		}
+	}
+	return ""
 }
 
 func serve(ctx context.Context, addr string, m *export.Metrics, ready *atomic.Bool, recent *export.Recent) error {

@@ -26,6 +26,7 @@ type Receiver struct {
 	spans    int
 	requests int
 	fail     error
+	reject   *collectortracepb.ExportTracePartialSuccess
 	changed  chan struct{} // closed and replaced on every accepted request
 }
 
@@ -62,6 +63,17 @@ func (r *Receiver) Fail(err error) {
 	r.mu.Unlock()
 }
 
+// Reject makes every later accepted request answer that n of its spans
+// were rejected (OTLP partial success); n = 0 restores full success.
+func (r *Receiver) Reject(n int64, msg string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.reject = nil
+	if n > 0 {
+		r.reject = &collectortracepb.ExportTracePartialSuccess{RejectedSpans: n, ErrorMessage: msg}
+	}
+}
+
 // Export implements collectortracepb.TraceServiceServer.
 func (r *Receiver) Export(_ context.Context, req *collectortracepb.ExportTraceServiceRequest) (*collectortracepb.ExportTraceServiceResponse, error) {
 	r.mu.Lock()
@@ -78,7 +90,7 @@ func (r *Receiver) Export(_ context.Context, req *collectortracepb.ExportTraceSe
 	}
 	close(r.changed)
 	r.changed = make(chan struct{})
-	return &collectortracepb.ExportTraceServiceResponse{}, nil
+	return &collectortracepb.ExportTraceServiceResponse{PartialSuccess: r.reject}, nil
 }
 
 // Requests is how many Export calls arrived, failed ones included.

@@ -269,6 +269,28 @@ func TestWritesAreTracedThroughAPIServerAndEtcd(t *testing.T) {
 	}
 	sort.Strings(drops)
 	t.Logf("agent's counted drops since it started: %s", strings.Join(drops, " "))
+	// A trace store lists the components as services: each span is under
+	// its own component's resource.
+	services := map[string]int{}
+	for _, rs := range rcv.ResourceSpans() {
+		var service string
+		for _, kv := range rs.GetResource().GetAttributes() {
+			if kv.GetKey() == "service.name" {
+				service = kv.GetValue().GetStringValue()
+			}
+		}
+		for _, ss := range rs.GetScopeSpans() {
+			for _, sp := range ss.GetSpans() {
+				if c := attrs(sp)["kpath.component"]; c != service {
+					t.Errorf("span %q of %s is under service.name %q", sp.GetName(), c, service)
+				}
+				services[service]++
+			}
+		}
+	}
+	if services["kube-apiserver"] == 0 || services["etcd"] == 0 {
+		t.Errorf("spans by service.name: %v, want kube-apiserver and etcd among them", services)
+	}
 	// The budget (4 hits in kube-apiserver for a plain write) is a property
 	// of the catalogue, checked by probes.TestWriteHitBudget; this ratio
 	// also carries the cluster's background requests that write nothing
