@@ -179,6 +179,27 @@ func find(traces map[string]*trace, w expected) []*trace {
 	return out
 }
 
+// describe lists traces' spans, one a line: stage, component, name,
+// times relative to the trace's first span, parent.
+func describe(trs ...*trace) string {
+	var b strings.Builder
+	for _, tr := range trs {
+		var t0 uint64
+		for _, s := range tr.spans {
+			if t0 == 0 || s.StartTimeUnixNano < t0 {
+				t0 = s.StartTimeUnixNano
+			}
+		}
+		fmt.Fprintf(&b, "\n  trace %s:", tr.id)
+		for _, s := range tr.spans {
+			a := attrs(s)
+			fmt.Fprintf(&b, "\n    %v/%v %q +%dµs..+%dµs span %x parent %x key %v rev %v", a["kpath.component"], a["kpath.stage"], s.Name,
+				(s.StartTimeUnixNano-t0)/1000, (s.EndTimeUnixNano-t0)/1000, s.SpanId, s.ParentSpanId, a["kpath.key"], a["kpath.revision"])
+		}
+	}
+	return b.String()
+}
+
 // check says what is wrong with the one trace of w.
 func check(tr *trace, w expected) error {
 	root := tr.root()
@@ -219,25 +240,33 @@ func TestWritesAreTracedThroughAPIServerAndEtcd(t *testing.T) {
 	time.Sleep(time.Second) // a duplicate would come now
 	traces = groupTraces(rcv.Spans())
 	after, _ := a.scrape()
-	if err != nil {
-		t.Errorf("%v: %d of %d writes have no trace, e.g. %+v", err, len(missing), len(exp), missing[:min(5, len(missing))])
-	}
 
+	// Failures are reported last, each with its trace, after the counters
+	// that explain them: a CI log keeps the end of the output.
 	byOp := map[string]int{}
+	var failures []string
+	if err != nil {
+		failures = append(failures, fmt.Sprintf("%v: %d of %d writes have no trace, e.g. %+v", err, len(missing), len(exp), missing[:min(5, len(missing))]))
+	}
 	for _, w := range exp {
 		got := find(traces, w)
 		if len(got) != 1 {
 			if len(got) > 1 {
-				t.Errorf("%s %s rev %d: %d traces, want exactly 1", w.op, w.key, w.rev, len(got))
+				failures = append(failures, fmt.Sprintf("%s %s rev %d: %d traces, want exactly 1%s", w.op, w.key, w.rev, len(got), describe(got...)))
 			}
 			continue
 		}
 		if err := check(got[0], w); err != nil {
-			t.Errorf("%s %s rev %d: %v", w.op, w.key, w.rev, err)
+			failures = append(failures, fmt.Sprintf("%s %s rev %d: %v%s", w.op, w.key, w.rev, err, describe(got[0])))
 			continue
 		}
 		byOp[w.op]++
 	}
+	defer func() {
+		for _, f := range failures {
+			t.Error(f)
+		}
+	}()
 
 	// Hits per write: every write the apiserver made in the meantime (its
 	// own leases and the controllers' too) was traced, so divide by traces.
@@ -269,6 +298,14 @@ func TestWritesAreTracedThroughAPIServerAndEtcd(t *testing.T) {
 	}
 	sort.Strings(drops)
 	t.Logf("agent's counted drops since it started: %s", strings.Join(drops, " "))
+	var unjoined []string
+	for _, smp := range after {
+		if smp.name == "kpath_events_unjoined_total" && smp.value > 0 && smp.labels["reason"] != "filtered" {
+			unjoined = append(unjoined, fmt.Sprintf("%s/%s=%.0f", smp.labels["probe"], smp.labels["reason"], smp.value))
+		}
+	}
+	sort.Strings(unjoined)
+	t.Logf("events that joined nothing: %s", strings.Join(unjoined, " "))
 	// A trace store lists the components as services: each span is under
 	// its own component's resource.
 	services := map[string]int{}
