@@ -1,27 +1,62 @@
 package probes
 
 import (
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
 )
 
-// clock converts bpf_ktime_get_ns (CLOCK_MONOTONIC) into wall time.
+// clock converts bpf_ktime_get_ns (CLOCK_MONOTONIC) into wall time. The two
+// clocks drift apart while NTP slews the wall clock (up to 500 ppm, half a
+// millisecond a second) and jump when it is stepped; the traced processes
+// stamp some starts with their own wall clock (etcd's RPC start, the
+// runtime's container StartedAt), so an offset taken once would misplace
+// every probe-timed moment against them by all the drift since the agent
+// started. The reader refreshes it at most every refreshEvery.
 type clock struct {
-	offset int64 // wall - monotonic, ns
+	offset   atomic.Int64 // wall - monotonic, ns
+	nextMono atomic.Int64 // monotonic time of the next refresh
+	now      func() (wall, mono int64)
 }
 
-func newClock() clock {
-	var ts unix.Timespec
-	_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
-	wall := time.Now().UnixNano()
-	return clock{offset: wall - ts.Nano()}
+const refreshEvery = time.Second
+
+func newClock() *clock { return newClockFrom(systemClocks) }
+
+func newClockFrom(now func() (wall, mono int64)) *clock {
+	c := &clock{now: now}
+	c.refresh()
+	return c
 }
 
-func (c clock) wall(mono uint64) time.Time { return time.Unix(0, int64(mono)+c.offset) }
+// systemClocks reads the monotonic clock on both sides of the wall clock, so
+// the offset is off by at most half the few tens of nanoseconds between.
+func systemClocks() (wall, mono int64) {
+	var a, b unix.Timespec
+	_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &a)
+	wall = time.Now().UnixNano()
+	_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &b)
+	return wall, a.Nano() + (b.Nano()-a.Nano())/2
+}
 
-func (c clock) monoNow() uint64 {
-	var ts unix.Timespec
-	_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
-	return uint64(ts.Nano())
+func (c *clock) refresh() {
+	wall, mono := c.now()
+	c.offset.Store(wall - mono)
+	c.nextMono.Store(mono + int64(refreshEvery))
+}
+
+// maybeRefresh refreshes the offset when it is due, given a recent
+// monotonic reading (an event's); it costs a comparison otherwise.
+func (c *clock) maybeRefresh(mono uint64) {
+	if int64(mono) >= c.nextMono.Load() {
+		c.refresh()
+	}
+}
+
+func (c *clock) wall(mono uint64) time.Time { return time.Unix(0, int64(mono)+c.offset.Load()) }
+
+func (c *clock) monoNow() uint64 {
+	_, mono := c.now()
+	return uint64(mono)
 }

@@ -47,6 +47,7 @@ func (t *Tracer) Read(ctx context.Context, fn func(Event)) error {
 		rd.SetDeadline(time.Now().Add(pollInterval))
 		if err := rd.ReadInto(&rec); err != nil {
 			if errors.Is(err, os.ErrDeadlineExceeded) {
+				t.clock.maybeRefresh(t.clock.monoNow())
 				continue
 			}
 			if errors.Is(err, ringbuf.ErrClosed) || errors.Is(err, os.ErrClosed) {
@@ -90,6 +91,7 @@ func (t *Tracer) decode(raw []byte) (Event, bool) {
 		return Event{}, false
 	}
 	row, comp := info.row, info.proc.Component
+	t.clock.maybeRefresh(max(be.StartNs, be.EndNs))
 
 	ev := Event{
 		Row:             row,

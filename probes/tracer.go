@@ -50,7 +50,7 @@ type Tracer struct {
 	slots []atomic.Pointer[slotInfo]
 	free  []uint32
 
-	clock clock
+	clock *clock
 	// statsMu guards what the reader counts: decodeErrs and reads. The
 	// reader never takes mu.
 	statsMu    sync.Mutex
