@@ -60,12 +60,13 @@ func (o Object) Attributes() []Attribute {
 	if o.Resource == "" {
 		return nil
 	}
-	attrs := []Attribute{{AttrResource, o.Resource}}
+	attrs := make([]Attribute, 1, 3)
+	attrs[0] = Attribute{AttrResource, box(o.Resource)}
 	if o.Namespace != "" {
 		attrs = append(attrs, Attribute{AttrNamespace, o.Namespace})
 	}
 	if o.Name != "" {
-		attrs = append(attrs, Attribute{"k8s." + o.Kind() + ".name", o.Name})
+		attrs = append(attrs, Attribute{nameKey(o), o.Name})
 	}
 	return attrs
 }

@@ -3,9 +3,9 @@ package correlate
 import (
 	"crypto/sha256"
 	"encoding/binary"
-	"fmt"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -565,26 +565,31 @@ func (w *Writes) emitWrite(wr *write, complete bool) {
 // WriteTraceID names the trace of the write that gave key revision rev.
 // Agents on different nodes derive the same ID without talking.
 func WriteTraceID(key string, rev int64) TraceID {
-	h := sha256.New()
-	fmt.Fprintf(h, "kpath/write\x00%s\x00%d", key, rev)
+	// sha256("kpath/write\x00" key "\x00" rev), built without allocating
+	// for keys of usual length.
+	var buf [256]byte
+	b := append(buf[:0], "kpath/write\x00"...)
+	b = append(b, key...)
+	b = append(b, 0)
+	b = strconv.AppendInt(b, rev, 10)
+	h := sha256.Sum256(b)
 	var id TraceID
-	copy(id[:], h.Sum(nil))
+	copy(id[:], h[:])
 	return id
 }
 
 func spanID(t TraceID, e *probes.Event, extra string) SpanID {
-	h := sha256.New()
-	h.Write(t[:])
-	var b [28]byte
-	binary.LittleEndian.PutUint32(b[0:], e.PID)
-	binary.LittleEndian.PutUint64(b[4:], e.Goroutine)
-	binary.LittleEndian.PutUint64(b[12:], uint64(e.Start.UnixNano()))
-	binary.LittleEndian.PutUint64(b[20:], uint64(e.End.UnixNano()))
-	h.Write(b[:])
-	h.Write([]byte(e.Probe))
-	h.Write([]byte(extra))
+	var buf [192]byte
+	b := append(buf[:0], t[:]...)
+	b = binary.LittleEndian.AppendUint32(b, e.PID)
+	b = binary.LittleEndian.AppendUint64(b, e.Goroutine)
+	b = binary.LittleEndian.AppendUint64(b, uint64(e.Start.UnixNano()))
+	b = binary.LittleEndian.AppendUint64(b, uint64(e.End.UnixNano()))
+	b = append(b, e.Probe...)
+	b = append(b, extra...)
+	h := sha256.Sum256(b)
 	var id SpanID
-	copy(id[:], h.Sum(nil))
+	copy(id[:], h[:])
 	return id
 }
 
@@ -593,17 +598,21 @@ func (wr *write) trace() Trace {
 	// What every span of the write says, built once: the agent does this
 	// for every write of the cluster.
 	shared := append([]Attribute{{AttrKey, wr.key}, {AttrRevision, wr.rev}}, ParseKey(wr.key).Attributes()...)
-	t := Trace{ID: id, Spans: make([]Span, 0, 4+len(wr.hooks))}
+	spans := 6 + len(wr.hooks)
+	t := Trace{ID: id, Spans: make([]Span, 0, spans)}
+	// Every span's attributes in one array: each span takes its part of it.
+	pool := make([]Attribute, 0, spans*(3+len(shared)+3))
 	add := func(e *probes.Event, parent SpanID, name string, start, end time.Time, extra ...Attribute) SpanID {
 		s := Span{TraceID: id, SpanID: spanID(id, e, name), Parent: parent, Name: name, Start: start, End: end}
-		s.Attributes = make([]Attribute, 0, 3+len(shared)+len(extra))
-		s.Attributes = append(s.Attributes,
-			Attribute{AttrComponent, string(e.Component)},
-			Attribute{AttrStage, e.Stage},
-			Attribute{AttrProbe, e.Probe},
+		from := len(pool)
+		pool = append(pool,
+			Attribute{AttrComponent, box(string(e.Component))},
+			Attribute{AttrStage, box(e.Stage)},
+			Attribute{AttrProbe, box(e.Probe)},
 		)
-		s.Attributes = append(s.Attributes, shared...)
-		s.Attributes = append(s.Attributes, extra...)
+		pool = append(pool, shared...)
+		pool = append(pool, extra...)
+		s.Attributes = pool[from:len(pool):len(pool)]
 		t.Spans = append(t.Spans, s)
 		return s.SpanID
 	}

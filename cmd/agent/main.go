@@ -3,6 +3,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"flag"
@@ -31,6 +32,7 @@ type config struct {
 	export       string
 	otlpEndpoint string
 	otlpInsecure bool
+	hashKeyFile  string
 	metricsAddr  string
 	procRoot     string
 	scan         time.Duration
@@ -70,9 +72,10 @@ func commaList(v string) []string {
 func parseFlags(args []string) (config, error) {
 	var c config
 	fs := flag.NewFlagSet("kpath-agent", flag.ContinueOnError)
-	fs.StringVar(&c.export, "export", "console", "where traces go: otlp, jsonl (one span a line on stdout) or console (a waterfall per object)")
+	fs.StringVar(&c.export, "export", "console", "where traces go: otlp, jsonl (one span a line on stdout) or console (a waterfall per object); several, comma-separated, e.g. console,otlp (jsonl and console share stdout: one of them)")
 	fs.StringVar(&c.otlpEndpoint, "otlp-endpoint", envOr("OTEL_EXPORTER_OTLP_ENDPOINT", "127.0.0.1:4317"), "OTLP gRPC endpoint (host:port) for --export=otlp")
 	fs.BoolVar(&c.otlpInsecure, "otlp-insecure", true, "talk plain gRPC to the OTLP endpoint, without TLS")
+	fs.StringVar(&c.hashKeyFile, "hash-names-key-file", "", "replace object names in every exported span (and /api/v1/traces) by a keyed hash; the file holds the key (at least 16 bytes, the same on every node, e.g. from a Secret)")
 	fs.StringVar(&c.metricsAddr, "metrics-addr", "127.0.0.1:9464", "serve /metrics, /healthz and /readyz here; empty to disable")
 	fs.StringVar(&c.procRoot, "proc", "/proc", "the host's /proc (the agent needs hostPID)")
 	fs.DurationVar(&c.scan, "scan-interval", time.Second, "how often to look for new or restarted components")
@@ -99,10 +102,18 @@ func parseFlags(args []string) (config, error) {
 		return c, err
 	}
 	c.keyPrefixes = commaList(*prefixes)
-	switch c.export {
-	case "otlp", "jsonl", "console":
-	default:
-		return c, fmt.Errorf("--export=%q: want otlp, jsonl or console", c.export)
+	stdout := 0
+	for _, e := range commaList(c.export) {
+		switch e {
+		case "otlp":
+		case "jsonl", "console":
+			stdout++
+		default:
+			return c, fmt.Errorf("--export=%q: want otlp, jsonl or console, or several of them comma-separated", c.export)
+		}
+	}
+	if stdout > 1 || len(commaList(c.export)) == 0 {
+		return c, fmt.Errorf("--export=%q: jsonl and console both write stdout: choose one (with otlp beside it if you like)", c.export)
 	}
 	switch c.metadata {
 	case "auto", "on", "off":
@@ -163,6 +174,16 @@ func run(args []string) error {
 	if c.recent > 0 {
 		recent = export.NewRecent(export.RecentOptions{Node: c.nodeName, MaxTraces: c.recent})
 		exp = export.Tee(exp, recent)
+	}
+	if c.hashKeyFile != "" {
+		key, err := os.ReadFile(c.hashKeyFile)
+		if err != nil {
+			return fmt.Errorf("--hash-names-key-file: %w", err)
+		}
+		if exp, err = export.HashNames(exp, bytes.TrimSpace(key)); err != nil {
+			return fmt.Errorf("--hash-names-key-file %s: %w", c.hashKeyFile, err)
+		}
+		log.Info("object names hashed in exported spans", "key_file", c.hashKeyFile)
 	}
 	tracer, err := probes.NewTracer(probes.Options{Detail: c.detail, DetailRows: c.detailRows, ClientGoPrograms: c.programs, RingBytes: uint32(c.ringBytes), Logger: log})
 	if err != nil {
@@ -287,17 +308,29 @@ func podMetadata(ctx context.Context, c config, log *slog.Logger) (func(string) 
 }
 
 func newExporter(ctx context.Context, c config, m *export.Metrics) (export.Exporter, error) {
-	switch c.export {
-	case "jsonl":
-		return export.NewJSONL(os.Stdout), nil
-	case "console":
-		return export.NewConsole(os.Stdout), nil
+	var out []export.Exporter
+	for _, e := range commaList(c.export) {
+		switch e {
+		case "jsonl":
+			out = append(out, export.NewJSONL(os.Stdout))
+		case "console":
+			out = append(out, export.NewConsole(os.Stdout))
+		case "otlp":
+			res := map[string]string{}
+			if c.nodeName != "" {
+				res["k8s.node.name"] = c.nodeName
+			}
+			o, err := export.NewOTLP(ctx, export.OTLPConfig{Endpoint: c.otlpEndpoint, Insecure: c.otlpInsecure, Resource: res, AgentVersion: agentVersion()}, m)
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, o)
+		}
 	}
-	res := map[string]string{}
-	if c.nodeName != "" {
-		res["k8s.node.name"] = c.nodeName
+	if len(out) == 1 {
+		return out[0], nil
 	}
-	return export.NewOTLP(ctx, export.OTLPConfig{Endpoint: c.otlpEndpoint, Insecure: c.otlpInsecure, Resource: res, AgentVersion: agentVersion()}, m)
+	return export.Tee(out...), nil
 }
 
 // agentVersion is the module version the agent was built from, or the VCS

@@ -22,3 +22,16 @@ func TestDetailRowsFlag(t *testing.T) {
 		}
 	}
 }
+
+func TestExportFlag(t *testing.T) {
+	for _, ok := range []string{"otlp", "jsonl", "console", "console,otlp", "otlp, jsonl"} {
+		if _, err := parseFlags([]string{"--export=" + ok}); err != nil {
+			t.Errorf("--export=%s: %v", ok, err)
+		}
+	}
+	for _, bad := range []string{"", "zipkin", "console,jsonl", "otlp,files"} {
+		if _, err := parseFlags([]string{"--export=" + bad}); err == nil {
+			t.Errorf("--export=%q accepted", bad)
+		}
+	}
+}

@@ -7,6 +7,8 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -83,4 +85,62 @@ func TestSecretPayloadsAreNeverRead(t *testing.T) {
 		t.Fatal(err)
 	}
 	leaks("the agent's log", log)
+}
+
+// With --hash-names-key-file, object names are in no exported span and no
+// trace endpoint; their traces are still whole, under the names' hashes.
+func TestNamesAreHashedWhenAsked(t *testing.T) {
+	keyFile := filepath.Join(t.TempDir(), "key")
+	if err := os.WriteFile(keyFile, []byte("kpath-e2e-name-hashing-key\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s := begin(t, 2*time.Minute, "kpath-e2e-hash-", "--hash-names-key-file="+keyFile)
+	name := fmt.Sprintf("tenant-acme-%d", time.Now().UnixNano())
+	cms := s.l.client.CoreV1().ConfigMaps(s.ns)
+	cm, err := cms.Create(s.ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: name}}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cm.Data = map[string]string{"k": "v"}
+	if _, err := cms.Update(s.ctx, cm, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	prefix := "/registry/configmaps/" + s.ns + "/h-"
+	var hashed string
+	err = waitFor(s.ctx, "both writes traced under the name's hash", func() (bool, error) {
+		n := 0
+		for _, tr := range groupTraces(s.rcv.Spans()) {
+			if r := tr.root(); r != nil {
+				if k, _ := attrs(r)["kpath.key"].(string); strings.HasPrefix(k, prefix) && tr.checkWriteChain(k, 0) == nil {
+					hashed = k
+					n++
+				}
+			}
+		}
+		return n >= 2, nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, sp := range s.rcv.Spans() {
+		b, _ := proto.Marshal(sp)
+		if bytes.Contains(b, []byte(name)) {
+			t.Errorf("the name %s is in span %q", name, sp.Name)
+		}
+	}
+	for _, path := range []string{"/api/v1/traces", "/api/v1/traces?key=" + hashed} {
+		resp, err := http.Get("http://" + s.a.metrics + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if bytes.Contains(b, []byte(name)) {
+			t.Errorf("the name %s is in GET %s", name, path)
+		}
+		if strings.Contains(path, "key=") && !bytes.Contains(b, []byte(hashed)) {
+			t.Errorf("GET %s finds no trace by the hashed key", path)
+		}
+	}
+	t.Logf("%s/%s exported as %s", s.ns, name, hashed)
 }

@@ -4,7 +4,8 @@
 #   test/lab/build.sh [--flavour normal|release] [component ...]
 #
 # Components: etcd kube-apiserver kube-controller-manager kube-scheduler kubelet kubectl
-# (default: all six). Binaries land in
+# (default: all six), and jaeger (the lab's trace store, one build for both
+# flavours, in .../bin/tools/jaeger-<version>/jaeger). Binaries land in
 #   ${KPATH_CACHE_DIR:-$HOME/.cache/kpath}/bin/<flavour>/<version>/<component>
 # and are not rebuilt when present. Build work dirs live in .../work/.
 #
@@ -56,7 +57,7 @@ done
 case "$FLAVOUR" in normal | release) ;; *) die "unknown flavour '$FLAVOUR' (want normal or release)" ;; esac
 [ ${#COMPONENTS[@]} -gt 0 ] || COMPONENTS=("${ALL_COMPONENTS[@]}")
 for c in "${COMPONENTS[@]}"; do
-	case " ${ALL_COMPONENTS[*]} " in *" $c "*) ;; *) die "unknown component '$c' (known: ${ALL_COMPONENTS[*]})" ;; esac
+	case " ${ALL_COMPONENTS[*]} jaeger " in *" $c "*) ;; *) die "unknown component '$c' (known: ${ALL_COMPONENTS[*]} jaeger)" ;; esac
 done
 
 command -v go >/dev/null || die "the go command is not installed (need Go >= 1.25)"
@@ -82,7 +83,7 @@ export GOTOOLCHAIN=local
 
 # toolchain_of COMPONENT: the Go toolchain for this flavour.
 toolchain_of() {
-	if [ "$FLAVOUR" = normal ]; then
+	if [ "$FLAVOUR" = normal ] || [ "$1" = jaeger ]; then
 		echo local
 	elif [ "$1" = etcd ]; then
 		echo "$ETCD_RELEASE_GO_TOOLCHAIN"
@@ -144,6 +145,39 @@ EOF
 		touch "$dir/.ready"
 	fi
 	MODDIR="$dir"
+}
+
+# ---------- Jaeger ----------
+# github.com/jaegertracing/jaeger has a replace directive, so `go install
+# ...@version` refuses it: a small module requires it as a tool, with the
+# same replace line.
+build_jaeger() {
+	local out dir logfile start
+	out="$(jaeger_bin_path)"
+	if [ -x "$out" ]; then
+		log "jaeger $JAEGER_VERSION: cached at $out"
+		return 0
+	fi
+	dir="$CACHE_DIR/work/jaeger-$JAEGER_VERSION"
+	logfile="$CACHE_DIR/work/build-jaeger.log"
+	: >"$logfile"
+	mkdir -p "$dir" "$(dirname "$out")"
+	if [ ! -f "$dir/.ready" ]; then
+		log "preparing the Jaeger build module in $dir"
+		local jmod replace
+		jmod="$(cd "$dir" && go mod download -json "github.com/jaegertracing/jaeger@$JAEGER_VERSION" | sed -n 's/^[[:space:]]*"GoMod": "\(.*\)",$/\1/p')"
+		[ -n "$jmod" ] && [ -f "$jmod" ] || die "could not download github.com/jaegertracing/jaeger@$JAEGER_VERSION's go.mod from the module proxy"
+		replace="$(grep '^replace ' "$jmod" || true)"
+		printf 'module kpath.local/lab/jaeger\n\ngo 1.25.0\n\n%s\n' "$replace" >"$dir/go.mod"
+		run_with_progress "jaeger module download" "$logfile" env -C "$dir" go get -tool "github.com/jaegertracing/jaeger/cmd/jaeger@$JAEGER_VERSION"
+		touch "$dir/.ready"
+	fi
+	log "building jaeger $JAEGER_VERSION (GOTOOLCHAIN=local, -p $PARALLEL); log: $logfile"
+	start=$SECONDS
+	run_with_progress "jaeger build" "$logfile" env -C "$dir" CGO_ENABLED=0 go build -p "$PARALLEL" -trimpath -ldflags "-s -w" -o "$out.tmp.$$" github.com/jaegertracing/jaeger/cmd/jaeger
+	mv -f "$out.tmp.$$" "$out"
+	log "built jaeger in $((SECONDS - start)) s -> $out ($(du -h "$out" | cut -f1))"
+	echo "$(date -u +%FT%TZ) tools jaeger $JAEGER_VERSION $((SECONDS - start))s" >>"$CACHE_DIR/build-times.log"
 }
 
 # ---------- Kubernetes ----------
@@ -217,6 +251,7 @@ kube_ldflags() {
 
 build_one() {
 	local comp="$1" out tmp dir logfile start pkg cgo=0
+	[ "$comp" != jaeger ] || { build_jaeger; return; }
 	out="$(bin_path "$comp")"
 	if [ -x "$out" ]; then
 		log "$comp ($FLAVOUR $(version_of "$comp")): cached at $out"

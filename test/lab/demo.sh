@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # make demo: kpath for real on the local lab. Starts the lab if it is down,
 # runs the agent, writes 20 ConfigMaps and 5 Pods in namespace kpath-demo and
-# prints each object's waterfall as the agent sees it.
+# prints each object's waterfall as the agent sees it. With the lab's Jaeger
+# (the default), the traces go there too, and the demo says where to look.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 lab_dir=${KPATH_LAB_DIR:-$HOME/.cache/kpath/lab}
@@ -22,7 +23,11 @@ until k -n "$ns" get serviceaccount default >/dev/null 2>&1; do sleep 0.2; done
 
 out=$(mktemp -d)
 trap 'kill "$agent" 2>/dev/null || true; wait "$agent" 2>/dev/null || true; rm -rf "$out"' EXIT
-bin/kpath-agent --export=console --metrics-addr=127.0.0.1:0 \
+export_to=(--export=console)
+if [ -n "${KPATH_LAB_JAEGER_OTLP:-}" ]; then
+	export_to=(--export=console,otlp --otlp-endpoint="$KPATH_LAB_JAEGER_OTLP")
+fi
+bin/kpath-agent "${export_to[@]}" --metrics-addr=127.0.0.1:0 \
 	--key-prefix="/registry/configmaps/$ns/,/registry/pods/$ns/" >"$out/waterfalls" 2>"$out/agent.log" &
 agent=$!
 until grep -q '"component":"etcd"\|component=etcd' "$out/agent.log" && grep -q 'component=kube-apiserver' "$out/agent.log"; do
@@ -44,3 +49,14 @@ kill -INT "$agent"
 wait "$agent" || true
 cat "$out/waterfalls"
 echo "demo: $(grep -c '^trace ' "$out/waterfalls") traces; agent log: $(grep -c . "$out/agent.log") lines"
+if [ -n "${KPATH_LAB_JAEGER_QUERY:-}" ]; then
+	q=$KPATH_LAB_JAEGER_QUERY
+	pod_trace=$(sed -n 's/^trace \([0-9a-f]\{32\}\)  pod .* startup .*/\1/p' "$out/waterfalls" | tail -n 1)
+	sleep 1 # Jaeger batches what it receives
+	echo "demo: Jaeger's services: $(curl -fsS "$q/api/services" | tr -d '\n ')"
+	if [ -n "$pod_trace" ]; then
+		spans=$(curl -fsS "$q/api/v3/traces/$pod_trace" | grep -o '"spanId"' | wc -l)
+		echo "demo: Jaeger holds $spans spans of the last pod's startup trace: $q/trace/$pod_trace"
+	fi
+	echo "demo: every trace, by component: $q/search?service=kube-apiserver"
+fi

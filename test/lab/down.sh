@@ -233,6 +233,7 @@ main() {
 	remove_containers
 	stop_daemon containerd
 	stop_daemon etcd
+	stop_daemon jaeger
 	kill_shims
 	remove_containers # pod processes orphaned by killed shims, if any
 	local ok=1

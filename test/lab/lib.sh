@@ -11,6 +11,15 @@ LAB_DIR="${KPATH_LAB_DIR:-$HOME/.cache/kpath/lab}"
 ALL_COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler kubelet kubectl)
 # Daemons in start order (kubectl is a client only).
 DAEMONS=(containerd etcd kube-apiserver kube-controller-manager kube-scheduler kubelet)
+# The trace store kpath exports to on the lab; KPATH_LAB_JAEGER=off skips it.
+LAB_JAEGER="${KPATH_LAB_JAEGER:-on}"
+case "$LAB_JAEGER" in on) DAEMONS=(jaeger "${DAEMONS[@]}") ;; off) ;; *)
+	echo "lab: ERROR: KPATH_LAB_JAEGER='$LAB_JAEGER': want on or off" >&2
+	exit 1
+	;;
+esac
+JAEGER_OTLP=127.0.0.1:4317
+JAEGER_QUERY=http://127.0.0.1:16686
 
 PKI_DIR="$LAB_DIR/pki"
 RUN_DIR="$LAB_DIR/run"
@@ -48,6 +57,8 @@ version_of() {
 
 # kpath_bin_path FLAVOUR COMPONENT: where build.sh caches a binary.
 kpath_bin_path() { echo "$CACHE_DIR/bin/$1/$(version_of "$2")/$2"; }
+# jaeger_bin_path: the lab's Jaeger, one build for both flavours.
+jaeger_bin_path() { echo "$CACHE_DIR/bin/tools/jaeger-$JAEGER_VERSION/jaeger"; }
 
 pidfile_of() { echo "$RUN_DIR/$1.pid"; }
 logfile_of() { echo "$LOG_DIR/$1.log"; }

@@ -11,6 +11,9 @@
 #   KPATH_LAB_RELEASE_COMPONENTS  release flavour: components taken from the release
 #                                 build besides etcd and kube-apiserver (or "all")
 #   KPATH_LAB_TIMEOUT             seconds to wait for each component (default 120)
+#   KPATH_LAB_JAEGER              on (default): also run Jaeger v2, in memory, as the lab's
+#                                 trace store (OTLP gRPC 127.0.0.1:4317, query/UI
+#                                 http://127.0.0.1:16686); off: no trace store
 set -euo pipefail
 
 # shellcheck source=lib.sh
@@ -89,6 +92,14 @@ ensure_binaries() {
 		step "building missing release binaries: ${release[*]} (~10 min each)"
 		"$LAB_SRC/build.sh" --flavour release "${release[@]}"
 	fi
+	if [ "$LAB_JAEGER" = on ]; then
+		BIN[jaeger]="$(jaeger_bin_path)"
+		[ -x "${BIN[jaeger]}" ] || {
+			step "building Jaeger $JAEGER_VERSION, the lab's trace store (~5 min on 2 cores; KPATH_LAB_JAEGER=off skips it)"
+			"$LAB_SRC/build.sh" jaeger
+		}
+		[ -x "${BIN[jaeger]}" ] || lab_die "Jaeger binary missing after build: ${BIN[jaeger]}"
+	fi
 	BIN[containerd]="$(command -v containerd)"
 	for c in "${ALL_COMPONENTS[@]}"; do
 		[ -x "${BIN[$c]}" ] || lab_die "binary for $c missing after build: ${BIN[$c]}"
@@ -98,6 +109,7 @@ ensure_binaries() {
 		printf '    %-24s %-8s %s\n' "$c" "$(component_flavour "$c")" "${BIN[$c]}"
 	done
 	printf '    %-24s %-8s %s\n' containerd debian "${BIN[containerd]} ($(containerd --version | awk '{print $3}'))"
+	[ "$LAB_JAEGER" != on ] || printf '    %-24s %-8s %s\n' jaeger "$JAEGER_VERSION" "${BIN[jaeger]}"
 }
 
 # ---------------------------------------------------------------- images
@@ -369,7 +381,58 @@ node_ready() {
 }
 default_sa() { KUBECTL_CMD -n default get serviceaccount default; }
 
+# Jaeger's all-in-one pipeline, on loopback only: OTLP gRPC in, memory
+# storage, the query API and UI. Its own metrics are off (they would take 8888).
+write_jaeger_config() {
+	mkdir -p "$LAB_DIR/jaeger"
+	cat >"$LAB_DIR/jaeger/config.yaml" <<EOF
+service:
+  extensions: [jaeger_storage, jaeger_query, healthcheckv2]
+  pipelines:
+    traces:
+      receivers: [otlp]
+      processors: [batch]
+      exporters: [jaeger_storage_exporter]
+  telemetry:
+    metrics:
+      level: none
+extensions:
+  healthcheckv2:
+    use_v2: true
+    http:
+      endpoint: 127.0.0.1:13133
+  jaeger_query:
+    storage:
+      traces: lab
+    http:
+      endpoint: ${JAEGER_QUERY#http://}
+    grpc:
+      endpoint: 127.0.0.1:16685
+  jaeger_storage:
+    backends:
+      lab:
+        memory:
+          max_traces: 100000
+receivers:
+  otlp:
+    protocols:
+      grpc:
+        endpoint: $JAEGER_OTLP
+processors:
+  batch:
+    timeout: 200ms
+exporters:
+  jaeger_storage_exporter:
+    trace_storage: lab
+EOF
+}
+
 start_all() {
+	if [ "$LAB_JAEGER" = on ]; then
+		write_jaeger_config
+		# Jaeger's query service would trace itself into the store.
+		start_daemon jaeger "4317 16686 16685 13133" -- env OTEL_TRACES_SAMPLER=always_off "${BIN[jaeger]}" --config "$LAB_DIR/jaeger/config.yaml"
+	fi
 	start_daemon containerd "" -- "${BIN[containerd]}" --config "$CONTAINERD_DIR/config.toml"
 	wait_for containerd "containerd answers on $CONTAINERD_SOCK" lab_ctr version
 	import_images
@@ -426,6 +489,7 @@ start_all() {
 	wait_for kubelet "kubelet /healthz" curl -fsS http://127.0.0.1:10248/healthz
 	wait_for kubelet "node Ready" node_ready
 	wait_for kube-controller-manager "ServiceAccount default/default" default_sa
+	[ "$LAB_JAEGER" != on ] || wait_for jaeger "Jaeger's query API at $JAEGER_QUERY" curl -fsS "$JAEGER_QUERY/api/services"
 }
 
 # ---------------------------------------------------------------- env file
@@ -456,6 +520,15 @@ write_env() {
 		echo "export KPATH_LAB_WORKLOAD_IMAGE='$WORKLOAD_IMAGE'"
 		echo "export KPATH_LAB_POD_CIDR='$LAB_POD_CIDR'"
 		echo "export KPATH_LAB_SERVICE_CIDR='$LAB_SERVICE_CIDR'"
+		if [ "$LAB_JAEGER" = on ]; then
+			echo "# Jaeger: OTLP gRPC (plaintext) in, UI and query API"
+			echo "export KPATH_LAB_JAEGER_OTLP='$JAEGER_OTLP'"
+			echo "export KPATH_LAB_JAEGER_QUERY='$JAEGER_QUERY'"
+		else
+			echo "# KPATH_LAB_JAEGER=off: no trace store"
+			echo "export KPATH_LAB_JAEGER_OTLP=''"
+			echo "export KPATH_LAB_JAEGER_QUERY=''"
+		fi
 	} >"$LAB_DIR/env.tmp"
 	mv -f "$LAB_DIR/env.tmp" "$LAB_DIR/env"
 }
@@ -469,6 +542,7 @@ kpath lab is up ($LAB_ID) in $((SECONDS - T0)) s.
   \$KUBECTL run web --image=$WORKLOAD_IMAGE --image-pull-policy=Never --port=8080
   ctr -a $CONTAINERD_SOCK -n k8s.io images import IMAGE.tar   # load more images
   logs: $LOG_DIR/<component>.log   pids: $RUN_DIR/<component>.pid
+$([ "$LAB_JAEGER" != on ] || echo "  traces: Jaeger at $JAEGER_QUERY (kpath-agent --export=otlp --otlp-endpoint=$JAEGER_OTLP --otlp-insecure)")
   stop: make lab-down   (add --purge to test/lab/down.sh to also delete $LAB_DIR)
 EOF
 }
