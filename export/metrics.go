@@ -156,6 +156,14 @@ func (m *Metrics) Drop(reason string, n uint64) {
 	}
 }
 
+// AttachOK records that probe attached: its error count exists, at 0, so
+// a dashboard shows "none" rather than "no data".
+func (m *Metrics) AttachOK(component, probe string) {
+	if m != nil {
+		m.attachErrors.WithLabelValues(component, probe)
+	}
+}
+
 // AttachError counts one failed attachment of probe.
 func (m *Metrics) AttachError(component, probe string) {
 	if m != nil {
@@ -181,6 +189,18 @@ func (m *Metrics) ForgetProcess(component string, pid int) {
 func (m *Metrics) TraceDone(complete bool) {
 	if m != nil {
 		m.traces.WithLabelValues(strconv.FormatBool(complete)).Inc()
+	}
+}
+
+// InitExporter makes an exporter's series exist at 0: spans delivered and
+// every reason to drop them.
+func (m *Metrics) InitExporter(exporter string) {
+	if m == nil {
+		return
+	}
+	m.exportSpans.WithLabelValues(exporter)
+	for _, r := range []string{DropQueueFull, DropExportFailed, DropShutdown, DropRejected} {
+		m.exportDropped.WithLabelValues(exporter, r)
 	}
 }
 

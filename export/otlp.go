@@ -67,6 +67,7 @@ func NewOTLP(_ context.Context, cfg OTLPConfig, m *Metrics) (Exporter, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	m.InitExporter(otlpExporterName)
 	uploadCtx, cancel := context.WithCancel(context.Background())
 	e := &otlpExporter{
 		client:    client,

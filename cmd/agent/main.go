@@ -397,6 +397,7 @@ func reportAttach(log *slog.Logger, m *export.Metrics, e probes.AttachEvent) {
 		switch r.State {
 		case probes.RowAttached:
 			attached = append(attached, r.Row.ID)
+			m.AttachOK(comp, r.Row.ID)
 			if !r.EntryAtPush {
 				slowEntry = append(slowEntry, r.Row.ID)
 			}
@@ -488,8 +489,12 @@ func (d *dropCounters) update(log *slog.Logger, m *export.Metrics, t *probes.Tra
 		now["stash_expired"] = d.last["stash_expired"] + uint64(n)
 	}
 	for k, v := range now {
-		if v > d.last[k] {
-			m.Drop(k, v-d.last[k])
+		last, seen := d.last[k]
+		switch {
+		case v > last:
+			m.Drop(k, v-last)
+		case !seen:
+			m.Drop(k, 0) // the reason's series exists from the start, at 0
 		}
 		d.last[k] = v
 	}

@@ -134,6 +134,11 @@ func freeAddr(t *testing.T) string {
 func startAgent(t *testing.T, otlpAddr string, extra ...string) *agent {
 	t.Helper()
 	a := &agent{metrics: freeAddr(t), logPath: filepath.Join(t.TempDir(), "agent.log")}
+	for _, f := range extra {
+		if v, ok := strings.CutPrefix(f, "--metrics-addr="); ok {
+			a.metrics = v // the flag given last wins
+		}
+	}
 	logf, err := os.Create(a.logPath)
 	if err != nil {
 		t.Fatal(err)

@@ -83,21 +83,17 @@ func startWebhooks(t *testing.T, delays map[string]time.Duration) *webhookServer
 	return ws
 }
 
-func TestAdmissionWebhooksAreTraced(t *testing.T) {
-	l := needLab(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	delays := map[string]time.Duration{"/mutate": 20 * time.Millisecond, "/validate": 30 * time.Millisecond}
-	ws := startWebhooks(t, delays)
-	ns := makeNamespace(ctx, t, l, "kpath-e2e-hooks-")
-
+// installWebhooks points a mutating and a validating webhook at ws for the
+// ConfigMap creates of namespace ns, and waits until the apiserver calls
+// both. They are removed when the test ends.
+func installWebhooks(ctx context.Context, t *testing.T, l *lab, ns string, ws *webhookServer, mname, vname string) {
+	t.Helper()
 	// Only this namespace's ConfigMap creates go to the webhooks.
 	sel := &metav1.LabelSelector{MatchLabels: map[string]string{"kubernetes.io/metadata.name": ns}}
 	rules := []arv1.RuleWithOperations{{Operations: []arv1.OperationType{arv1.Create},
 		Rule: arv1.Rule{APIGroups: []string{""}, APIVersions: []string{"v1"}, Resources: []string{"configmaps"}}}}
 	none, fail, timeout := arv1.SideEffectClassNone, arv1.Fail, int32(5)
 	url := func(p string) *string { s := ws.url + p; return &s }
-	mname, vname := "mutate.kpath.io", "validate.kpath.io"
 	mw, err := l.client.AdmissionregistrationV1().MutatingWebhookConfigurations().Create(ctx, &arv1.MutatingWebhookConfiguration{
 		ObjectMeta: metav1.ObjectMeta{GenerateName: "kpath-e2e-"},
 		Webhooks: []arv1.MutatingWebhook{{Name: mname, ClientConfig: arv1.WebhookClientConfig{URL: url("/mutate"), CABundle: ws.caPEM},
@@ -133,6 +129,18 @@ func TestAdmissionWebhooksAreTraced(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+}
+
+func TestAdmissionWebhooksAreTraced(t *testing.T) {
+	l := needLab(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	delays := map[string]time.Duration{"/mutate": 20 * time.Millisecond, "/validate": 30 * time.Millisecond}
+	ws := startWebhooks(t, delays)
+	ns := makeNamespace(ctx, t, l, "kpath-e2e-hooks-")
+	mname, vname := "mutate.kpath.io", "validate.kpath.io"
+	installWebhooks(ctx, t, l, ns, ws, mname, vname)
+	cms := l.client.CoreV1().ConfigMaps(ns)
 
 	rcv := otlptest.Start(t)
 	startAgent(t, rcv.Addr())
@@ -148,7 +156,7 @@ func TestAdmissionWebhooksAreTraced(t *testing.T) {
 		exp = append(exp, expected{"create", "POST", "/registry/configmaps/" + ns + "/" + name, rev})
 	}
 	var traces map[string]*trace
-	err = waitFor(ctx, "traces of the 5 creates", func() (bool, error) {
+	err := waitFor(ctx, "traces of the 5 creates", func() (bool, error) {
 		traces = groupTraces(rcv.Spans())
 		for _, w := range exp {
 			if len(find(traces, w)) != 1 {

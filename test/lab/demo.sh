@@ -27,7 +27,16 @@ export_to=(--export=console)
 if [ -n "${KPATH_LAB_JAEGER_OTLP:-}" ]; then
 	export_to=(--export=console,otlp --otlp-endpoint="$KPATH_LAB_JAEGER_OTLP")
 fi
-bin/kpath-agent "${export_to[@]}" --metrics-addr=127.0.0.1:0 \
+# Where the lab's Prometheus scrapes, unless another agent has it.
+metrics_addr=127.0.0.1:0
+if [ -n "${KPATH_LAB_AGENT_METRICS:-}" ]; then
+	if curl -fsS -o /dev/null "http://$KPATH_LAB_AGENT_METRICS/healthz" 2>/dev/null; then
+		echo "demo: another kpath-agent serves $KPATH_LAB_AGENT_METRICS: the lab's Prometheus scrapes that one, not the demo's"
+	else
+		metrics_addr=$KPATH_LAB_AGENT_METRICS
+	fi
+fi
+bin/kpath-agent "${export_to[@]}" --metrics-addr="$metrics_addr" \
 	--key-prefix="/registry/configmaps/$ns/,/registry/pods/$ns/" >"$out/waterfalls" 2>"$out/agent.log" &
 agent=$!
 until grep -q '"component":"etcd"\|component=etcd' "$out/agent.log" && grep -q 'component=kube-apiserver' "$out/agent.log"; do
@@ -59,4 +68,7 @@ if [ -n "${KPATH_LAB_JAEGER_QUERY:-}" ]; then
 		echo "demo: Jaeger holds $spans spans of the last pod's startup trace: $q/trace/$pod_trace"
 	fi
 	echo "demo: every trace, by component: $q/search?service=kube-apiserver"
+fi
+if [ -n "${KPATH_LAB_PROMETHEUS:-}" ] && [ "$metrics_addr" != 127.0.0.1:0 ]; then
+	echo "demo: kpath's metrics in Prometheus: $KPATH_LAB_PROMETHEUS/graph?g0.expr=sum+by+(stage)(kpath_stage_duration_seconds_sum)"
 fi

@@ -234,6 +234,7 @@ main() {
 	stop_daemon containerd
 	stop_daemon etcd
 	stop_daemon jaeger
+	stop_daemon prometheus
 	kill_shims
 	remove_containers # pod processes orphaned by killed shims, if any
 	local ok=1

@@ -20,6 +20,16 @@ case "$LAB_JAEGER" in on) DAEMONS=(jaeger "${DAEMONS[@]}") ;; off) ;; *)
 esac
 JAEGER_OTLP=127.0.0.1:4317
 JAEGER_QUERY=http://127.0.0.1:16686
+# Prometheus (Debian's package) scraping a kpath-agent on its default
+# metrics address every second; KPATH_LAB_PROMETHEUS=off skips it.
+LAB_PROMETHEUS="${KPATH_LAB_PROMETHEUS:-on}"
+case "$LAB_PROMETHEUS" in on) DAEMONS=(prometheus "${DAEMONS[@]}") ;; off) ;; *)
+	echo "lab: ERROR: KPATH_LAB_PROMETHEUS='$LAB_PROMETHEUS': want on or off" >&2
+	exit 1
+	;;
+esac
+PROMETHEUS_URL=http://127.0.0.1:9090
+AGENT_METRICS=127.0.0.1:9464
 
 PKI_DIR="$LAB_DIR/pki"
 RUN_DIR="$LAB_DIR/run"

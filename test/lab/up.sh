@@ -14,6 +14,9 @@
 #   KPATH_LAB_JAEGER              on (default): also run Jaeger v2, in memory, as the lab's
 #                                 trace store (OTLP gRPC 127.0.0.1:4317, query/UI
 #                                 http://127.0.0.1:16686); off: no trace store
+#   KPATH_LAB_PROMETHEUS          on (default): also run Prometheus (Debian's package) on
+#                                 127.0.0.1:9090, scraping a kpath-agent at 127.0.0.1:9464
+#                                 (its default --metrics-addr) every second; off: none
 set -euo pipefail
 
 # shellcheck source=lib.sh
@@ -59,6 +62,9 @@ ensure_packages() {
 		if [[ "$b" == /* ]]; then [ -x "$b" ] && continue; else command -v "$b" >/dev/null && continue; fi
 		[[ " ${missing[*]-} " == *" $p "* ]] || missing+=("$p")
 	done
+	if [ "$LAB_PROMETHEUS" = on ] && ! command -v prometheus >/dev/null; then
+		missing+=(prometheus)
+	fi
 	[ ${#missing[@]} -gt 0 ] || return 0
 	step "installing Debian packages: ${missing[*]}"
 	mkdir -p "$LOG_DIR"
@@ -427,7 +433,26 @@ exporters:
 EOF
 }
 
+write_prometheus_config() {
+	mkdir -p "$LAB_DIR/prometheus/data"
+	cat >"$LAB_DIR/prometheus/prometheus.yml" <<EOF
+global:
+  scrape_interval: 1s
+  evaluation_interval: 1s
+scrape_configs:
+  - job_name: kpath-agent
+    static_configs:
+      - targets: ['$AGENT_METRICS']
+EOF
+}
+
 start_all() {
+	if [ "$LAB_PROMETHEUS" = on ]; then
+		write_prometheus_config
+		start_daemon prometheus "9090" -- "$(command -v prometheus)" --config.file="$LAB_DIR/prometheus/prometheus.yml" \
+			--storage.tsdb.path="$LAB_DIR/prometheus/data" --storage.tsdb.retention.time=1d \
+			--web.listen-address="${PROMETHEUS_URL#http://}"
+	fi
 	if [ "$LAB_JAEGER" = on ]; then
 		write_jaeger_config
 		# Jaeger's query service would trace itself into the store.
@@ -490,6 +515,7 @@ start_all() {
 	wait_for kubelet "node Ready" node_ready
 	wait_for kube-controller-manager "ServiceAccount default/default" default_sa
 	[ "$LAB_JAEGER" != on ] || wait_for jaeger "Jaeger's query API at $JAEGER_QUERY" curl -fsS "$JAEGER_QUERY/api/services"
+	[ "$LAB_PROMETHEUS" != on ] || wait_for prometheus "Prometheus ready at $PROMETHEUS_URL" curl -fsS "$PROMETHEUS_URL/-/ready"
 }
 
 # ---------------------------------------------------------------- env file
@@ -529,6 +555,15 @@ write_env() {
 			echo "export KPATH_LAB_JAEGER_OTLP=''"
 			echo "export KPATH_LAB_JAEGER_QUERY=''"
 		fi
+		if [ "$LAB_PROMETHEUS" = on ]; then
+			echo "# Prometheus, scraping a kpath-agent whose --metrics-addr is KPATH_LAB_AGENT_METRICS"
+			echo "export KPATH_LAB_PROMETHEUS='$PROMETHEUS_URL'"
+			echo "export KPATH_LAB_AGENT_METRICS='$AGENT_METRICS'"
+		else
+			echo "# KPATH_LAB_PROMETHEUS=off: no Prometheus"
+			echo "export KPATH_LAB_PROMETHEUS=''"
+			echo "export KPATH_LAB_AGENT_METRICS=''"
+		fi
 	} >"$LAB_DIR/env.tmp"
 	mv -f "$LAB_DIR/env.tmp" "$LAB_DIR/env"
 }
@@ -543,6 +578,7 @@ kpath lab is up ($LAB_ID) in $((SECONDS - T0)) s.
   ctr -a $CONTAINERD_SOCK -n k8s.io images import IMAGE.tar   # load more images
   logs: $LOG_DIR/<component>.log   pids: $RUN_DIR/<component>.pid
 $([ "$LAB_JAEGER" != on ] || echo "  traces: Jaeger at $JAEGER_QUERY (kpath-agent --export=otlp --otlp-endpoint=$JAEGER_OTLP --otlp-insecure)")
+$([ "$LAB_PROMETHEUS" != on ] || echo "  metrics: Prometheus at $PROMETHEUS_URL scrapes the agent at $AGENT_METRICS (kpath-agent's default --metrics-addr)")
   stop: make lab-down   (add --purge to test/lab/down.sh to also delete $LAB_DIR)
 EOF
 }
