@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	_ "net/http/pprof" // on the default mux, served only with --pprof-addr
+	"net/url"
 	"os"
 	"os/signal"
 	"runtime/debug"
@@ -31,6 +32,7 @@ import (
 type config struct {
 	export       string
 	otlpEndpoint string
+	otlpHeaders  map[string]string
 	otlpInsecure bool
 	hashKeyFile  string
 	metricsAddr  string
@@ -59,6 +61,25 @@ func main() {
 }
 
 // commaList splits a comma-separated flag value, dropping blanks.
+// parseHeaders reads OTEL_EXPORTER_OTLP_HEADERS' format: key=value pairs,
+// comma-separated, values URL-encoded.
+func parseHeaders(v string) (map[string]string, error) {
+	out := map[string]string{}
+	for _, kv := range commaList(v) {
+		k, val, ok := strings.Cut(kv, "=")
+		k = strings.TrimSpace(k)
+		if !ok || k == "" {
+			return nil, fmt.Errorf("%q is not key=value", kv)
+		}
+		dec, err := url.QueryUnescape(strings.TrimSpace(val))
+		if err != nil {
+			return nil, fmt.Errorf("header %s: %w", k, err)
+		}
+		out[strings.ToLower(k)] = dec
+	}
+	return out, nil
+}
+
 func commaList(v string) []string {
 	var out []string
 	for _, p := range strings.Split(v, ",") {
@@ -74,6 +95,7 @@ func parseFlags(args []string) (config, error) {
 	fs := flag.NewFlagSet("kpath-agent", flag.ContinueOnError)
 	fs.StringVar(&c.export, "export", "console", "where traces go: otlp, jsonl (one span a line on stdout) or console (a waterfall per object); several, comma-separated, e.g. console,otlp (jsonl and console share stdout: one of them)")
 	fs.StringVar(&c.otlpEndpoint, "otlp-endpoint", envOr("OTEL_EXPORTER_OTLP_ENDPOINT", "127.0.0.1:4317"), "OTLP gRPC endpoint (host:port) for --export=otlp")
+	headers := fs.String("otlp-headers", os.Getenv("OTEL_EXPORTER_OTLP_HEADERS"), "gRPC metadata sent with every upload, key=value,... (as OTEL_EXPORTER_OTLP_HEADERS; values URL-encoded), e.g. an API key")
 	fs.BoolVar(&c.otlpInsecure, "otlp-insecure", true, "talk plain gRPC to the OTLP endpoint, without TLS")
 	fs.StringVar(&c.hashKeyFile, "hash-names-key-file", "", "replace object names in every exported span (and /api/v1/traces) by a keyed hash; the file holds the key (at least 16 bytes, the same on every node, e.g. from a Secret)")
 	fs.StringVar(&c.metricsAddr, "metrics-addr", "127.0.0.1:9464", "serve /metrics, /healthz and /readyz here; empty to disable")
@@ -102,6 +124,10 @@ func parseFlags(args []string) (config, error) {
 		return c, err
 	}
 	c.keyPrefixes = commaList(*prefixes)
+	var err error
+	if c.otlpHeaders, err = parseHeaders(*headers); err != nil {
+		return c, fmt.Errorf("--otlp-headers: %w", err)
+	}
 	stdout := 0
 	for _, e := range commaList(c.export) {
 		switch e {
@@ -320,7 +346,7 @@ func newExporter(ctx context.Context, c config, m *export.Metrics) (export.Expor
 			if c.nodeName != "" {
 				res["k8s.node.name"] = c.nodeName
 			}
-			o, err := export.NewOTLP(ctx, export.OTLPConfig{Endpoint: c.otlpEndpoint, Insecure: c.otlpInsecure, Resource: res, AgentVersion: agentVersion()}, m)
+			o, err := export.NewOTLP(ctx, export.OTLPConfig{Endpoint: c.otlpEndpoint, Insecure: c.otlpInsecure, Headers: c.otlpHeaders, Resource: res, AgentVersion: agentVersion()}, m)
 			if err != nil {
 				return nil, err
 			}

@@ -35,3 +35,18 @@ func TestExportFlag(t *testing.T) {
 		}
 	}
 }
+
+func TestOTLPHeadersFlag(t *testing.T) {
+	c, err := parseFlags([]string{"--otlp-headers=Authorization=Bearer%20abc, x-tenant=t1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.otlpHeaders["authorization"] != "Bearer abc" || c.otlpHeaders["x-tenant"] != "t1" || len(c.otlpHeaders) != 2 {
+		t.Errorf("headers %v", c.otlpHeaders)
+	}
+	for _, bad := range []string{"novalue", "=v", "k=%zz"} {
+		if _, err := parseFlags([]string{"--otlp-headers=" + bad}); err == nil {
+			t.Errorf("--otlp-headers=%s accepted", bad)
+		}
+	}
+}

@@ -147,6 +147,52 @@ patches:
 		}
 	})
 
+	agentPod, ns, names := dsAgentTracesPods(ctx, t, l, rcv, port)
+
+	// doctor inside the agent pod: everything required is there, and
+	// CAP_SYS_ADMIN is not required (uprobe_multi).
+	out, err := dsRun(t, root, kenv, kubectl, "-n", dsNamespace, "exec", agentPod.Name, "--", "/usr/local/bin/kpath-agent", "doctor")
+	if err != nil {
+		t.Errorf("doctor in the agent pod: %v\n%s", err, out)
+	} else if !strings.Contains(out, "every required check passed") || !strings.Contains(out, "kube-apiserver") {
+		t.Errorf("doctor in the agent pod said:\n%s", out)
+	} else if line := dsCheckLine(out, "CAP_SYS_ADMIN"); !strings.Contains(line, "absent, not required") {
+		t.Errorf("doctor in the agent pod: CAP_SYS_ADMIN check %q, want absent, not required; output:\n%s", line, out)
+	} else {
+		t.Logf("doctor in the agent pod: exit 0; %s; %s", dsCheckLine(out, "uprobe_multi"), line)
+	}
+
+	// doctor in a pod without CAP_BPF (nor SYS_ADMIN, which implies it): it must fail and say how to fix it.
+	dsCheckDoctorWithoutBPF(ctx, t, l)
+
+	// kubectl kpath explain, as a kubectl plugin found on PATH.
+	pathEnv := append(slices.Clone(kenv), "PATH="+plugins+string(os.PathListSeparator)+os.Getenv("PATH"))
+	for _, via := range []string{"proxy", "port-forward"} {
+		out, err := dsRun(t, root, pathEnv, kubectl, "kpath", "explain", "pod/"+names[0], "-n", ns, "--via="+via)
+		if err != nil {
+			t.Errorf("kubectl kpath explain --via=%s: %v\n%s", via, err, out)
+			continue
+		}
+		for _, want := range []string{"pod " + ns + "/" + names[0], "key=/registry/pods/" + ns + "/" + names[0], "apiserver/request", "◀ slowest"} {
+			if !strings.Contains(out, want) {
+				t.Errorf("kubectl kpath explain --via=%s: no %q in:\n%s", via, want, out)
+			}
+		}
+		if via == "proxy" {
+			t.Logf("kubectl kpath explain pod/%s:\n%s", names[0], out)
+		}
+	}
+	out, err = dsRun(t, root, pathEnv, kubectl, "kpath", "explain", "pod/no-such-pod", "-n", ns)
+	if err == nil || !strings.Contains(out, "no traces for pod "+ns+"/no-such-pod") {
+		t.Errorf("explain of a pod without traces: err %v, output:\n%s", err, out)
+	}
+}
+
+// dsAgentTracesPods waits for the agent pod a manifest made to be Ready
+// and least-privileged, then starts dsPods pods and checks their traces
+// arrive at rcv: each create's write chain and each Running pod's startup.
+func dsAgentTracesPods(ctx context.Context, t *testing.T, l *lab, rcv *otlptest.Receiver, port string) (*corev1.Pod, string, []string) {
+	t.Helper()
 	agentPod := dsWaitAgentReady(ctx, t, l)
 	t.Logf("agent pod %s Ready on node %s", agentPod.Name, agentPod.Spec.NodeName)
 	dsCheckPodSpec(t, agentPod)
@@ -154,7 +200,7 @@ patches:
 
 	// /metrics on the node's loopback (hostNetwork): attached to kube-apiserver and etcd.
 	a := &agent{metrics: "127.0.0.1:" + port}
-	err = waitFor(ctx, "the agent attached to kube-apiserver and etcd", func() (bool, error) {
+	err := waitFor(ctx, "the agent attached to kube-apiserver and etcd", func() (bool, error) {
 		m, err := a.scrape()
 		return err == nil && m.sum("kpath_attached_probes", "component", "kube-apiserver") > 0 && m.sum("kpath_attached_probes", "component", "etcd") > 0, nil
 	})
@@ -199,43 +245,7 @@ patches:
 	t.Logf("%d of %d pods Running; %d spans received", running, dsPods, len(rcv.Spans()))
 	dsCheckPodChain(ctx, t, rcv, names, uids, running)
 
-	// doctor inside the agent pod: everything required is there, and
-	// CAP_SYS_ADMIN is not required (uprobe_multi).
-	out, err := dsRun(t, root, kenv, kubectl, "-n", dsNamespace, "exec", agentPod.Name, "--", "/usr/local/bin/kpath-agent", "doctor")
-	if err != nil {
-		t.Errorf("doctor in the agent pod: %v\n%s", err, out)
-	} else if !strings.Contains(out, "every required check passed") || !strings.Contains(out, "kube-apiserver") {
-		t.Errorf("doctor in the agent pod said:\n%s", out)
-	} else if line := dsCheckLine(out, "CAP_SYS_ADMIN"); !strings.Contains(line, "absent, not required") {
-		t.Errorf("doctor in the agent pod: CAP_SYS_ADMIN check %q, want absent, not required; output:\n%s", line, out)
-	} else {
-		t.Logf("doctor in the agent pod: exit 0; %s; %s", dsCheckLine(out, "uprobe_multi"), line)
-	}
-
-	// doctor in a pod without CAP_BPF (nor SYS_ADMIN, which implies it): it must fail and say how to fix it.
-	dsCheckDoctorWithoutBPF(ctx, t, l)
-
-	// kubectl kpath explain, as a kubectl plugin found on PATH.
-	pathEnv := append(slices.Clone(kenv), "PATH="+plugins+string(os.PathListSeparator)+os.Getenv("PATH"))
-	for _, via := range []string{"proxy", "port-forward"} {
-		out, err := dsRun(t, root, pathEnv, kubectl, "kpath", "explain", "pod/"+names[0], "-n", ns, "--via="+via)
-		if err != nil {
-			t.Errorf("kubectl kpath explain --via=%s: %v\n%s", via, err, out)
-			continue
-		}
-		for _, want := range []string{"pod " + ns + "/" + names[0], "key=/registry/pods/" + ns + "/" + names[0], "apiserver/request", "◀ slowest"} {
-			if !strings.Contains(out, want) {
-				t.Errorf("kubectl kpath explain --via=%s: no %q in:\n%s", via, want, out)
-			}
-		}
-		if via == "proxy" {
-			t.Logf("kubectl kpath explain pod/%s:\n%s", names[0], out)
-		}
-	}
-	out, err = dsRun(t, root, pathEnv, kubectl, "kpath", "explain", "pod/no-such-pod", "-n", ns)
-	if err == nil || !strings.Contains(out, "no traces for pod "+ns+"/no-such-pod") {
-		t.Errorf("explain of a pod without traces: err %v, output:\n%s", err, out)
-	}
+	return agentPod, ns, names
 }
 
 // dsCheckLine is the line of doctor's check table for the named check.

@@ -31,6 +31,9 @@ run_flavour() {
 	fi
 }
 
+# The chart's tests need Helm (built from the module proxy, cached).
+test/lab/build.sh helm
+
 status=0
 run_flavour normal || status=1
 run_flavour release || status=1

@@ -4,8 +4,9 @@
 #   test/lab/build.sh [--flavour normal|release] [component ...]
 #
 # Components: etcd kube-apiserver kube-controller-manager kube-scheduler kubelet kubectl
-# (default: all six), and jaeger (the lab's trace store, one build for both
-# flavours, in .../bin/tools/jaeger-<version>/jaeger). Binaries land in
+# (default: all six), and the tools: jaeger (the lab's trace store) and helm
+# (the chart's tests), one build for both flavours, in
+# .../bin/tools/<tool>-<version>/<tool>. Binaries land in
 #   ${KPATH_CACHE_DIR:-$HOME/.cache/kpath}/bin/<flavour>/<version>/<component>
 # and are not rebuilt when present. Build work dirs live in .../work/.
 #
@@ -57,7 +58,7 @@ done
 case "$FLAVOUR" in normal | release) ;; *) die "unknown flavour '$FLAVOUR' (want normal or release)" ;; esac
 [ ${#COMPONENTS[@]} -gt 0 ] || COMPONENTS=("${ALL_COMPONENTS[@]}")
 for c in "${COMPONENTS[@]}"; do
-	case " ${ALL_COMPONENTS[*]} jaeger " in *" $c "*) ;; *) die "unknown component '$c' (known: ${ALL_COMPONENTS[*]} jaeger)" ;; esac
+	case " ${ALL_COMPONENTS[*]} jaeger helm " in *" $c "*) ;; *) die "unknown component '$c' (known: ${ALL_COMPONENTS[*]} jaeger helm)" ;; esac
 done
 
 command -v go >/dev/null || die "the go command is not installed (need Go >= 1.25)"
@@ -83,7 +84,7 @@ export GOTOOLCHAIN=local
 
 # toolchain_of COMPONENT: the Go toolchain for this flavour.
 toolchain_of() {
-	if [ "$FLAVOUR" = normal ] || [ "$1" = jaeger ]; then
+	if [ "$FLAVOUR" = normal ] || [ "$1" = jaeger ] || [ "$1" = helm ]; then
 		echo local
 	elif [ "$1" = etcd ]; then
 		echo "$ETCD_RELEASE_GO_TOOLCHAIN"
@@ -180,6 +181,24 @@ build_jaeger() {
 	echo "$(date -u +%FT%TZ) tools jaeger $JAEGER_VERSION $((SECONDS - start))s" >>"$CACHE_DIR/build-times.log"
 }
 
+# ---------- Helm ----------
+build_helm() {
+	local out logfile start
+	out="$(helm_bin_path)"
+	if [ -x "$out" ]; then
+		log "helm $HELM_VERSION: cached at $out"
+		return 0
+	fi
+	logfile="$CACHE_DIR/work/build-helm.log"
+	: >"$logfile"
+	mkdir -p "$(dirname "$out")"
+	log "building helm $HELM_VERSION (go install, -p $PARALLEL); log: $logfile"
+	start=$SECONDS
+	run_with_progress "helm build" "$logfile" env GOBIN="$(dirname "$out")" CGO_ENABLED=0 GOFLAGS=-mod=readonly go install -p "$PARALLEL" -trimpath -ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION" "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
+	log "built helm in $((SECONDS - start)) s -> $out ($(du -h "$out" | cut -f1))"
+	echo "$(date -u +%FT%TZ) tools helm $HELM_VERSION $((SECONDS - start))s" >>"$CACHE_DIR/build-times.log"
+}
+
 # ---------- Kubernetes ----------
 prepare_kube_module() {
 	local dir="$CACHE_DIR/work/kubernetes-$KUBERNETES_VERSION"
@@ -252,6 +271,7 @@ kube_ldflags() {
 build_one() {
 	local comp="$1" out tmp dir logfile start pkg cgo=0
 	[ "$comp" != jaeger ] || { build_jaeger; return; }
+	[ "$comp" != helm ] || { build_helm; return; }
 	out="$(bin_path "$comp")"
 	if [ -x "$out" ]; then
 		log "$comp ($FLAVOUR $(version_of "$comp")): cached at $out"
