@@ -74,6 +74,7 @@ func proxyError(err error) error {
 type explainer struct {
 	cs     kubernetes.Interface
 	fetch  fetcher
+	store  *traceStore // nil: ask the agents only
 	opts   options
 	out    io.Writer
 	errOut io.Writer
@@ -88,15 +89,6 @@ type answer struct {
 }
 
 func (e *explainer) explain(ctx context.Context, ns, name string) error {
-	agents, err := e.cs.CoreV1().Pods(e.opts.agentNamespace).List(ctx, metav1.ListOptions{LabelSelector: e.opts.agentSelector})
-	if err != nil {
-		return fmt.Errorf("list kpath agents in namespace %s: %w", e.opts.agentNamespace, err)
-	}
-	if len(agents.Items) == 0 {
-		return fmt.Errorf("no kpath agent pods in namespace %s (selector %s): is kpath installed? (kubectl apply -k deploy/daemonset; docs/install.md)",
-			e.opts.agentNamespace, e.opts.agentSelector)
-	}
-
 	query := url.Values{"namespace": {ns}, "pod": {name}}
 	uid := ""
 	pod, err := e.cs.CoreV1().Pods(ns).Get(ctx, name, metav1.GetOptions{})
@@ -111,6 +103,24 @@ func (e *explainer) explain(ctx context.Context, ns, name string) error {
 	}
 	if e.opts.limit > 0 {
 		query.Set("limit", strconv.Itoa(e.opts.limit))
+	}
+	if e.store != nil {
+		if uid == "" {
+			fmt.Fprintf(e.errOut, "note: without the pod's UID its trace ID is unknown: asking the agents instead of %s\n", e.store.base)
+		} else if done, err := e.fromStore(ctx, ns, name, uid); err != nil {
+			fmt.Fprintf(e.errOut, "note: %v; asking the agents\n", err)
+		} else if done {
+			return nil
+		}
+	}
+
+	agents, err := e.cs.CoreV1().Pods(e.opts.agentNamespace).List(ctx, metav1.ListOptions{LabelSelector: e.opts.agentSelector})
+	if err != nil {
+		return fmt.Errorf("list kpath agents in namespace %s: %w", e.opts.agentNamespace, err)
+	}
+	if len(agents.Items) == 0 {
+		return fmt.Errorf("no kpath agent pods in namespace %s (selector %s): is kpath installed? (kubectl apply -k deploy/daemonset; docs/install.md)",
+			e.opts.agentNamespace, e.opts.agentSelector)
 	}
 
 	answers := e.ask(ctx, agents.Items, query)
@@ -148,6 +158,26 @@ func (e *explainer) explain(ctx context.Context, ns, name string) error {
 	}
 	_, err = e.out.Write(b.Bytes())
 	return err
+}
+
+// fromStore prints the pod's startup trace from the trace store; done is
+// false when the store does not hold it.
+func (e *explainer) fromStore(ctx context.Context, ns, name, uid string) (done bool, err error) {
+	id := correlate.PodTraceID(uid)
+	t, found, err := e.store.get(ctx, id)
+	if err != nil {
+		return false, err
+	}
+	if !found {
+		fmt.Fprintf(e.errOut, "note: trace %x of pod %s/%s is not in %s (not exported yet, or aged out): asking the agents\n", id[:], ns, name, e.store.base)
+		return false, nil
+	}
+	var b bytes.Buffer
+	fmt.Fprintf(&b, "pod %s/%s (uid %s): its startup trace from %s\n\n", ns, name, uid, e.store.base)
+	export.Waterfall(&b, t)
+	b.WriteByte('\n')
+	_, err = e.out.Write(b.Bytes())
+	return true, err
 }
 
 func agentNodes(as []answer) string {

@@ -323,3 +323,61 @@ func TestPodName(t *testing.T) {
 		}
 	}
 }
+
+// A Jaeger-like query API: /api/v3/traces/{id} as OTLP/JSON.
+func fakeTraceStore(t *testing.T, id correlate.TraceID) (*httptest.Server, *int) {
+	t.Helper()
+	hits := 0
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hits++
+		if r.URL.Path != fmt.Sprintf("/api/v3/traces/%x", id[:]) {
+			http.Error(w, `{"error":{"code":404,"message":"trace not found"}}`, http.StatusNotFound)
+			return
+		}
+		fmt.Fprintf(w, `{"result":{"resourceSpans":[{"resource":{"attributes":[{"key":"service.name","value":{"stringValue":"kube-apiserver"}}]},
+"scopeSpans":[{"scope":{"name":"kpath"},"spans":[
+ {"traceId":"%[1]x","spanId":"0101010101010101","name":"pod default/web startup","startTimeUnixNano":"%[2]d","endTimeUnixNano":"%[3]d",
+  "attributes":[{"key":"kpath.component","value":{"stringValue":"kube-apiserver"}},{"key":"kpath.stage","value":{"stringValue":"pod-startup"}},
+   {"key":"kpath.revision","value":{"intValue":"9007199254740993"}},{"key":"kpath.complete","value":{"boolValue":true}}]},
+ {"traceId":"%[1]x","spanId":"0202020202020202","parentSpanId":"0101010101010101","name":"sandbox","startTimeUnixNano":"%[2]d","endTimeUnixNano":"%[4]d",
+  "attributes":[{"key":"kpath.component","value":{"stringValue":"kubelet"}},{"key":"kpath.stage","value":{"stringValue":"sandbox"}}]}]}]}]}}`,
+			id[:], t0.UnixNano(), t0.Add(2*time.Second).UnixNano(), t0.Add(1500*time.Millisecond).UnixNano())
+	}))
+	t.Cleanup(srv.Close)
+	return srv, &hits
+}
+
+func TestExplainReadsTheTraceStoreFirst(t *testing.T) {
+	f := &fakeCluster{
+		agents: []corev1.Pod{agentPod("kpath-agent-a", "n1", 9464, corev1.PodRunning)},
+		stores: map[string]*export.Recent{"kpath-agent-a": storeOf("n1", node1Traces())},
+		target: &corev1.Pod{TypeMeta: metav1.TypeMeta{Kind: "Pod", APIVersion: "v1"},
+			ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: "default", UID: types.UID("uid-web")}},
+	}
+	store, hits := fakeTraceStore(t, correlate.PodTraceID("uid-web"))
+	out, errOut, err := runAgainst(t, f, "explain", "pod/web", "--trace-store="+store.URL)
+	if err != nil {
+		t.Fatalf("explain: %v\nstderr: %s", err, errOut)
+	}
+	if !strings.Contains(out, "its startup trace from "+store.URL) || !strings.Contains(out, "kubelet/sandbox") || !strings.Contains(out, "◀ slowest") {
+		t.Errorf("stdout:\n%s", out)
+	}
+	for _, r := range f.requests {
+		if strings.Contains(r, "namespaces/kpath/pods") {
+			t.Errorf("the agents were asked though the store had the trace: %s", r)
+		}
+	}
+	if *hits != 1 {
+		t.Errorf("%d requests to the store, want 1", *hits)
+	}
+
+	// A pod the store does not hold: the agents are asked, and stderr says why.
+	f.target.UID = "uid-unknown"
+	out, errOut, err = runAgainst(t, f, "explain", "pod/web", "--trace-store="+store.URL)
+	if err != nil {
+		t.Fatalf("explain with a store miss: %v\nstderr: %s", err, errOut)
+	}
+	if !strings.Contains(errOut, "is not in "+store.URL) || !strings.Contains(out, "from 1 of 1 agent(s)") {
+		t.Errorf("a store miss did not fall back to the agents:\nstdout:\n%s\nstderr:\n%s", out, errOut)
+	}
+}

@@ -2,7 +2,10 @@
 //
 //	kubectl kpath explain pod/NAME [-n NAMESPACE]
 //
-// It asks every kpath agent (pods labelled app.kubernetes.io/name=kpath-agent
+// With --trace-store it first reads the pod's startup trace from the trace
+// store the agents export to, by the ID kpath derives from the pod's UID:
+// in a big cluster that is one request, not one per agent. Otherwise, or
+// when the store does not have it, it asks every kpath agent (pods labelled app.kubernetes.io/name=kpath-agent
 // in namespace kpath) for the traces it holds about the pod, through the API
 // server (pods/proxy, or a port-forward with --via=port-forward), merges the
 // pieces each agent saw by trace ID and prints one waterfall per trace, the
@@ -15,6 +18,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"strings"
 	"time"
@@ -58,6 +62,7 @@ type options struct {
 	via                            string
 	timeout                        time.Duration
 	limit                          int
+	traceStore                     string
 }
 
 func newFlags(o *options, out io.Writer) *flag.FlagSet {
@@ -72,6 +77,7 @@ func newFlags(o *options, out io.Writer) *flag.FlagSet {
 	fs.StringVar(&o.via, "via", "proxy", "how to reach the agents: proxy (the API server's pods/proxy) or port-forward (through the kubelet)")
 	fs.DurationVar(&o.timeout, "timeout", 15*time.Second, "give up on an agent after this long")
 	fs.IntVar(&o.limit, "limit", 0, "at most this many traces from each agent (0: the agent's default, 200)")
+	fs.StringVar(&o.traceStore, "trace-store", os.Getenv("KPATH_TRACE_STORE"), "query API of the trace store the agents export to (Jaeger's, e.g. http://jaeger-query.observability:16686): the pod's startup trace is read there by its ID, and the agents are asked only when it is not there")
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), usage)
 		fs.PrintDefaults()
@@ -150,6 +156,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		fetch = portForwardFetcher{cs: cs, cfg: cfg}
 	}
 	e := &explainer{cs: cs, fetch: fetch, opts: o, out: stdout, errOut: stderr}
+	if o.traceStore != "" {
+		e.store = &traceStore{base: o.traceStore, client: &http.Client{Timeout: o.timeout}}
+	}
 	return e.explain(ctx, o.namespace, name)
 }
 

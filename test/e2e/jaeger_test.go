@@ -11,8 +11,10 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -198,6 +200,23 @@ func TestTracesArriveInJaeger(t *testing.T) {
 			}
 		}
 		t.Logf("pod %s: %d spans in Jaeger, services %v", p.Name, len(tr.spans), services)
+	}
+
+	// kubectl kpath explain reads the pod's trace from Jaeger by its ID and
+	// needs no agent: there are none in the namespace it is pointed at.
+	plugin := filepath.Join(t.TempDir(), "kubectl-kpath")
+	root := dsRepoRoot(t)
+	if out, err := dsRun(t, root, nil, "go", "build", "-o", plugin, "./cmd/kubectl-kpath"); err != nil {
+		t.Fatalf("build kubectl-kpath: %v\n%s", err, out)
+	}
+	out, err := dsRun(t, root, []string{"KUBECONFIG=" + filepath.Join(l.dir, "admin.kubeconfig")}, plugin,
+		"explain", "pod/"+pods[0].Name, "-n", ns, "--trace-store="+query, "--agent-namespace=kpath-no-agents-here")
+	if err != nil {
+		t.Errorf("kubectl kpath explain --trace-store: %v\n%s", err, out)
+	} else if !strings.Contains(out, "its startup trace from "+query) || !strings.Contains(out, "kubelet/") || !strings.Contains(out, "◀ slowest") {
+		t.Errorf("kubectl kpath explain --trace-store said:\n%s", out)
+	} else {
+		t.Logf("kubectl kpath explain --trace-store:\n%s", out)
 	}
 
 	// Jaeger lists the control plane as its services.
