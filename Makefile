@@ -1,5 +1,5 @@
 # kpath. `make demo` runs kpath on the local lab; `make test` runs every test.
-.PHONY: all build generate test unit-test e2e lab-up lab-down demo clean
+.PHONY: all build generate test unit-test fuzz e2e lab-up lab-down demo clean
 
 GO ?= go
 BPF_CLANG ?= clang-16
@@ -22,6 +22,11 @@ test: build unit-test e2e
 unit-test:
 	$(GO) vet ./...
 	$(GO) test -count=1 ./...
+	test/fuzz.sh
+
+# Every fuzz target for 2 minutes (make test runs them for 5 s each).
+fuzz:
+	FUZZTIME=$${FUZZTIME:-2m} FUZZ_PARALLEL=$${FUZZ_PARALLEL:-2} test/fuzz.sh
 
 e2e:
 	test/e2e/run.sh

@@ -1,6 +1,7 @@
 package correlate
 
 import (
+	"strings"
 	"testing"
 	"time"
 
@@ -124,4 +125,19 @@ func TestPairsBoundWhatWaits(t *testing.T) {
 	if p.Open() != 2 || p.Unjoined()[Unjoined{"kubelet.container.start", "no-room"}] != 1 {
 		t.Errorf("open %d, unjoined %v; want 2 open and the third counted no-room", p.Open(), p.Unjoined())
 	}
+}
+
+// FuzzParseKey: any etcd key gives an object or nothing, and a parsed
+// object's name is the key's last segment.
+func FuzzParseKey(f *testing.F) {
+	for _, k := range []string{"/registry/pods/ns/name", "/registry/apps.example.com/widgets/ns/w", "/registry/nodes/n1", "", "/", "//a//b"} {
+		f.Add(k)
+	}
+	f.Fuzz(func(t *testing.T, key string) {
+		o := ParseKey(key)
+		if o.Name != "" && !strings.HasSuffix(strings.TrimRight(key, "/"), "/"+o.Name) {
+			t.Fatalf("ParseKey(%q) = %+v: the name is not the key's last segment", key, o)
+		}
+		o.Attributes()
+	})
 }

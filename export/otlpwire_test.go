@@ -142,3 +142,15 @@ func TestOTLPPartialSuccessIsRead(t *testing.T) {
 		t.Error("a truncated response parsed")
 	}
 }
+
+// FuzzPartialSuccess: a collector's answer, whatever its bytes, is read or
+// refused, never a panic.
+func FuzzPartialSuccess(f *testing.F) {
+	ok, _ := proto.Marshal(&collectortracepb.ExportTraceServiceResponse{
+		PartialSuccess: &collectortracepb.ExportTracePartialSuccess{RejectedSpans: 3, ErrorMessage: "too old"}})
+	f.Add(ok)
+	f.Add([]byte{0x0a, 0xff})
+	f.Fuzz(func(t *testing.T, resp []byte) {
+		partialSuccess(resp)
+	})
+}
