@@ -200,12 +200,17 @@ static __always_inline void count(__u32 c)
 
 // Waking the reader is paid for by the traced process (irq_work on its CPU)
 // and by the agent (one epoll return per event): records go in quietly and
-// the agent polls every few milliseconds, unless the ring is filling up.
+// the agent polls every few milliseconds, unless the ring is filling up:
+// past a quarter of it (at most WAKEUP_BYTES), so that a small ring
+// (--ring-bytes) wakes the reader long before it is full.
 #define WAKEUP_BYTES (256 << 10)
 
 static __always_inline void submit(struct event *ev)
 {
-	__u64 flags = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) > WAKEUP_BYTES ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP;
+	__u64 limit = bpf_ringbuf_query(&events, BPF_RB_RING_SIZE) / 4;
+	if (limit > WAKEUP_BYTES)
+		limit = WAKEUP_BYTES;
+	__u64 flags = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) > limit ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP;
 	if (bpf_ringbuf_output(&events, ev, sizeof(*ev), flags))
 		count(CNT_RINGBUF_FULL);
 }
