@@ -47,12 +47,6 @@ var dwarfChecks = []dwarfCheck{
 	{"kubelet", "k8s.io/api/core/v1.Pod", "ObjectMeta.ResourceVersion", objRV, "objRevision"},
 	// etcd's request and response structs, and the apply's txn.
 	{"etcd", "google.golang.org/grpc.UnaryServerInfo", "FullMethod", 16, "etcd.request.rpc"},
-	{"etcd", "go.etcd.io/etcd/api/v3/etcdserverpb.TxnRequest", "Compare", 0, "etcd.request.*"},
-	{"etcd", "go.etcd.io/etcd/api/v3/etcdserverpb.Compare", "Key", 8, "etcd.request.*"},
-	{"etcd", "go.etcd.io/etcd/api/v3/etcdserverpb.TxnResponse", "Header", 0, "etcd.request.*"},
-	{"etcd", "go.etcd.io/etcd/api/v3/etcdserverpb.TxnResponse", "Succeeded", 8, "etcd.request.*"},
-	{"etcd", "go.etcd.io/etcd/api/v3/etcdserverpb.ResponseHeader", "Revision", 16, "etcd.request.*"},
-	{"etcd", "go.etcd.io/etcd/api/v3/etcdserverpb.PutRequest", "Key", 0, "etcd.request.put"},
 	{"etcd", "go.etcd.io/etcd/server/v3/storage/mvcc.storeTxnWrite", "beginRev", 64, "etcd.apply.*"},
 	// kube-scheduler: the queued pod, the cycle's result in register order.
 	{"kube-scheduler", "k8s.io/kubernetes/pkg/scheduler/framework.QueuedPodInfo", "PodInfo", 0, "scheduler.cycle"},
@@ -73,11 +67,33 @@ var dwarfChecks = []dwarfCheck{
 }
 
 // dwarfVersionedChecks hold where rows have variants: each applies to the
-// binaries whose k8s.io/apiserver is in its range.
-var dwarfVersionedChecks = []struct {
+// binaries whose module is in its range. etcd's message layouts come from
+// the rows' own data (etcdMessages), one set per layout.
+var dwarfVersionedChecks = etcdMessageChecks(etcdGogo, etcdProtobuf)
+
+type dwarfVersionedCheck struct {
 	dwarfCheck
-	versions string
-}{}
+	module, versions string
+}
+
+func etcdMessageChecks(ms ...etcdMessages) []dwarfVersionedCheck {
+	var out []dwarfVersionedCheck
+	for _, m := range ms {
+		pb := "go.etcd.io/etcd/api/v3/etcdserverpb."
+		for _, c := range []dwarfCheck{
+			{"etcd", pb + "TxnRequest", "Compare", int64(m.txnCompare), "etcd.request.*"},
+			{"etcd", pb + "Compare", "Key", int64(m.compareKey), "etcd.request.*"},
+			{"etcd", pb + "TxnResponse", "Header", int64(m.txnHeader), "etcd.request.*"},
+			{"etcd", pb + "TxnResponse", "Succeeded", int64(m.txnSucceeded), "etcd.request.*"},
+			{"etcd", pb + "ResponseHeader", "Revision", int64(m.headerRevision), "etcd.request.*"},
+			{"etcd", pb + "PutRequest", "Key", int64(m.putKey), "etcd.request.put"},
+			{"etcd", pb + "PutResponse", "Header", int64(m.putHeader), "etcd.request.put"},
+		} {
+			out = append(out, dwarfVersionedCheck{c, modEtcdServer, m.versions})
+		}
+	}
+	return out
+}
 
 // normalLabBinaries finds the lab's normal builds (test/lab/build.sh), by
 // name: every version in the cache (the lab's own, and any other built with
@@ -144,7 +160,7 @@ func checkDWARF(t *testing.T, name, path string) int {
 	checks := slices.Clone(dwarfChecks)
 	for _, c := range dwarfVersionedChecks {
 		r := Row{ID: c.row, Versions: c.versions}
-		if v, err := binModuleVersion(bi, modAPIServer); err == nil {
+		if v, err := binModuleVersion(bi, c.module); err == nil {
 			if ok, _ := r.Applies(v); ok {
 				checks = append(checks, c.dwarfCheck)
 			}

@@ -1,5 +1,7 @@
 package probes
 
+import "slices"
+
 // The catalogue. Registers and offsets were read from the DWARF of the lab
 // builds (Kubernetes v1.35.4, etcd v3.6.16) and checked against stripped
 // release-style builds of the same versions; see docs/probe-points.md for
@@ -30,8 +32,63 @@ const (
 
 	k8s133to137  = ">=v0.33.0 <v0.38.0"
 	etcd36       = ">=v3.6.0 <v3.7.0"
+	etcd37       = ">=v3.7.0 <v3.8.0"
+	etcd36to37   = ">=v3.6.0 <v3.8.0" // rows whose functions, registers and layouts did not change
 	etcdClient35 = ">=v3.5.0 <v3.8.0"
 )
+
+// etcdMessages is where etcd's generated request and response types keep
+// the fields the RPC rows read. Up to v3.6 they are gogo/protobuf structs,
+// fields first; v3.7 moved to google.golang.org/protobuf, whose structs
+// begin with an 8-byte MessageState. Checked against the DWARF of v3.6.16
+// and v3.7.3 builds (TestRowOffsetsMatchDWARF on the lab's etcd).
+type etcdMessages struct {
+	versions string
+	// TxnRequest.Compare, Compare.Key, TxnResponse.Header and .Succeeded,
+	// ResponseHeader.Revision, PutRequest.Key, PutResponse.Header.
+	txnCompare, compareKey, txnHeader, txnSucceeded, headerRevision, putKey, putHeader uint32
+}
+
+var (
+	etcdGogo     = etcdMessages{versions: etcd36, txnCompare: 0, compareKey: 8, txnHeader: 0, txnSucceeded: 8, headerRevision: 16, putKey: 0, putHeader: 0}
+	etcdProtobuf = etcdMessages{versions: etcd37, txnCompare: 8, compareKey: 16, txnHeader: 8, txnSucceeded: 16, headerRevision: 24, putKey: 8, putHeader: 8}
+)
+
+// etcdRequestRows are etcd's RPC rows for one message layout.
+func etcdRequestRows(m etcdMessages) []Row {
+	return []Row{
+		// etcd's side of every unary RPC: the logging interceptor defers
+		// logUnaryRequestStats(ctx, lg, warnLatency, info, startTime, req,
+		// resp) to the handler's end, on its goroutine: one entry hit holds
+		// the whole RPC. info in RSI (FullMethod @16), startTime in R8,R9,R10
+		// (wall, ext, loc); req and resp are on the stack (type @8, data @16;
+		// type @24, data @32): *TxnRequest Compare → [0] → Key, *TxnResponse
+		// Header → Revision, and Succeeded. Only Txn calls are kept: the
+		// others have other layouts, and writes from the apiserver are all
+		// Txn (the BPF program drops the rest before the ring buffer).
+		{ID: "etcd.request.rpc", Component: Etcd, Stage: StageEtcdRequest,
+			Symbol: "go.etcd.io/etcd/server/v3/etcdserver/api/v3rpc.logUnaryRequestStats",
+			Module: modEtcdServer, Versions: m.versions, Hits: "once per unary RPC (every txn, range, lease grant, ...)",
+			Only: &Match{FieldMethod, []string{"/etcdserverpb.KV/Txn"}},
+			Entry: []Capture{strAt(FieldMethod, RSI, 16), strAt(FieldKey, RSP, 16, m.txnCompare, 0, m.compareKey),
+				u64At(FieldRevision, RSP, 32, m.txnHeader, m.headerRevision), boolAt(FieldSucceeded, RSP, 32, m.txnSucceeded),
+				u64(FieldBeginWall, R8), u64(FieldBeginExt, R9)}},
+
+		// etcd, the gRPC request: *TxnRequest in RDI; at a RET *TxnResponse
+		// in RAX. Detail: the RPC stats above hold the whole request, with no
+		// RET to pay for.
+		{ID: "etcd.request.txn", Component: Etcd, Stage: StageEtcdRequest, Timed: true, Detail: true,
+			Symbol: "go.etcd.io/etcd/server/v3/etcdserver/api/v3rpc.(*kvServer).Txn",
+			Module: modEtcdServer, Versions: m.versions, Hits: "once per txn (every apiserver write)",
+			Entry: []Capture{strAt(FieldKey, RDI, m.txnCompare, 0, m.compareKey)},
+			Exit:  []Capture{u64At(FieldRevision, RAX, m.txnHeader, m.headerRevision), boolAt(FieldSucceeded, RAX, m.txnSucceeded)}},
+		{ID: "etcd.request.put", Component: Etcd, Stage: StageEtcdRequest, Timed: true, Detail: true,
+			Symbol: "go.etcd.io/etcd/server/v3/etcdserver/api/v3rpc.(*kvServer).Put",
+			Module: modEtcdServer, Versions: m.versions, Hits: "once per plain put (etcdctl, not the apiserver)",
+			Entry: []Capture{strAt(FieldKey, RDI, m.putKey)},
+			Exit:  []Capture{u64At(FieldRevision, RAX, m.putHeader, m.headerRevision)}},
+	}
+}
 
 // Stages: the values of kpath.stage.
 const (
@@ -66,7 +123,9 @@ var (
 )
 
 // writeRows follow one object write through kube-apiserver and etcd.
-var writeRows = []Row{
+var writeRows = slices.Concat(writeRowsFixed, etcdRequestRows(etcdGogo), etcdRequestRows(etcdProtobuf))
+
+var writeRowsFixed = []Row{
 	// kube-apiserver: one handler closure per verb; the closure receives
 	// (w http.ResponseWriter, req *http.Request): w in RAX,RBX, req in RCX.
 	// Its entry opens the request span, announced so that the writes made
@@ -147,37 +206,6 @@ var writeRows = []Row{
 		Module:     modAPIServer, Versions: k8s133to137, Hits: "once per create/update/delete txn",
 		Entry: []Capture{spilled(FieldSucceeded, RBX, 1), spilled(FieldRevision, RCX, 8), spilled(FieldFailed, RDI, 8)}},
 
-	// etcd's side of every unary RPC: the logging interceptor defers
-	// logUnaryRequestStats(ctx, lg, warnLatency, info, startTime, req, resp)
-	// to the handler's end, on its goroutine: one entry hit holds the whole
-	// RPC. info in RSI (FullMethod @16), startTime in R8,R9,R10 (wall, ext,
-	// loc); req and resp are on the stack (type @8, data @16; type @24,
-	// data @32): *TxnRequest Compare @0 → [0] → Key @8, *TxnResponse Header
-	// @0 → Revision @16, Succeeded @8. Only Txn calls are kept: the others
-	// have other layouts, and writes from the apiserver are all Txn (the
-	// BPF program drops the rest before the ring buffer).
-	{ID: "etcd.request.rpc", Component: Etcd, Stage: StageEtcdRequest,
-		Symbol: "go.etcd.io/etcd/server/v3/etcdserver/api/v3rpc.logUnaryRequestStats",
-		Module: modEtcdServer, Versions: etcd36, Hits: "once per unary RPC (every txn, range, lease grant, ...)",
-		Only: &Match{FieldMethod, []string{"/etcdserverpb.KV/Txn"}},
-		Entry: []Capture{strAt(FieldMethod, RSI, 16), strAt(FieldKey, RSP, 16, 0, 0, 8),
-			u64At(FieldRevision, RSP, 32, 0, 16), boolAt(FieldSucceeded, RSP, 32, 8),
-			u64(FieldBeginWall, R8), u64(FieldBeginExt, R9)}},
-
-	// etcd, the gRPC request: *TxnRequest in RDI, Compare []*Compare @0,
-	// Compare.Key @8; at a RET *TxnResponse in RAX: Header @0 (Revision
-	// @16), Succeeded @8. Detail: by default etcd's part of a write runs
-	// from its proposal to its Trigger (below), with no RET to pay for.
-	{ID: "etcd.request.txn", Component: Etcd, Stage: StageEtcdRequest, Timed: true, Detail: true,
-		Symbol: "go.etcd.io/etcd/server/v3/etcdserver/api/v3rpc.(*kvServer).Txn",
-		Module: modEtcdServer, Versions: etcd36, Hits: "once per txn (every apiserver write)",
-		Entry: []Capture{strAt(FieldKey, RDI, 0, 0, 8)},
-		Exit:  []Capture{u64At(FieldRevision, RAX, 0, 16), boolAt(FieldSucceeded, RAX, 8)}},
-	{ID: "etcd.request.put", Component: Etcd, Stage: StageEtcdRequest, Timed: true, Detail: true,
-		Symbol: "go.etcd.io/etcd/server/v3/etcdserver/api/v3rpc.(*kvServer).Put",
-		Module: modEtcdServer, Versions: etcd36, Hits: "once per plain put (etcdctl, not the apiserver)",
-		Entry: []Capture{strAt(FieldKey, RDI, 0)},
-		Exit:  []Capture{u64At(FieldRevision, RAX, 0, 16)}},
 	// The raft request ID is registered on the request goroutine just
 	// before the proposal; Trigger hands the apply result back under it.
 	// Register → Trigger is etcd's part of the write, joined exactly by the
@@ -185,28 +213,28 @@ var writeRows = []Row{
 	// Detail: etcd's RPC stats above hold the whole request.
 	{ID: "etcd.raft.propose", Component: Etcd, Stage: StagePropose, Detail: true,
 		Symbol: "go.etcd.io/etcd/pkg/v3/wait.(*list).Register",
-		Module: modEtcdPkg, Versions: etcd36, Hits: "once per proposal (every write, lease grant, compaction, ...)",
+		Module: modEtcdPkg, Versions: etcd36to37, Hits: "once per proposal (every write, lease grant, compaction, ...)",
 		Entry: []Capture{u64(FieldRaftID, RBX)}},
 	// Detail: its two hits come per raft batch, which on a quiet cluster
 	// is per write; the etcd request span already holds the commit.
 	{ID: "etcd.wal.fsync", Component: Etcd, Stage: StageWALFsync, Timed: true, Detail: true,
 		Symbol: "go.etcd.io/etcd/server/v3/storage/wal.(*WAL).sync",
-		Module: modEtcdServer, Versions: etcd36, Hits: "once per raft batch"},
+		Module: modEtcdServer, Versions: etcd36to37, Hits: "once per raft batch"},
 	// Apply: tw in RAX (beginRev @64; the write lands at beginRev+1), key in
 	// RBX,RCX.
 	{ID: "etcd.apply.put", Component: Etcd, Stage: StageApply,
 		Symbol: "go.etcd.io/etcd/server/v3/storage/mvcc.(*storeTxnWrite).put",
-		Module: modEtcdServer, Versions: etcd36, Hits: "once per key written",
+		Module: modEtcdServer, Versions: etcd36to37, Hits: "once per key written",
 		Entry: []Capture{str(FieldKey, RBX, RCX), withAdd(u64At(FieldRevision, RAX, 64), 1)}},
 	{ID: "etcd.apply.delete", Component: Etcd, Stage: StageApply,
 		Symbol: "go.etcd.io/etcd/server/v3/storage/mvcc.(*storeTxnWrite).delete",
-		Module: modEtcdServer, Versions: etcd36, Hits: "once per key deleted",
+		Module: modEtcdServer, Versions: etcd36to37, Hits: "once per key deleted",
 		Entry: []Capture{str(FieldKey, RBX, RCX), withAdd(u64At(FieldRevision, RAX, 64), 1)}},
 	// It ends the apply and etcd's part of the write: the result goes back
 	// to the request goroutine registered under the same raft ID.
 	{ID: "etcd.apply.done", Component: Etcd, Stage: StageApplied,
 		Symbol: "go.etcd.io/etcd/pkg/v3/wait.(*list).Trigger",
-		Module: modEtcdPkg, Versions: etcd36, Hits: "once per applied entry with a waiter",
+		Module: modEtcdPkg, Versions: etcd36to37, Hits: "once per applied entry with a waiter",
 		Entry: []Capture{u64(FieldRaftID, RBX)}},
 }
 

@@ -254,10 +254,8 @@ func rowErrors(p *Process) error {
 
 func (t *Tracer) attachRow(p *Process, bin *Binary, ex *link.Executable, row *Row, g goroutineLayout) RowStatus {
 	st := RowStatus{Row: row}
-	if !t.wants(row) {
-		st.State = RowDisabled
-		return st
-	}
+	// The version first: a detail row's variant for another version is not
+	// applicable, and drops out beside the variant that fits.
 	if row.Module != "" {
 		v, err := bin.ModuleVersion(row.Module)
 		if err != nil {
@@ -275,6 +273,10 @@ func (t *Tracer) attachRow(p *Process, bin *Binary, ex *link.Executable, row *Ro
 			st.Err = fmt.Errorf("%s %s is outside the row's range %q", row.Module, v, row.Versions)
 			return st
 		}
+	}
+	if !t.wants(row) {
+		st.State = RowDisabled
+		return st
 	}
 	fn, err := bin.Func(row.Symbol)
 	if err != nil {

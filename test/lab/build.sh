@@ -82,6 +82,30 @@ export GOTMPDIR="$CACHE_DIR/work/tmp"
 mkdir -p "$GOTMPDIR"
 export GOTOOLCHAIN=local
 
+# The release toolchains, read from the modules when versions.env leaves them
+# empty: Kubernetes ships its Go version in .go-version, etcd's server module
+# names its toolchain in go.mod.
+module_field() { # MODULE@VERSION FIELD(Dir|GoMod)
+	go mod download -json "$1" 2>/dev/null | sed -n "s/^[[:space:]]*\"$2\": \"\(.*\)\",\$/\1/p"
+}
+resolve_release_toolchains() {
+	[ "$FLAVOUR" = release ] || return 0
+	if [ -z "$RELEASE_GO_TOOLCHAIN" ]; then
+		local dir
+		dir="$(cd "$CACHE_DIR/work" && module_field "k8s.io/kubernetes@$KUBERNETES_VERSION" Dir)"
+		[ -f "$dir/.go-version" ] || die "cannot read the Go version of Kubernetes $KUBERNETES_VERSION (.go-version in its module); set KPATH_LAB_RELEASE_GO"
+		RELEASE_GO_TOOLCHAIN="go$(tr -d '[:space:]' <"$dir/.go-version")"
+	fi
+	if [ -z "$ETCD_RELEASE_GO_TOOLCHAIN" ]; then
+		local mod
+		mod="$(cd "$CACHE_DIR/work" && module_field "go.etcd.io/etcd/server/v3@$ETCD_VERSION" GoMod)"
+		ETCD_RELEASE_GO_TOOLCHAIN="$(sed -n 's/^toolchain \(go[0-9.]*\)$/\1/p' "$mod" 2>/dev/null)"
+		[ -n "$ETCD_RELEASE_GO_TOOLCHAIN" ] || ETCD_RELEASE_GO_TOOLCHAIN="go$(sed -n 's/^go \([0-9.]*\)$/\1/p' "$mod" 2>/dev/null)"
+		[ "$ETCD_RELEASE_GO_TOOLCHAIN" != go ] || die "cannot read etcd $ETCD_VERSION's Go toolchain from its go.mod; set KPATH_LAB_ETCD_RELEASE_GO"
+	fi
+	log "release toolchains: Kubernetes $KUBERNETES_VERSION $RELEASE_GO_TOOLCHAIN, etcd $ETCD_VERSION $ETCD_RELEASE_GO_TOOLCHAIN"
+}
+
 # toolchain_of COMPONENT: the Go toolchain for this flavour.
 toolchain_of() {
 	if [ "$FLAVOUR" = normal ] || [ "$1" = jaeger ] || [ "$1" = helm ]; then
@@ -325,6 +349,7 @@ build_one() {
 
 main() {
 	local total=$SECONDS c tc seen=" "
+	resolve_release_toolchains
 	for c in "${COMPONENTS[@]}"; do
 		tc="$(toolchain_of "$c")"
 		[[ "$seen" != *" $tc "* ]] || continue

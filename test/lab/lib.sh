@@ -135,4 +135,8 @@ resolve_flavour() {
 	else
 		LAB_ID=normal
 	fi
+	# Another pinned set is another lab: switching needs make lab-down.
+	if [ "$KUBERNETES_VERSION" != v1.35.4 ] || [ "$ETCD_VERSION" != v3.6.16 ]; then
+		LAB_ID="$LAB_ID@$KUBERNETES_VERSION+etcd$ETCD_VERSION"
+	fi
 }

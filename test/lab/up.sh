@@ -8,6 +8,8 @@
 #   KPATH_LAB_DIR                 lab state (default ~/.cache/kpath/lab)
 #   KPATH_CACHE_DIR               binary cache (default ~/.cache/kpath)
 #   KPATH_LAB_FLAVOUR             normal (default) | release
+#   KPATH_LAB_KUBERNETES          Kubernetes version to build and run (default v1.35.4)
+#   KPATH_LAB_ETCD                etcd version to build and run (default v3.6.16)
 #   KPATH_LAB_RELEASE_COMPONENTS  release flavour: components taken from the release
 #                                 build besides etcd and kube-apiserver (or "all")
 #   KPATH_LAB_TIMEOUT             seconds to wait for each component (default 120)
@@ -529,6 +531,8 @@ write_env() {
 		echo "export KUBECTL='${BIN[kubectl]}'"
 		echo "export KPATH_LAB_FLAVOUR='$LAB_FLAVOUR'"
 		echo "export KPATH_LAB_ID='$LAB_ID'"
+		echo "export KPATH_LAB_KUBERNETES='$KUBERNETES_VERSION'"
+		echo "export KPATH_LAB_ETCD='$ETCD_VERSION'"
 		for c in "${ALL_COMPONENTS[@]}" containerd; do
 			var="$(echo "$c" | tr 'a-z-' 'A-Z_')"
 			echo "export KPATH_LAB_${var}_BIN='${BIN[$c]}'"
