@@ -1,5 +1,5 @@
 # kpath. `make demo` runs kpath on the local lab; `make test` runs every test.
-.PHONY: all build generate test unit-test fuzz e2e lab-up lab-down demo clean
+.PHONY: all build generate test unit-test fuzz test-versions e2e lab-up lab-down demo clean
 
 GO ?= go
 BPF_CLANG ?= clang-16
@@ -23,6 +23,12 @@ unit-test:
 	$(GO) vet ./...
 	$(GO) test -count=1 ./...
 	test/fuzz.sh
+
+# The write and pod e2e on each Kubernetes × etcd cell in both flavours, one
+# lab at a time; writes docs/versions.md (test/versions.sh: KPATH_VERSION_CELLS,
+# KPATH_VERSION_FLAVOURS).
+test-versions: build
+	test/versions.sh
 
 # Every fuzz target for 2 minutes (make test runs them for 5 s each).
 fuzz:

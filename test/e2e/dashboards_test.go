@@ -105,7 +105,7 @@ func promQuery(ctx context.Context, prom, expr string) (int, error) {
 
 func TestDashboardPanelsHaveData(t *testing.T) {
 	l := needLab(t)
-	prom, addr := l.env("KPATH_LAB_PROMETHEUS"), l.env("KPATH_LAB_AGENT_METRICS")
+	prom, addr := l.env("KPATH_LAB_PROMETHEUS_URL"), l.env("KPATH_LAB_AGENT_METRICS")
 	if prom == "" || addr == "" {
 		t.Skip("skipped: the lab runs without Prometheus (KPATH_LAB_PROMETHEUS=off)")
 	}

@@ -324,13 +324,18 @@ func TestPodsAreTracedFromCreateToRunning(t *testing.T) {
 	t.Logf("mean stage per pod over %d pods: %s", len(pods), strings.Join(lines, " "))
 
 	h := podHits(after, before, from, to, rcv, ns, n)
-	t.Logf("probe hits per pod lifecycle: %.1f (goal ≤ 40) = pod rows %.1f + %.1f writes of the pod × %.1f write-path hits",
+	t.Logf("probe hits per pod lifecycle: %.1f (≤ 40 with v1.35's 4 writes of a pod) = pod rows %.1f + %.1f writes of the pod × %.1f write-path hits",
 		h.lifecycle(), h.podRows, h.podWrites, h.perWrite)
 	t.Logf("beside it, per pod: %.1f writes of Events about it (objects of their own) cost %.1f more, and reads %.1f (one entry hit a request, one an etcd RPC); "+
 		"all hits in the run %.1f per pod (%s), over %.0f writes in all",
 		h.eventWrites, h.eventWrites*h.perWrite, h.readHits, h.all, h.byComponent, h.writes)
-	if h.lifecycle() > 40 {
-		t.Errorf("a pod's lifecycle costs %.1f probe hits, budget 40", h.lifecycle())
+	// kpath's budget is per thing it follows: how many times the cluster
+	// writes a pod is the cluster's (v1.35: 4; v1.37 writes its status once
+	// more, and its kubelet sets it once more), not kpath's cost.
+	const podRowBudget, perWriteBudget = 12, 7.5
+	if h.podRows > podRowBudget || h.perWrite > perWriteBudget {
+		t.Errorf("a pod's lifecycle costs %.1f probe hits: %.1f in the pod's own rows (budget %d: 10 for one container and the kubelet's status after a sync) and %.1f a write (budget %.1f)",
+			h.lifecycle(), h.podRows, podRowBudget, h.perWrite, perWriteBudget)
 	}
 	t.Logf("ring-buffer drops: %.0f", after.sum("kpath_events_dropped_total", "reason", "ringbuf_full"))
 	if d := after.sum("kpath_events_dropped_total", "reason", "ringbuf_full"); d != 0 {

@@ -69,6 +69,6 @@ if [ -n "${KPATH_LAB_JAEGER_QUERY:-}" ]; then
 	fi
 	echo "demo: every trace, by component: $q/search?service=kube-apiserver"
 fi
-if [ -n "${KPATH_LAB_PROMETHEUS:-}" ] && [ "$metrics_addr" != 127.0.0.1:0 ]; then
-	echo "demo: kpath's metrics in Prometheus: $KPATH_LAB_PROMETHEUS/graph?g0.expr=sum+by+(stage)(kpath_stage_duration_seconds_sum)"
+if [ -n "${KPATH_LAB_PROMETHEUS_URL:-}" ] && [ "$metrics_addr" != 127.0.0.1:0 ]; then
+	echo "demo: kpath's metrics in Prometheus: $KPATH_LAB_PROMETHEUS_URL/graph?g0.expr=sum+by+(stage)(kpath_stage_duration_seconds_sum)"
 fi

@@ -464,6 +464,13 @@ start_all() {
 	wait_for containerd "containerd answers on $CONTAINERD_SOCK" lab_ctr version
 	import_images
 
+	# etcd cannot open a data dir a later version wrote, and another pinned
+	# set is another cluster: its data starts afresh.
+	if [ -d "$LAB_DIR/etcd" ] && [ "$(cat "$LAB_DIR/etcd.version" 2>/dev/null)" != "$ETCD_VERSION" ] && ! lab_pid etcd >/dev/null; then
+		lab_log "etcd data in $LAB_DIR/etcd is from etcd $(cat "$LAB_DIR/etcd.version" 2>/dev/null || echo "an unrecorded version"), not $ETCD_VERSION: starting the cluster afresh"
+		rm -rf "$LAB_DIR/etcd"
+	fi
+	echo "$ETCD_VERSION" >"$LAB_DIR/etcd.version"
 	start_daemon etcd "2379 2380" -- "${BIN[etcd]}" \
 		--name kpath-lab --data-dir "$LAB_DIR/etcd" \
 		--listen-client-urls "$ETCD_ENDPOINT" --advertise-client-urls "$ETCD_ENDPOINT" \
@@ -471,7 +478,14 @@ start_all() {
 		--initial-cluster kpath-lab=http://127.0.0.1:2380 --initial-cluster-state new
 	wait_for etcd "etcd healthy at $ETCD_ENDPOINT" curl -fsS "$ETCD_ENDPOINT/health"
 
-	start_daemon kube-apiserver "6443" -- "${BIN[kube-apiserver]}" \
+	# v1.37 refuses a loopback advertise address with an endpoint reconciler;
+	# the lab has no kube-proxy, so the kubernetes Service's endpoints serve
+	# nothing anyway.
+	local extra=()
+	local minor="${KUBERNETES_VERSION#v1.}"
+	minor="${minor%%.*}"
+	[ "$minor" -lt 37 ] || extra+=(--endpoint-reconciler-type=none)
+	start_daemon kube-apiserver "6443" -- "${BIN[kube-apiserver]}" "${extra[@]}" \
 		--etcd-servers="$ETCD_ENDPOINT" \
 		--bind-address=127.0.0.1 --advertise-address=127.0.0.1 --secure-port=6443 \
 		--cert-dir="$LAB_DIR/apiserver" \
@@ -531,8 +545,8 @@ write_env() {
 		echo "export KUBECTL='${BIN[kubectl]}'"
 		echo "export KPATH_LAB_FLAVOUR='$LAB_FLAVOUR'"
 		echo "export KPATH_LAB_ID='$LAB_ID'"
-		echo "export KPATH_LAB_KUBERNETES='$KUBERNETES_VERSION'"
-		echo "export KPATH_LAB_ETCD='$ETCD_VERSION'"
+		echo "export KPATH_LAB_KUBERNETES_VERSION='$KUBERNETES_VERSION'"
+		echo "export KPATH_LAB_ETCD_VERSION='$ETCD_VERSION'"
 		for c in "${ALL_COMPONENTS[@]}" containerd; do
 			var="$(echo "$c" | tr 'a-z-' 'A-Z_')"
 			echo "export KPATH_LAB_${var}_BIN='${BIN[$c]}'"
@@ -561,11 +575,11 @@ write_env() {
 		fi
 		if [ "$LAB_PROMETHEUS" = on ]; then
 			echo "# Prometheus, scraping a kpath-agent whose --metrics-addr is KPATH_LAB_AGENT_METRICS"
-			echo "export KPATH_LAB_PROMETHEUS='$PROMETHEUS_URL'"
+			echo "export KPATH_LAB_PROMETHEUS_URL='$PROMETHEUS_URL'"
 			echo "export KPATH_LAB_AGENT_METRICS='$AGENT_METRICS'"
 		else
 			echo "# KPATH_LAB_PROMETHEUS=off: no Prometheus"
-			echo "export KPATH_LAB_PROMETHEUS=''"
+			echo "export KPATH_LAB_PROMETHEUS_URL=''"
 			echo "export KPATH_LAB_AGENT_METRICS=''"
 		fi
 	} >"$LAB_DIR/env.tmp"
