@@ -1,47 +1,44 @@
 package correlate
 
-import "sync"
+import (
+	"sync"
+	"sync/atomic"
+)
 
-// boxed holds attribute values that repeat on every span — components,
-// stages, probe IDs, attribute keys made from resources — already
-// converted to the interface an Attribute holds: converting a string
-// allocates, and the agent builds several spans for every write.
-var boxed sync.Map // string -> any
-
-// maxBoxed bounds the cache: its strings come from the catalogue and from
-// resource names, but nothing outside must make it grow without end.
-const maxBoxed = 4096
-
-var boxedCount struct {
-	sync.Mutex
-	n int
+// interned caches values the agent would otherwise build again for every
+// span of every write: attribute values that repeat (components, stages,
+// probe IDs, resources; converting a string to an interface allocates) and
+// the k8s.<kind>.name keys made from resources. Its keys come from the
+// catalogue and from resource names, but nothing outside may grow it
+// without end: past maxInterned entries it builds without keeping.
+type interned[V any] struct {
+	m sync.Map // string -> V
+	n atomic.Int32
 }
 
-// box returns s as an attribute value, shared for strings seen before.
-func box(s string) any {
-	if v, ok := boxed.Load(s); ok {
-		return v
+const maxInterned = 4096
+
+func (c *interned[V]) get(key string, build func() V) V {
+	if v, ok := c.m.Load(key); ok {
+		return v.(V)
 	}
-	var v any = s
-	boxedCount.Lock()
-	defer boxedCount.Unlock()
-	if boxedCount.n < maxBoxed {
-		if _, loaded := boxed.LoadOrStore(s, v); !loaded {
-			boxedCount.n++
+	v := build()
+	if c.n.Load() < maxInterned {
+		if _, loaded := c.m.LoadOrStore(key, v); !loaded {
+			c.n.Add(1)
 		}
 	}
 	return v
 }
 
-var nameKeys sync.Map // resource -> "k8s.<kind>.name"
+var (
+	boxed    interned[any]
+	nameKeys interned[string]
+)
+
+// box returns s as an attribute value, shared for strings seen before.
+func box(s string) any { return boxed.get(s, func() any { return s }) }
 
 func nameKey(o Object) string {
-	if k, ok := nameKeys.Load(o.Resource); ok {
-		return k.(string)
-	}
-	k := "k8s." + o.Kind() + ".name"
-	if len(o.Resource) <= 64 {
-		nameKeys.Store(o.Resource, k)
-	}
-	return k
+	return nameKeys.get(o.Resource, func() string { return "k8s." + o.Kind() + ".name" })
 }

@@ -10,7 +10,7 @@ import (
 
 type keepTraces struct{ got []correlate.Trace }
 
-func (k *keepTraces) Export(t correlate.Trace)     { k.got = append(k.got, t) }
+func (k *keepTraces) Export(t correlate.Trace)    { k.got = append(k.got, t) }
 func (k *keepTraces) Close(context.Context) error { return nil }
 
 func TestHashNamesHidesNamesAndKeepsTheRest(t *testing.T) {

@@ -57,6 +57,9 @@ type OTLPConfig struct {
 // the control plane's services; the agent names itself in
 // telemetry.distro.name and the scope.
 func NewOTLP(_ context.Context, cfg OTLPConfig, m *Metrics) (Exporter, error) {
+	if cfg.QueueSize < 0 || cfg.BatchSize < 0 || cfg.FlushInterval < 0 {
+		return nil, errors.New("otlp exporter: negative queue size, batch size or flush interval")
+	}
 	client, err := newOTLPClient(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("otlp exporter: %w", err)

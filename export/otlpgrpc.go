@@ -57,8 +57,8 @@ func (rawCodec) Unmarshal(data []byte, v any) error {
 // newOTLPClient checks cfg and makes the connection lazily: a collector
 // that is down costs failed uploads, not a failed start.
 func newOTLPClient(cfg OTLPConfig) (*otlpClient, error) {
-	if cfg.QueueSize < 0 || cfg.BatchSize < 0 || cfg.FlushInterval < 0 || cfg.ExportTimeout < 0 {
-		return nil, errors.New("negative queue size, batch size, flush interval or export timeout")
+	if cfg.ExportTimeout < 0 {
+		return nil, errors.New("negative export timeout")
 	}
 	target, secure := cfg.Endpoint, !cfg.Insecure
 	switch {
