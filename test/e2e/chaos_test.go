@@ -58,12 +58,15 @@ func TestAgentKilledUnderLoadHurtsNothing(t *testing.T) {
 	// The load: ConfigMap creates and pod create/delete churn, every
 	// request checked.
 	var requests, failures atomic.Int64
-	var firstErr atomic.Value
+	// The first failure, kept once: an atomic.Value would panic when a
+	// later failure's error is of another type.
+	var firstOnce sync.Once
+	var firstErr error
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	fail := func(err error) {
 		failures.Add(1)
-		firstErr.CompareAndSwap(nil, err)
+		firstOnce.Do(func() { firstErr = err })
 	}
 	wg.Add(2)
 	go func() {
@@ -117,7 +120,7 @@ func TestAgentKilledUnderLoadHurtsNothing(t *testing.T) {
 	wg.Wait()
 	t.Logf("%d agents killed -9; %d client requests, %d failed", kills, requests.Load(), failures.Load())
 	if failures.Load() > 0 {
-		t.Errorf("%d of %d client requests failed while the agent was killed, e.g. %v", failures.Load(), requests.Load(), firstErr.Load())
+		t.Errorf("%d of %d client requests failed while the agent was killed, e.g. %v", failures.Load(), requests.Load(), firstErr)
 	}
 	for _, c := range components {
 		if pid := l.pid(t, c); pid != pids[c] || syscall.Kill(pid, 0) != nil {
