@@ -111,24 +111,22 @@ type PodMeta struct {
 	Node, OwnerKind, OwnerName string
 }
 
-// Pods follows each pod from its create request to Running: the writes of
-// the pod (create, binding, status) from Writes, and the watch, scheduler and
-// kubelet events from the probes, joined by UID (and by namespace/name and
-// resourceVersion where the UID is not at hand). The trace ID comes from the
-// pod UID, so agents on different nodes put their spans in the same trace.
+// Pods follows each pod from its create request to Running. How the
+// pod's events join is the catalogue's (probes.PodShape), assembled by the
+// generic Assembler: the probes' events by the pod's UID, the pod's writes
+// (from Writes) found from a receipt of the pod at the create's revision
+// and by name after it. What the joined moments mean — the stage
+// partition, the watch lags, the container start — is read here, from
+// the assembled trace. The trace ID comes from the pod UID, so agents on
+// different nodes put their spans in the same trace.
 type Pods struct {
 	opts PodOptions
 	emit func(PodTrace)
 
 	mu     sync.Mutex
-	byUID  map[string]*podLife
-	byName map[string][]*podLife // "ns/name" → lives in creation order
-	writes map[string][]Write    // "ns/name" → writes not yet claimed by a life
-	// orphans are events of pods not followed yet: the create's write is
-	// reported only when its request returns, after the scheduler has seen
-	// the pod. A new life adopts them; the rest expire, counted.
-	orphans []piece
-	stats   PodStats
+	a      *Assembler
+	writes map[int64]Write // the pods' writes the assembler holds, by revision
+	stats  PodStats
 }
 
 // PodStats counts what the pod correlator did.
@@ -146,10 +144,10 @@ type containerStart struct {
 	failed bool
 }
 
+// podLife is what the assembled trace of one pod holds, read for its
+// meaning.
 type podLife struct {
 	uid, ns, name string
-	seen, changed time.Time
-	emitted       bool
 
 	create     *Write
 	writes     []Write // later writes of this pod, by revision
@@ -159,24 +157,54 @@ type podLife struct {
 	kubeletRcv *probes.Event
 	sandbox    *probes.Event
 	containers []containerStart
-	statusSets []probes.Event  // the kubelet's status after each sync (SetPodStatus)
-	lagsSent   map[string]bool // watch lags emitted, by lagKey
-	lastRev    int64           // the last revision of the emitted startup (its status write)
+	statusSets []probes.Event // the kubelet's status after each sync (SetPodStatus)
+	sent       *lagsSent
+}
+
+// lagsSent is what an emitted pod trace already holds, for the late lags.
+type lagsSent struct {
+	keys    map[string]bool // watch lags emitted, by lagKey
+	lastRev int64           // the last revision of the emitted startup (its status write)
 }
 
 // NewPods returns a pod correlator calling emit with each pod's startup.
 // emit runs with the lock held.
 func NewPods(opts PodOptions, emit func(PodTrace)) *Pods {
 	opts = opts.WithDefaults()
-	return &Pods{opts: opts, emit: emit, byUID: map[string]*podLife{}, byName: map[string][]*podLife{},
-		writes: map[string][]Write{}}
+	p := &Pods{opts: opts, emit: emit, writes: map[int64]Write{}}
+	p.a = NewAssembler(&probes.PodShape, AssemblerOptions{
+		Settle: opts.Settle, MaxWait: opts.MaxWait, Retain: orphanTTL, MaxPending: opts.MaxPending,
+		Name:     func(e *probes.Event) (string, int64) { return e.UID, 0 },
+		Complete: func(t *Assembly) bool { return p.life(t).startup().done },
+		Emit:     p.emitTrace,
+		// An emitted startup still takes a slow consumer's receipt of one
+		// of its writes, as more of its trace.
+		Linger: opts.MaxWait,
+		Late:   p.late,
+		Forget: p.forget,
+	})
+	return p
 }
 
 // Stats returns the counters.
 func (p *Pods) Stats() PodStats {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return p.stats
+	s := p.stats
+	s.Evicted = p.a.Stats().Evicted
+	for k, n := range p.a.Unjoined() {
+		if k.Reason == "orphan" {
+			s.Orphans += n
+		}
+	}
+	return s
+}
+
+// Unjoined returns the counts of events that joined no pod, by row and reason.
+func (p *Pods) Unjoined() map[Unjoined]uint64 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.a.Unjoined()
 }
 
 // orphanTTL is how long an event of an unknown pod waits for its create.
@@ -199,206 +227,31 @@ func podRootID(uid string) SpanID {
 	return id
 }
 
-func nsName(ns, name string) string { return ns + "/" + name }
-
-// AddWrite takes a finished write; writes of pods are kept, others ignored.
+// AddWrite takes a finished write; writes of pods go to their pod's trace,
+// others are ignored.
 func (p *Pods) AddWrite(w Write, now time.Time) {
 	if w.Object.Resource != "pods" || w.Object.Group != "" || w.Object.Name == "" {
 		return
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	k := nsName(w.Object.Namespace, w.Object.Name)
+	stage := probes.StagePodWrite
 	if w.Method == "POST" && w.Subresource == "" {
-		// A create: a new life of this name, its UID learned from the
-		// first probe that carries both.
-		wc := w
-		var l *podLife
-		if ls := p.byName[k]; len(ls) > 0 && ls[len(ls)-1].create == nil && !ls[len(ls)-1].emitted {
-			l = ls[len(ls)-1] // met first through a probe that carried its name
-		} else {
-			l = &podLife{ns: w.Object.Namespace, name: w.Object.Name, seen: now}
-			p.byName[k] = append(p.byName[k], l)
-		}
-		l.create, l.changed = &wc, now
-		p.adopt(l, now)
-		p.evict(now)
-		return
+		stage = probes.StagePodCreate
 	}
-	if l := p.lifeAt(k, w.Revision); l != nil {
-		l.writes = append(l.writes, w)
-		l.changed = now
-		return
-	}
-	p.writes[k] = append(p.writes[k], w)
-}
-
-// lifeAt is the life of ns/name that a write at rev belongs to: the last
-// one created at or before rev.
-func (p *Pods) lifeAt(k string, rev int64) *podLife {
-	ls := p.byName[k]
-	for i := len(ls) - 1; i >= 0; i-- {
-		if ls[i].create != nil && ls[i].create.Revision <= rev {
-			return ls[i]
-		}
-	}
-	return nil
-}
-
-// adopt gives a new life the writes and receives that came before it.
-func (p *Pods) adopt(l *podLife, now time.Time) {
-	k := nsName(l.ns, l.name)
-	keep := p.writes[k][:0]
-	for _, w := range p.writes[k] {
-		if w.Revision >= l.create.Revision {
-			l.writes = append(l.writes, w)
-		} else {
-			keep = append(keep, w)
-		}
-	}
-	p.writes[k] = keep
-	if len(keep) == 0 {
-		delete(p.writes, k)
-	}
-	p.adoptOrphans(l, now)
-}
-
-// adoptOrphans hands a life the orphaned events that name it, by UID or by
-// namespace/name (learning its UID from them).
-func (p *Pods) adoptOrphans(l *podLife, now time.Time) {
-	if len(p.orphans) == 0 {
-		return
-	}
-	var mine []probes.Event
-	keep := p.orphans[:0]
-	for _, o := range p.orphans {
-		e := o.ev
-		byUID := l.uid != "" && e.UID == l.uid
-		byName := e.Namespace == l.ns && e.Name == l.name && (l.uid == "" || e.UID == "" || e.UID == l.uid)
-		if byUID || byName {
-			mine = append(mine, e)
-			continue
-		}
-		keep = append(keep, o)
-	}
-	p.orphans = keep
-	for i := range mine {
-		if l.uid == "" && mine[i].UID != "" {
-			l.uid = mine[i].UID
-			p.byUID[l.uid] = l
-		}
-	}
-	for i := range mine {
-		p.place(l, mine[i], now)
-	}
-}
-
-// life finds or makes the life an event belongs to.
-func (p *Pods) life(ev *probes.Event, now time.Time) *podLife {
-	if ev.UID != "" {
-		if l, ok := p.byUID[ev.UID]; ok {
-			if l.ns == "" && ev.Namespace != "" {
-				l.ns = ev.Namespace
-			}
-			return l
-		}
-	}
-	if ev.Namespace != "" && ev.Name != "" {
-		ls := p.byName[nsName(ev.Namespace, ev.Name)]
-		// The newest life without a UID yet, or with this UID.
-		for i := len(ls) - 1; i >= 0; i-- {
-			if ls[i].uid == "" || ls[i].uid == ev.UID {
-				if ev.UID != "" && ls[i].uid == "" {
-					ls[i].uid = ev.UID
-					p.byUID[ev.UID] = ls[i]
-					p.adoptOrphans(ls[i], now)
-				}
-				return ls[i]
-			}
-		}
-	}
-	// A pod whose create this agent did not see (a node agent, or a pod
-	// created before the agent started): followed from when it reaches a
-	// scheduler or a node, not from a resync of a pod long running.
-	switch {
-	case ev.UID == "":
-		return nil
-	case ev.Stage == probes.StageSchedule, ev.Stage == probes.StageSandbox,
-		ev.Stage == probes.StageInformer && ev.Component == probes.Kubelet:
-	default:
-		return nil
-	}
-	l := &podLife{uid: ev.UID, ns: ev.Namespace, name: ev.Name, seen: now, changed: now}
-	p.byUID[ev.UID] = l
-	if l.ns != "" && l.name != "" {
-		p.byName[nsName(l.ns, l.name)] = append(p.byName[nsName(l.ns, l.name)], l)
-	}
-	p.adoptOrphans(l, now)
-	p.evict(now)
-	return l
+	p.writes[w.Revision] = w
+	p.a.Add(probes.Event{Component: probes.KubeAPIServer, Stage: stage, Probe: stage, Namespace: w.Object.Namespace, Name: w.Object.Name,
+		Revision: w.Revision, Start: w.Start, End: w.Committed, Method: w.Method, Path: w.Path, Subresource: w.Subresource}, now)
 }
 
 // Add takes one pod-path event.
 func (p *Pods) Add(ev probes.Event, now time.Time) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
 	if ev.InFlight {
 		return
 	}
-	if ev.Stage == probes.StageWatchCache {
-		return // the watch cache's event has no consumer; lags are measured at the reflectors
-	}
-	l := p.life(&ev, now)
-	if l == nil {
-		p.orphans = append(p.orphans, piece{ev, now})
-		return
-	}
-	p.place(l, ev, now)
-}
-
-func (p *Pods) place(l *podLife, ev probes.Event, now time.Time) {
-	named := l.ns != "" && l.name != ""
-	if l.ns == "" {
-		l.ns = ev.Namespace
-	}
-	if l.name == "" {
-		l.name = ev.Name
-	}
-	if !named && l.ns != "" && l.name != "" {
-		// Met first through a probe that carries only the UID (the
-		// scheduling cycle): now the create's write can find it.
-		k := nsName(l.ns, l.name)
-		p.byName[k] = append(p.byName[k], l)
-	}
-	l.changed = now
-	switch ev.Stage {
-	case probes.StageInformer, probes.StageSchedulerQueue:
-		if ev.Component == probes.Kubelet && l.kubeletRcv == nil {
-			e := ev
-			l.kubeletRcv = &e
-		}
-		l.receives = append(l.receives, ev)
-		if l.emitted && ev.Revision != 0 && ev.Revision <= l.lastRev {
-			// A write of the startup reached this consumer only now.
-			p.emitLateLags(l)
-		}
-	case probes.StageSchedule:
-		l.cycles = append(l.cycles, ev)
-	case probes.StageBind:
-		if !ev.Failed {
-			e := ev
-			l.bind = &e
-		}
-	case probes.StageSandbox:
-		if !ev.Failed {
-			e := ev
-			l.sandbox = &e
-		}
-	case probes.StageContainerStart:
-		l.containers = append(l.containers, containerStart{ev: ev, failed: ev.Failed})
-	case probes.StageStatusSet:
-		l.statusSets = append(l.statusSets, ev)
-	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.a.Add(ev, now)
 }
 
 // Flush emits the pods whose startup is complete and settled, and those
@@ -406,66 +259,78 @@ func (p *Pods) place(l *podLife, ev probes.Event, now time.Time) {
 func (p *Pods) Flush(now time.Time) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	for uid, l := range p.byUID {
-		p.maybeEmit(l, now)
-		if l.emitted {
-			delete(p.byUID, uid)
+	p.a.Flush(now)
+	// What the assembler forgot without a trace (a write of a pod not
+	// followed) goes too.
+	for rev, w := range p.writes {
+		if now.Sub(w.Committed) > 2*p.opts.MaxWait+time.Minute {
+			delete(p.writes, rev)
 		}
 	}
-	for k, ls := range p.byName {
-		for _, l := range ls {
-			if l.uid == "" {
-				p.maybeEmit(l, now)
+}
+
+func (p *Pods) forget(t *Assembly) {
+	for _, st := range []string{probes.StagePodCreate, probes.StagePodWrite} {
+		for _, e := range t.Events(st) {
+			delete(p.writes, e.Revision)
+		}
+	}
+}
+
+// life reads the pod's story out of its assembled trace.
+func (p *Pods) life(t *Assembly) *podLife {
+	uid, _ := t.Key()
+	l := &podLife{uid: uid}
+	l.sent, _ = t.Data.(*lagsSent)
+	if c := t.Event(probes.StagePodCreate); c != nil {
+		if w, ok := p.writes[c.Revision]; ok {
+			l.create = &w
+		}
+	}
+	for _, e := range t.Events(probes.StagePodWrite) {
+		if w, ok := p.writes[e.Revision]; ok {
+			l.writes = append(l.writes, w)
+		}
+	}
+	for _, st := range []string{probes.StageSchedulerQueue, probes.StageInformer} {
+		for _, e := range t.Events(st) {
+			l.receives = append(l.receives, *e)
+		}
+	}
+	// The first receipt of each write by each consumer is its lag.
+	slices.SortStableFunc(l.receives, func(a, b probes.Event) int { return a.Start.Compare(b.Start) })
+	for i := range l.receives {
+		if l.receives[i].Component == probes.Kubelet && l.receives[i].Stage == probes.StageInformer && l.kubeletRcv == nil {
+			l.kubeletRcv = &l.receives[i]
+		}
+	}
+	for _, e := range t.Events(probes.StageSchedule) {
+		l.cycles = append(l.cycles, *e)
+	}
+	for _, e := range t.Events(probes.StageBind) {
+		if !e.Failed {
+			l.bind = e
+		}
+	}
+	for _, e := range t.Events(probes.StageSandbox) {
+		if !e.Failed {
+			l.sandbox = e
+		}
+	}
+	for _, e := range t.Events(probes.StageContainerStart) {
+		l.containers = append(l.containers, containerStart{ev: *e, failed: e.Failed})
+	}
+	for _, e := range t.Events(probes.StageStatusSet) {
+		l.statusSets = append(l.statusSets, *e)
+	}
+	for _, st := range []string{probes.StagePodCreate, probes.StageSchedulerQueue, probes.StageInformer, probes.StageSandbox, probes.StageStatusSet} {
+		for _, e := range t.Events(st) {
+			if l.ns == "" && e.Namespace != "" && e.Name != "" {
+				l.ns, l.name = e.Namespace, e.Name
 			}
 		}
-		ls = slices.DeleteFunc(ls, func(l *podLife) bool { return l.emitted && now.Sub(l.changed) > p.opts.MaxWait })
-		if len(ls) == 0 {
-			delete(p.byName, k)
-		} else {
-			p.byName[k] = ls
-		}
 	}
-	n := len(p.orphans)
-	p.orphans = slices.DeleteFunc(p.orphans, func(o piece) bool { return now.Sub(o.seen) > orphanTTL })
-	p.stats.Orphans += uint64(n - len(p.orphans))
-	for k, ws := range p.writes {
-		ws = slices.DeleteFunc(ws, func(w Write) bool { return now.Sub(w.Committed) > p.opts.MaxWait })
-		if len(ws) == 0 {
-			delete(p.writes, k)
-		} else {
-			p.writes[k] = ws
-		}
-	}
-}
-
-func (p *Pods) maybeEmit(l *podLife, now time.Time) {
-	if l.emitted {
-		return
-	}
-	st := l.startup()
-	switch {
-	case st.done && now.Sub(l.changed) >= p.opts.Settle:
-		p.emitLife(l, st, true)
-	case now.Sub(l.seen) >= p.opts.MaxWait:
-		p.emitLife(l, st, false)
-	}
-}
-
-func (p *Pods) evict(now time.Time) {
-	if len(p.byUID) <= p.opts.MaxPending {
-		return
-	}
-	var oldest *podLife
-	for _, l := range p.byUID {
-		if !l.emitted && (oldest == nil || l.seen.Before(oldest.seen)) {
-			oldest = l
-		}
-	}
-	if oldest != nil {
-		p.stats.Evicted++
-		p.emitLife(oldest, oldest.startup(), false)
-		delete(p.byUID, oldest.uid)
-	}
+	return l
 }
 
 // startup is what is known of the pod's way to Running.
@@ -585,21 +450,26 @@ func (l *podLife) runtimeStarted(last *containerStart) time.Time {
 func (l *podLife) newLags(spans []Span) []Span {
 	var fresh []Span
 	for _, s := range spans {
-		if rev, _ := s.Attr(AttrRevision).(int64); s.Attr(AttrStage) != PodWatchLag || rev > l.lastRev {
+		if rev, _ := s.Attr(AttrRevision).(int64); s.Attr(AttrStage) != PodWatchLag || rev > l.sent.lastRev {
 			continue // not a lag, or a lag of a write after the startup
 		}
 		k := fmt.Sprint(s.Attr(AttrComponent), "@", s.Attr(AttrRevision))
-		if !l.lagsSent[k] {
-			l.lagsSent[k] = true
+		if !l.sent.keys[k] {
+			l.sent.keys[k] = true
 			fresh = append(fresh, s)
 		}
 	}
 	return fresh
 }
 
-// emitLateLags emits the watch lags of an emitted pod that its trace does
-// not hold yet, as more spans of the same trace.
-func (p *Pods) emitLateLags(l *podLife) {
+// late takes a receipt of an emitted pod: a write of the startup reached
+// this consumer only now. Its watch lag goes out as more spans of the
+// same trace.
+func (p *Pods) late(t *Assembly, ev *probes.Event) {
+	l := p.life(t)
+	if l.sent == nil || ev.Revision == 0 || ev.Revision > l.sent.lastRev {
+		return
+	}
 	full := l.trace(l.startup(), p.opts.Meta)
 	late := PodTrace{UID: full.UID, Namespace: full.Namespace, Name: full.Name, Late: true, Trace: Trace{ID: full.Trace.ID, Complete: true}}
 	for _, s := range l.newLags(full.Trace.Spans) {
@@ -612,12 +482,14 @@ func (p *Pods) emitLateLags(l *podLife) {
 	}
 }
 
-func (p *Pods) emitLife(l *podLife, st startup, complete bool) {
-	l.emitted = true
+func (p *Pods) emitTrace(t *Assembly, complete bool) {
+	l := p.life(t)
+	st := l.startup()
 	pt := l.trace(st, p.opts.Meta)
-	l.lagsSent = map[string]bool{}
+	l.sent = &lagsSent{keys: map[string]bool{}}
+	t.Data = l.sent
 	if st.status != nil {
-		l.lastRev = st.status.Revision
+		l.sent.lastRev = st.status.Revision
 	}
 	l.newLags(pt.Trace.Spans) // what the trace holds now is sent
 	pt.Trace.Complete = complete

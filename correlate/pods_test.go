@@ -310,6 +310,11 @@ func TestPodLateWatchLag(t *testing.T) {
 	if len(got) != 2 {
 		t.Fatalf("%d emissions, want the startup and one late lag", len(got))
 	}
+	p.Flush(at(6002).Add(time.Hour))
+	checkNothingLeft(t, p.a)
+	if len(p.writes) != 0 {
+		t.Errorf("%d writes left", len(p.writes))
+	}
 	late := got[1]
 	if !late.Late || late.Trace.ID != got[0].Trace.ID || len(late.Trace.Spans) != 1 || len(late.Stages) != 1 {
 		t.Fatalf("late emission %+v", late)

@@ -97,7 +97,7 @@ func TestWriteJoinsApiserverAndEtcd(t *testing.T) {
 		t.Fatalf("%d traces, want 1", len(*out))
 	}
 	tr := (*out)[0]
-	if !tr.Complete || tr.ID != WriteTraceID("/registry/configmaps/ns/cm-1", 42) {
+	if !tr.Complete || tr.ID != WriteTraceID(42) {
 		t.Errorf("complete %v id %x", tr.Complete, tr.ID)
 	}
 	checkNested(t, tr)
@@ -116,6 +116,9 @@ func TestWriteJoinsApiserverAndEtcd(t *testing.T) {
 	}
 	if n := len(tr.Spans); n != 8 {
 		t.Errorf("%d spans, want 8 (two webhooks)", n)
+	}
+	if r := st["request/kube-apiserver"]; r.SpanID != WriteRootID(42) {
+		t.Errorf("root span %x, want the one derived from the revision", r.SpanID)
 	}
 	if r := st["request/kube-apiserver"]; r.Parent != (SpanID{}) || r.Name != "POST /api/v1/namespaces/ns/configmaps" {
 		t.Errorf("root %q parent %x", r.Name, r.Parent)
@@ -188,6 +191,8 @@ func TestManyInterleavedWrites(t *testing.T) {
 	if len(*out) != 100 {
 		t.Fatalf("%d traces, want 100", len(*out))
 	}
+	w.Flush(at(200).Add(time.Hour))
+	checkNothingLeft(t, w.a)
 	seen := map[TraceID]bool{}
 	for _, tr := range *out {
 		if !tr.Complete || seen[tr.ID] {
@@ -211,8 +216,8 @@ func TestConflictIsNotAWrite(t *testing.T) {
 	if len(*out) != 0 {
 		t.Fatalf("a failed compare made %d traces", len(*out))
 	}
-	if s := w.Stats(); s.Dropped["storage_write_conflict"] != 1 || s.Dropped["etcd_request_without_write"] != 1 {
-		t.Errorf("drops %v", s.Dropped)
+	if u := w.Unjoined(); u[Unjoined{"storage-write", "conflict"}] != 1 || u[Unjoined{"etcd-request", "no-write"}] != 1 {
+		t.Errorf("unjoined %v", u)
 	}
 }
 
@@ -245,8 +250,8 @@ func TestRequestWithoutWriteIsCounted(t *testing.T) {
 	w.Add(ev[0], at(0))
 	w.Add(ev[len(ev)-1], at(1))
 	w.Flush(at(10_000))
-	if len(*out) != 0 || w.Stats().Dropped["request_without_write"] != 1 {
-		t.Fatalf("traces %d drops %v", len(*out), w.Stats().Dropped)
+	if len(*out) != 0 || w.Unjoined()[Unjoined{"apiserver.request.create", "request-without-write"}] != 1 {
+		t.Fatalf("traces %d unjoined %v", len(*out), w.Unjoined())
 	}
 }
 
@@ -359,8 +364,9 @@ func TestWriteWithDefaultRowsOnly(t *testing.T) {
 	if _, ok := st["raft-propose/etcd"]; ok {
 		t.Error("the proposal is the etcd request's start, not a span of its own")
 	}
-	if len(w.proposals) != 0 || len(w.applies) != 0 {
-		t.Errorf("left open: %d proposals, %d applies", len(w.proposals), len(w.applies))
+	w.Flush(now.Add(time.Minute))
+	if n, u := w.Held(), w.Unjoined(); n != 0 || len(u) != 0 {
+		t.Errorf("left behind: %d events held, unjoined %v", n, u)
 	}
 }
 
@@ -385,23 +391,19 @@ func TestWriteApplyClosedByTheTxnWithoutTrigger(t *testing.T) {
 }
 
 // A proposal that wrote no key (a failed compare, a lease grant) ends at its
-// Trigger like any other: nothing is left behind, nothing counted as lost.
+// Trigger like any other: nothing is left behind, and both are counted as
+// joining no write.
 func TestProposalWithoutWriteEndsAtItsTrigger(t *testing.T) {
 	w, out := collect(Options{Retain: time.Second})
 	now := at(10)
 	w.Add(probes.Event{Component: probes.Etcd, Stage: probes.StagePropose, Probe: "etcd.raft.propose", PID: etcdPID, Goroutine: 5, Start: at(1), End: at(1), Point: true, RaftID: 77}, now)
 	w.Add(probes.Event{Component: probes.Etcd, Stage: probes.StageApplied, Probe: "etcd.apply.done", PID: etcdPID, Goroutine: 46, Start: at(2), End: at(2), Point: true, RaftID: 77}, now)
 	w.Flush(now.Add(time.Minute))
-	if len(*out) != 0 || len(w.proposals) != 0 {
-		t.Errorf("%d traces, %d proposals left", len(*out), len(w.proposals))
+	if len(*out) != 0 || w.Held() != 0 {
+		t.Errorf("%d traces, %d events held", len(*out), w.Held())
 	}
-	if d := w.Stats().Dropped; d["etcd_proposal_untriggered"] != 0 {
-		t.Errorf("drops %v", d)
-	}
-	// One never triggered is forgotten after Retain, and counted.
-	w.Add(probes.Event{Component: probes.Etcd, Stage: probes.StagePropose, Probe: "etcd.raft.propose", PID: etcdPID, Goroutine: 6, Start: at(3), End: at(3), Point: true, RaftID: 78}, now)
-	w.Flush(now.Add(2 * time.Minute))
-	if d := w.Stats().Dropped; d["etcd_proposal_untriggered"] != 1 || len(w.proposals) != 0 {
-		t.Errorf("drops %v, %d proposals left", d, len(w.proposals))
+	u := w.Unjoined()
+	if u[Unjoined{"etcd.raft.propose", "proposal-without-write"}] != 1 || u[Unjoined{"etcd.apply.done", "entry-without-write"}] != 1 || len(u) != 2 {
+		t.Errorf("unjoined %v", u)
 	}
 }

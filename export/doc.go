@@ -30,9 +30,11 @@
 //	kpath_events_dropped_total{reason}                 counter   events lost before correlation:
 //	                                                             ringbuf_full, stash_full, ret_without_entry,
 //	                                                             decode_error, timeline_evicted
-//	kpath_events_unjoined_total{probe,reason}          counter   events that built no span (correlate.Pairs):
-//	                                                             no-start, no-end, no-key, filtered, or the
-//	                                                             row's expected reason (binding-failed)
+//	kpath_events_unjoined_total{probe,reason}          counter   events that built no span or joined no trace
+//	                                                             (correlate.Pairs, correlate.Assembler): no-start,
+//	                                                             no-end, no-key, filtered, no-join, orphan, the
+//	                                                             row's expected reason (binding-failed) or its
+//	                                                             stage's (probes' shapes: Join.Unjoined, Refused)
 //	kpath_probe_read_errors_total{probe,field}         counter   captures the BPF program could not read
 //	kpath_attach_errors_total{component,probe}         counter   failed probe attachments
 //	kpath_attached_probes{component,pid}               gauge     probes attached per traced process
@@ -41,4 +43,8 @@
 //	kpath_export_dropped_spans_total{exporter,reason}  counter   spans given up: queue_full, export_failed,
 //	                                                             shutdown, rejected
 //	kpath_stage_duration_seconds{stage,resource,component}  histogram  stage durations, 100µs..60s buckets
+//	kpath_reconcile_duration_seconds{component,controller,result}  histogram  operators' reconciles; result ok|error
+//	kpath_reconcile_total{component,controller,result}  counter   operators' reconciles
+//	kpath_workqueue_wait_seconds{component,controller}  histogram  an operator's receipt of an object → its reconcile
+//	                                                             (controller capped at 256 a node, then "other")
 package export

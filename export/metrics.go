@@ -54,6 +54,7 @@ type Metrics struct {
 	exportSpans    *prometheus.CounterVec
 	exportDropped  *prometheus.CounterVec
 	stageDurations *prometheus.HistogramVec
+	reconciles     *reconcileMetrics
 }
 
 // NewMetrics registers the kpath metrics with reg and panics if any is
@@ -93,9 +94,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		stageDurations: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: MetricStageDuration, Help: "Duration of each traced stage.", Buckets: StageBuckets,
 		}, []string{"stage", "resource", "component"}),
+		reconciles: newReconcileMetrics(),
 	}
-	cs := []prometheus.Collector{m.probeHits, m.unjoined, m.readErrors, m.eventsDropped, m.attachErrors, m.attached,
-		m.traces, m.exportSpans, m.exportDropped, m.stageDurations}
+	cs := append([]prometheus.Collector{m.probeHits, m.unjoined, m.readErrors, m.eventsDropped, m.attachErrors, m.attached,
+		m.traces, m.exportSpans, m.exportDropped, m.stageDurations}, m.reconciles.collectors()...)
 
 	if reg == nil {
 		r := prometheus.NewRegistry()

@@ -11,17 +11,29 @@ import (
 )
 
 // Catalogue is every row kpath knows: the write path (rows.go), feeding
-// the write traces, and what follows a pod from the watch to its node
-// (rows_pods.go), feeding the pod traces.
-var Catalogue = slices.Concat(feeding(writeRows, FeedsWrites), feeding(podRows, FeedsPods))
+// the write traces, what follows a pod from the watch to its node
+// (rows_pods.go), feeding the pod traces, and the reconciles of operators
+// (rows_operators.go).
+var Catalogue = func() []Row {
+	rows := slices.Concat(feeding(writeRows, FeedsWrites), feeding(podRows, FeedsPods), feeding(operatorRows, FeedsReconciles))
+	for i := range rows {
+		if rows[i].ID == "client-go.informer.receive" {
+			// An operator's receipt of an object is where its reconcile's
+			// queue wait starts, and it names the write it received.
+			rows[i].Feeds |= FeedsReconciles
+		}
+	}
+	return rows
+}()
 
-// Feed names the correlator that takes a row's events: which trace they
-// belong to.
+// Feed names the traces a row's events belong to: which correlators take
+// them (a set: a receipt is on a pod's path and before a reconcile).
 type Feed uint8
 
 const (
-	FeedsWrites Feed = iota + 1 // one trace per object write (key, revision)
-	FeedsPods                   // one trace per pod (UID)
+	FeedsWrites     Feed = 1 << iota // one trace per object write (its revision)
+	FeedsPods                        // one trace per pod (UID)
+	FeedsReconciles                  // one per reconcile, in the trace of the write it reconciled
 )
 
 func feeding(rows []Row, f Feed) []Row {
@@ -94,6 +106,9 @@ type Row struct {
 	Detail bool
 	// Hits says how often the row fires, for the hit budget (README).
 	Hits string
+	// Span names the spans the row's events make, where its stage's Join
+	// does not (rows of one stage that do different things).
+	Span string
 
 	// Span building (correlate.Pairs): an Opens or Closes row names the
 	// span it builds (Pair) and what joins its two ends (By).
@@ -166,12 +181,23 @@ const (
 	// span that ends at the hit began (etcd's RPC start time).
 	FieldBeginWall
 	FieldBeginExt
+	FieldController // a controller's name (controller-runtime's Controller.Name)
 )
 
 var fieldNames = [...]string{"none", "method", "path", "key", "revision", "succeeded", "raft-id", "webhook", "namespace", "name", "uid",
 	"node", "container", "failed", "rv-text0", "rv-text1", "rv-len",
 	"statuses", "started-wall0", "started-ext0", "started-wall1", "started-ext1",
-	"verb", "subresource", "code", "elapsed", "begin-wall", "begin-ext"}
+	"verb", "subresource", "code", "elapsed", "begin-wall", "begin-ext", "controller"}
+
+// FieldNamed is the field whose String is name.
+func FieldNamed(name string) (Field, bool) {
+	for i, n := range fieldNames {
+		if n == name {
+			return Field(i), true
+		}
+	}
+	return FieldNone, false
+}
 
 func (f Field) String() string {
 	if int(f) < len(fieldNames) {

@@ -35,6 +35,12 @@ type Found struct {
 // one of programs: executables (base names) of operators and controllers
 // built with client-go, each its own component named after it.
 func FindProcesses(procRoot string, programs ...string) ([]Found, error) {
+	return FindProcessesWith(procRoot, nil, programs...)
+}
+
+// FindProcessesWith also lists the controller-runtime programs (operators)
+// when ops is not nil: each its own component named after its executable.
+func FindProcessesWith(procRoot string, ops *Operators, programs ...string) ([]Found, error) {
 	ents, err := os.ReadDir(procRoot)
 	if err != nil {
 		return nil, fmt.Errorf("list processes in %s: %w", procRoot, err)
@@ -52,6 +58,9 @@ func FindProcesses(procRoot string, programs ...string) ([]Found, error) {
 		}
 		exe = strings.TrimSuffix(exe, " (deleted)")
 		comp, ok := Targets[filepath.Base(exe)]
+		if !ok && ops != nil {
+			comp, ok = ops.Is(filepath.Join(procRoot, e.Name(), "exe"), exe)
+		}
 		if !ok && slices.Contains(programs, filepath.Base(exe)) {
 			comp, ok = Component(filepath.Base(exe)), true
 		}
@@ -65,6 +74,13 @@ func FindProcesses(procRoot string, programs ...string) ([]Found, error) {
 		out = append(out, Found{PID: pid, Component: comp, Exe: exe, StartTime: st})
 	}
 	return out, nil
+}
+
+// Find lists the processes the tracer follows: the known components, the
+// client-go programs it was told of and, with Options.Operators, every
+// program that links controller-runtime.
+func (t *Tracer) Find(procRoot string) ([]Found, error) {
+	return FindProcessesWith(procRoot, t.ops, t.opts.ClientGoPrograms...)
 }
 
 // hasRows says whether the tracer would attach anything to a component:
@@ -122,7 +138,7 @@ func (t *Tracer) Watch(ctx context.Context, procRoot string, interval time.Durat
 	defer tick.Stop()
 	failed := map[Found]bool{} // do not retry a binary that failed, until it restarts
 	for {
-		found, err := FindProcesses(procRoot, t.opts.ClientGoPrograms...)
+		found, err := t.Find(procRoot)
 		if err != nil {
 			return err
 		}
@@ -166,8 +182,17 @@ func (t *Tracer) Watch(ctx context.Context, procRoot string, interval time.Durat
 	}
 }
 
-// rowFor says whether row r is for component c: its own rows, and the
-// AnyClientGo rows for the client-go programs the agent was told to follow.
+// rowFor says whether row r is for component c: its own rows, the
+// AnyClientGo rows for the client-go programs the agent was told to follow
+// and for the operators it found, and the AnyOperator rows for those.
 func (t *Tracer) rowFor(r *Row, c Component) bool {
-	return r.Component == c || r.Component == AnyClientGo && slices.Contains(t.opts.ClientGoPrograms, string(c))
+	switch r.Component {
+	case c:
+		return true
+	case AnyClientGo:
+		return slices.Contains(t.opts.ClientGoPrograms, string(c)) || t.ops.Has(c)
+	case AnyOperator:
+		return t.ops.Has(c)
+	}
+	return false
 }

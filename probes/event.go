@@ -55,6 +55,7 @@ type Event struct {
 	UID          string
 	Node         string // node name (scheduler bind)
 	Container    string // container name (kubelet container start)
+	Controller   string // a controller's name (an operator's reconcile)
 	Failed       bool   // the call returned an error or a failure status (rows that capture FieldFailed)
 	// Truncated is set when a captured string was longer than the BPF buffer.
 	Truncated bool
@@ -142,6 +143,8 @@ func (e *Event) str(f Field) *string {
 		return &e.Node
 	case FieldContainer:
 		return &e.Container
+	case FieldController:
+		return &e.Controller
 	case FieldVerb:
 		return &e.Verb
 	case FieldSubresource:

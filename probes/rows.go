@@ -66,7 +66,7 @@ func etcdRequestRows(m etcdMessages) []Row {
 		// Header → Revision, and Succeeded. Only Txn calls are kept: the
 		// others have other layouts, and writes from the apiserver are all
 		// Txn (the BPF program drops the rest before the ring buffer).
-		{ID: "etcd.request.rpc", Component: Etcd, Stage: StageEtcdRequest,
+		{ID: "etcd.request.rpc", Span: "etcd Txn", Component: Etcd, Stage: StageEtcdRequest,
 			Symbol: "go.etcd.io/etcd/server/v3/etcdserver/api/v3rpc.logUnaryRequestStats",
 			Module: modEtcdServer, Versions: m.versions, Hits: "once per unary RPC (every txn, range, lease grant, ...)",
 			Only: &Match{FieldMethod, []string{"/etcdserverpb.KV/Txn"}},
@@ -77,12 +77,12 @@ func etcdRequestRows(m etcdMessages) []Row {
 		// etcd, the gRPC request: *TxnRequest in RDI; at a RET *TxnResponse
 		// in RAX. Detail: the RPC stats above hold the whole request, with no
 		// RET to pay for.
-		{ID: "etcd.request.txn", Component: Etcd, Stage: StageEtcdRequest, Timed: true, Detail: true,
+		{ID: "etcd.request.txn", Span: "etcd txn", Component: Etcd, Stage: StageEtcdRequest, Timed: true, Detail: true,
 			Symbol: "go.etcd.io/etcd/server/v3/etcdserver/api/v3rpc.(*kvServer).Txn",
 			Module: modEtcdServer, Versions: m.versions, Hits: "once per txn (every apiserver write)",
 			Entry: []Capture{strAt(FieldKey, RDI, m.txnCompare, 0, m.compareKey)},
 			Exit:  []Capture{u64At(FieldRevision, RAX, m.txnHeader, m.headerRevision), boolAt(FieldSucceeded, RAX, m.txnSucceeded)}},
-		{ID: "etcd.request.put", Component: Etcd, Stage: StageEtcdRequest, Timed: true, Detail: true,
+		{ID: "etcd.request.put", Span: "etcd put", Component: Etcd, Stage: StageEtcdRequest, Timed: true, Detail: true,
 			Symbol: "go.etcd.io/etcd/server/v3/etcdserver/api/v3rpc.(*kvServer).Put",
 			Module: modEtcdServer, Versions: m.versions, Hits: "once per plain put (etcdctl, not the apiserver)",
 			Entry: []Capture{strAt(FieldKey, RDI, m.putKey)},
@@ -165,15 +165,15 @@ var writeRowsFixed = []Row{
 
 	// The storage layer (key without the /registry prefix): detail only,
 	// since the etcd txn below already times the write.
-	{ID: "apiserver.storage.create", Component: KubeAPIServer, Stage: StageStorage, Timed: true, Detail: true,
+	{ID: "apiserver.storage.create", Span: "storage create", Component: KubeAPIServer, Stage: StageStorage, Timed: true, Detail: true,
 		Symbol: "k8s.io/apiserver/pkg/storage/etcd3.(*store).Create",
 		Module: modAPIServer, Versions: k8s133to137, Hits: "once per create",
 		Entry: []Capture{str(FieldKey, RDI, RSI)}},
-	{ID: "apiserver.storage.update", Component: KubeAPIServer, Stage: StageStorage, Timed: true, Detail: true,
+	{ID: "apiserver.storage.update", Span: "storage update", Component: KubeAPIServer, Stage: StageStorage, Timed: true, Detail: true,
 		Symbol: "k8s.io/apiserver/pkg/storage/etcd3.(*store).GuaranteedUpdate",
 		Module: modAPIServer, Versions: k8s133to137, Hits: "once per update, patch or graceful delete",
 		Entry: []Capture{str(FieldKey, RDI, RSI)}},
-	{ID: "apiserver.storage.delete", Component: KubeAPIServer, Stage: StageStorage, Timed: true, Detail: true,
+	{ID: "apiserver.storage.delete", Span: "storage delete", Component: KubeAPIServer, Stage: StageStorage, Timed: true, Detail: true,
 		Symbol: "k8s.io/apiserver/pkg/storage/etcd3.(*store).Delete",
 		Module: modAPIServer, Versions: k8s133to137, Hits: "once per delete",
 		Entry: []Capture{str(FieldKey, RDI, RSI)}},
@@ -181,12 +181,12 @@ var writeRowsFixed = []Row{
 	// The etcd txn the apiserver issues. Value receiver Client in RAX,RBX,RCX,
 	// ctx in RDI,RSI, the full etcd key in R8,R9. Its entry opens the
 	// storage write; the CALL of RecordEtcdRequest after it closes it.
-	{ID: "apiserver.etcd.put", Component: KubeAPIServer, Stage: StageStorageWrite,
+	{ID: "apiserver.etcd.put", Span: "etcd txn put", Component: KubeAPIServer, Stage: StageStorageWrite,
 		Role: Opens, Pair: PairStorageWrite, By: ByGoroutine,
 		Symbol: "go.etcd.io/etcd/client/v3/kubernetes.Client.OptimisticPut",
 		Module: modEtcdClient, Versions: etcdClient35, Hits: "once per create/update attempt",
 		Entry: []Capture{str(FieldKey, R8, R9)}},
-	{ID: "apiserver.etcd.delete", Component: KubeAPIServer, Stage: StageStorageWrite,
+	{ID: "apiserver.etcd.delete", Span: "etcd txn delete", Component: KubeAPIServer, Stage: StageStorageWrite,
 		Role: Opens, Pair: PairStorageWrite, By: ByGoroutine,
 		Symbol: "go.etcd.io/etcd/client/v3/kubernetes.Client.OptimisticDelete",
 		Module: modEtcdClient, Versions: etcdClient35, Hits: "once per delete attempt",
@@ -198,7 +198,7 @@ var writeRowsFixed = []Row{
 	// came back in RAX,RBX,RCX and RDI,RSI, and the store saved Succeeded,
 	// Revision and the error's type word in its frame, since it uses them
 	// after this call: Attach finds the slots in the store's code.
-	{ID: "apiserver.etcd.done", Component: KubeAPIServer, Stage: StageStorageWrite,
+	{ID: "apiserver.etcd.done", Span: "etcd txn done", Component: KubeAPIServer, Stage: StageStorageWrite,
 		Role: Closes, Pair: PairStorageWrite, By: ByGoroutine,
 		Symbol:     "k8s.io/apiserver/pkg/storage/etcd3/metrics.RecordEtcdRequest",
 		CalledFrom: []string{storeFn + "Create", storeFn + "GuaranteedUpdate", storeFn + "conditionalDelete"},
@@ -217,16 +217,16 @@ var writeRowsFixed = []Row{
 		Entry: []Capture{u64(FieldRaftID, RBX)}},
 	// Detail: its two hits come per raft batch, which on a quiet cluster
 	// is per write; the etcd request span already holds the commit.
-	{ID: "etcd.wal.fsync", Component: Etcd, Stage: StageWALFsync, Timed: true, Detail: true,
+	{ID: "etcd.wal.fsync", Span: "wal fsync", Component: Etcd, Stage: StageWALFsync, Timed: true, Detail: true,
 		Symbol: "go.etcd.io/etcd/server/v3/storage/wal.(*WAL).sync",
 		Module: modEtcdServer, Versions: etcd36to37, Hits: "once per raft batch"},
 	// Apply: tw in RAX (beginRev @64; the write lands at beginRev+1), key in
 	// RBX,RCX.
-	{ID: "etcd.apply.put", Component: Etcd, Stage: StageApply,
+	{ID: "etcd.apply.put", Span: "apply put", Component: Etcd, Stage: StageApply,
 		Symbol: "go.etcd.io/etcd/server/v3/storage/mvcc.(*storeTxnWrite).put",
 		Module: modEtcdServer, Versions: etcd36to37, Hits: "once per key written",
 		Entry: []Capture{str(FieldKey, RBX, RCX), withAdd(u64At(FieldRevision, RAX, 64), 1)}},
-	{ID: "etcd.apply.delete", Component: Etcd, Stage: StageApply,
+	{ID: "etcd.apply.delete", Span: "apply delete", Component: Etcd, Stage: StageApply,
 		Symbol: "go.etcd.io/etcd/server/v3/storage/mvcc.(*storeTxnWrite).delete",
 		Module: modEtcdServer, Versions: etcd36to37, Hits: "once per key deleted",
 		Entry: []Capture{str(FieldKey, RBX, RCX), withAdd(u64At(FieldRevision, RAX, 64), 1)}},

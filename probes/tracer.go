@@ -31,6 +31,9 @@ type Options struct {
 	// controllers: their client-go informers get the AnyClientGo rows, and
 	// their events carry the program's name as the component.
 	ClientGoPrograms []string
+	// Operators follows every program that links controller-runtime,
+	// found by its build info, without its being named.
+	Operators bool
 	// RingBytes sizes the ring buffer (0: the compiled default, 4 MiB).
 	RingBytes uint32
 	Logger    *slog.Logger
@@ -42,6 +45,8 @@ type Tracer struct {
 	rows []Row
 	opts Options
 	log  *slog.Logger
+
+	ops *Operators // nil unless Options.Operators
 
 	mu    sync.Mutex
 	procs map[int]*Process
@@ -159,6 +164,9 @@ func NewTracer(opts Options) (*Tracer, error) {
 		reads:   map[retiredKey]*ReadStats{},
 		slots:   make([]atomic.Pointer[slotInfo], bpf.MaxConfigs),
 		clock:   newClock(),
+	}
+	if opts.Operators {
+		t.ops = NewOperators()
 	}
 	for i := bpf.MaxConfigs - 1; i >= 0; i-- {
 		t.free = append(t.free, uint32(i))

@@ -314,7 +314,7 @@ func (d *doctor) bpfLoad(caps capSet) (*probes.Tracer, multiSupport) {
 		multiErr = objs.MultiErr
 		objs.Close()
 		quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
-		t, err = probes.NewTracer(probes.Options{Detail: d.detail, Logger: quiet})
+		t, err = probes.NewTracer(probes.Options{Detail: d.detail, Operators: true, Logger: quiet})
 	}
 	if err != nil {
 		c := check{name: "BPF program load", status: statusFail, detail: err.Error()}
@@ -384,7 +384,11 @@ func unreadable(procRoot string) []string {
 
 func (d *doctor) components(t *probes.Tracer, caps capSet, multi multiSupport, needSysAdmin bool) {
 	hostNS := hostPIDNamespace(d.proc)
-	found, err := probes.FindProcesses(d.proc)
+	find := probes.FindProcesses
+	if t != nil {
+		find = func(proc string, _ ...string) ([]probes.Found, error) { return t.Find(proc) }
+	}
+	found, err := find(d.proc)
 	if err != nil {
 		d.add(check{name: "components", status: statusFail, detail: err.Error(), fix: "--proc must be the host's /proc, readable by the agent"})
 		return

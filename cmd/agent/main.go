@@ -41,6 +41,7 @@ type config struct {
 	detail       bool
 	detailRows   []string
 	programs     []string
+	operators    bool
 	recent       int
 	ringBytes    uint
 	maxWait      time.Duration
@@ -106,6 +107,7 @@ func parseFlags(args []string) (config, error) {
 		c.detailRows = append(c.detailRows, commaList(v)...)
 		return probes.CheckDetailRows(probes.Catalogue, c.detailRows)
 	})
+	fs.BoolVar(&c.operators, "operators", true, "follow every program that links controller-runtime, found by its build info, with no flag naming it: its reconciles and its informers' receipts (false: only the programs --client-go-programs names)")
 	fs.Func("client-go-programs", "also follow these operators and controllers (executable base names, comma-separated): their client-go informers' receipts give their watch lag", func(v string) error {
 		c.programs = append(c.programs, commaList(v)...)
 		return nil
@@ -211,7 +213,7 @@ func run(args []string) error {
 		}
 		log.Info("object names hashed in exported spans", "key_file", c.hashKeyFile)
 	}
-	tracer, err := probes.NewTracer(probes.Options{Detail: c.detail, DetailRows: c.detailRows, ClientGoPrograms: c.programs, RingBytes: uint32(c.ringBytes), Logger: log})
+	tracer, err := probes.NewTracer(probes.Options{Detail: c.detail, DetailRows: c.detailRows, ClientGoPrograms: c.programs, Operators: c.operators, RingBytes: uint32(c.ringBytes), Logger: log})
 	if err != nil {
 		return err
 	}
@@ -256,6 +258,17 @@ func run(args []string) error {
 		pods.AddWrite(w, time.Now())
 	})
 
+	reconciles := correlate.NewReconciles(func(r correlate.Reconcile) {
+		wait := time.Duration(-1)
+		if !r.Received.IsZero() {
+			wait = r.Start.Sub(r.Received)
+		}
+		metrics.ObserveReconcile(r.Component, r.Controller, r.Result, r.End.Sub(r.Start), wait)
+		if selected(r.Trace, c.keyPrefixes) {
+			exp.Export(r.Trace)
+		}
+	})
+
 	// An open span is given up (counted) after as long as a pod may take
 	// to start: a container start holds its image pull.
 	pairs := correlate.NewPairs(correlate.PodOptions{}.WithDefaults().MaxWait, 0)
@@ -270,10 +283,18 @@ func run(args []string) error {
 		// Each event goes to the trace its row feeds, once Pairs has made
 		// the spans the catalogue builds from two entry hits.
 		dispatch := func(ev probes.Event) {
-			if ev.Row != nil && ev.Row.Feeds == probes.FeedsPods {
-				pods.Add(ev, time.Now())
-			} else {
-				writes.Add(ev, time.Now())
+			feeds, now := probes.FeedsWrites, time.Now()
+			if ev.Row != nil {
+				feeds = ev.Row.Feeds
+			}
+			if feeds&probes.FeedsWrites != 0 {
+				writes.Add(ev, now)
+			}
+			if feeds&probes.FeedsPods != 0 {
+				pods.Add(ev, now)
+			}
+			if feeds&probes.FeedsReconciles != 0 {
+				reconciles.Add(ev, now)
 			}
 		}
 		errc <- tracer.Read(ctx, func(ev probes.Event) { pairs.Add(ev, time.Now(), dispatch) })
@@ -295,7 +316,8 @@ func run(args []string) error {
 			})
 			writes.Flush(time.Now().Add(c.maxWait)) // everything still waiting goes out as it is
 			pods.Flush(time.Now().Add(24 * time.Hour))
-			counters.update(log, metrics, tracer, pairs, writes, pods)
+			reconciles.Flush(time.Now().Add(time.Hour))
+			counters.update(log, metrics, tracer, pairs, writes, pods, reconciles)
 			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			defer cancel()
 			return exp.Close(sctx)
@@ -307,8 +329,9 @@ func run(args []string) error {
 			pairs.Flush(now)
 			writes.Flush(now)
 			pods.Flush(now)
+			reconciles.Flush(now)
 		case <-stats.C:
-			counters.update(log, metrics, tracer, pairs, writes, pods)
+			counters.update(log, metrics, tracer, pairs, writes, pods, reconciles)
 		}
 	}
 }
@@ -476,9 +499,14 @@ func (d *dropCounters) warnBroken(log *slog.Logger, rs probes.ReadStats) {
 	}
 }
 
-func (d *dropCounters) update(log *slog.Logger, m *export.Metrics, t *probes.Tracer, pairs *correlate.Pairs, w *correlate.Writes, p *correlate.Pods) {
+func (d *dropCounters) update(log *slog.Logger, m *export.Metrics, t *probes.Tracer, pairs *correlate.Pairs, w *correlate.Writes, p *correlate.Pods, r *correlate.Reconciles) {
 	for k, n := range pairs.Unjoined() {
 		m.SetUnjoined(k.Row, k.Reason, n)
+	}
+	for _, u := range []map[correlate.Unjoined]uint64{w.Unjoined(), p.Unjoined(), r.Unjoined()} {
+		for k, n := range u {
+			m.SetUnjoined(k.Row, k.Reason, n)
+		}
 	}
 	for _, rs := range t.ReadStats() {
 		if rs.Filtered > 0 {
@@ -503,12 +531,9 @@ func (d *dropCounters) update(log *slog.Logger, m *export.Metrics, t *probes.Tra
 	de := t.DecodeErrors()
 	now["decode_short"], now["decode_stale_slot"] = de.Short, de.StaleSlot
 	st := w.Stats()
-	for k, v := range st.Dropped {
-		now[k] = v
-	}
 	now["timeline_evicted"] = st.Evicted
 	ps := p.Stats()
-	now["pod_event_orphaned"], now["pod_evicted"], now["pod_stages_disordered"] = ps.Orphans, ps.Evicted, ps.Disordered
+	now["pod_evicted"], now["pod_stages_disordered"] = ps.Evicted, ps.Disordered
 	// Not lost, but less exact: the container-start stage ended at the CRI reply.
 	now["pod_runtime_start_unread"] = ps.StartedByCRI
 	if n, err := t.SweepStash(time.Minute); err == nil {

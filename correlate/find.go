@@ -1,0 +1,251 @@
+package correlate
+
+import (
+	"slices"
+	"sort"
+	"time"
+
+	"github.com/kpath/kpath/probes"
+)
+
+// ikey is the value of one relation's equalities, within one process.
+type ikey struct {
+	pid  uint32
+	a, b uint64
+}
+
+type relIdx struct {
+	of, bound, until int
+	after            []int
+}
+
+// mine is the index key of candidate c under relation r; theirs the key a
+// trace's event o looks it up by.
+func mine(r *probes.Relation, c *probes.Event) ikey {
+	k := ikey{}
+	if !r.AnyProcess {
+		k.pid = c.PID
+	}
+	if len(r.Same) > 0 {
+		k.a = r.Same[0].Mine.Value(c)
+	}
+	if len(r.Same) > 1 {
+		k.b = r.Same[1].Mine.Value(c)
+	}
+	return k
+}
+
+func theirs(r *probes.Relation, o *probes.Event) ikey {
+	k := ikey{}
+	if !r.AnyProcess {
+		k.pid = o.PID
+	}
+	if len(r.Same) > 0 {
+		k.a = r.Same[0].Theirs.Value(o)
+	}
+	if len(r.Same) > 1 {
+		k.b = r.Same[1].Theirs.Value(o)
+	}
+	return k
+}
+
+// wake resolves the traces that wait for an event like h.
+func (a *Assembler) wake(si int, h *held, now time.Time) {
+	st := &a.stages[si]
+	for ri := range st.join.Found {
+		r := &st.join.Found[ri]
+		k := mine(r, &h.ev)
+		ts := st.waiting[ri][k]
+		live := ts[:0]
+		for _, t := range ts {
+			if t.emitted || (!st.join.Many && t.one[si] != nil) {
+				continue // it found its event of this stage: it waits no more
+			}
+			live = append(live, t)
+		}
+		if len(live) == 0 {
+			delete(st.waiting[ri], k)
+			continue
+		}
+		st.waiting[ri][k] = live
+		if len(live) > 1 && (r.When == probes.RevisionAfter || r.When == probes.FirstAfter) {
+			// The trace of the latest event before it first: the pod's life
+			// that a write of its name at this revision belongs to, the
+			// reconcile whose branch a result call is on.
+			of := st.rels[ri].of
+			live = slices.Clone(live)
+			if r.When == probes.RevisionAfter {
+				slices.SortFunc(live, func(x, y *Assembly) int { return -cmpRev(x.ev(of), y.ev(of)) })
+			} else {
+				slices.SortFunc(live, func(x, y *Assembly) int { return -cmpStart(x.ev(of), y.ev(of)) })
+			}
+		}
+		// resolve only appends to waiting lists: live's elements stay.
+		for _, t := range live {
+			a.resolve(t, now)
+		}
+	}
+}
+
+// index adds h to its stage's lists, by start.
+func (a *Assembler) index(si int, h *held) {
+	st := &a.stages[si]
+	for ri := range st.join.Found {
+		k := mine(&st.join.Found[ri], &h.ev)
+		l := append(st.index[ri][k], h)
+		// By start, for the First rules' search; they come almost in order.
+		for i := len(l) - 1; i > 0 && l[i].ev.Start.Before(l[i-1].ev.Start); i-- {
+			l[i], l[i-1] = l[i-1], l[i]
+		}
+		st.index[ri][k] = l
+	}
+}
+
+// unindex takes h out of its stage's lists.
+func (a *Assembler) unindex(si int, h *held) {
+	st := &a.stages[si]
+	for ri := range st.join.Found {
+		e := struct {
+			rel int
+			key ikey
+		}{ri, mine(&st.join.Found[ri], &h.ev)}
+		l := st.index[e.rel][e.key]
+		switch i := slices.Index(l, h); {
+		case i == 0:
+			l = l[1:] // the oldest, as expiry takes them: no copy
+		case i > 0:
+			l = slices.Delete(l, i, i+1)
+		}
+		if len(l) == 0 {
+			delete(st.index[e.rel], e.key)
+		} else {
+			st.index[e.rel][e.key] = l
+		}
+	}
+}
+
+// register makes t wait for the events found from its event h of stage si.
+func (a *Assembler) register(t *Assembly, si int, h *held) {
+	st := &a.stages[si]
+	o := &h.ev
+	for i := range st.after {
+		at := st.afterAt[i]
+		k := theirs(&st.after[i], o)
+		w := a.stages[at.st].waiting[at.r]
+		if !slices.Contains(w[k], t) {
+			w[k] = append(w[k], t)
+		}
+	}
+}
+
+// resolve places in t every held event its present events find.
+func (a *Assembler) resolve(t *Assembly, now time.Time) {
+	for changed := true; changed; {
+		changed = false
+		for si := range a.stages {
+			st := &a.stages[si]
+			j := st.join
+			if j.Names || (!j.Many && t.one[si] != nil) {
+				continue
+			}
+			for ri := range j.Found {
+				if a.find(t, si, ri, now) {
+					changed = true
+					if !j.Many {
+						break
+					}
+				}
+			}
+		}
+	}
+}
+
+// find places the events relation ri of stage si finds in t.
+func (a *Assembler) find(t *Assembly, si, ri int, now time.Time) bool {
+	st := &a.stages[si]
+	j := st.join
+	rx := &st.rels[ri]
+	placed := false
+	for k := range t.n(rx.of) {
+		if a.findFrom(t, si, ri, &t.at(rx.of, k).ev, now) {
+			placed = true
+			if !j.Many {
+				break
+			}
+		}
+	}
+	return placed
+}
+
+// findFrom places what relation ri of stage si finds from o.
+func (a *Assembler) findFrom(t *Assembly, si, ri int, o *probes.Event, now time.Time) bool {
+	st := &a.stages[si]
+	j := st.join
+	r := &j.Found[ri]
+	rx := &st.rels[ri]
+	var lo, hi time.Time
+	if r.When == probes.Window {
+		lo, hi = t.first(rx.after), t.startOf(rx.until)
+		if lo.IsZero() || hi.IsZero() {
+			return false
+		}
+	}
+	bound := t.endOf(rx.bound)
+	l := st.index[ri][theirs(r, o)]
+	i := 0
+	switch r.When {
+	case probes.FirstAfter:
+		i = sort.Search(len(l), func(i int) bool { return !l[i].ev.Start.Before(o.Start) })
+	case probes.Window:
+		i = sort.Search(len(l), func(i int) bool { return !l[i].ev.Start.Before(lo) })
+	}
+	if r.When == probes.LastBefore {
+		// The latest that began no later: search from the end of those.
+		for i = sort.Search(len(l), func(i int) bool { return l[i].ev.Start.After(o.Start) }) - 1; i >= 0; i-- {
+			h := l[i]
+			if h.gone || (h.joined && !j.Shared) || t.holds(si, h) {
+				continue
+			}
+			t.put(si, h)
+			h.joined = true
+			t.touch(now)
+			a.register(t, si, h)
+			return true
+		}
+		return false
+	}
+	placed := false
+	for ; i < len(l); i++ {
+		h := l[i]
+		if h.gone || (h.joined && !j.Shared) || t.holds(si, h) {
+			continue
+		}
+		if !bound.IsZero() && h.ev.Start.After(bound) {
+			continue
+		}
+		if !r.Holds(&h.ev, o, lo, hi) {
+			if r.When == probes.Window && h.ev.Start.After(hi) {
+				break
+			}
+			continue
+		}
+		t.put(si, h)
+		h.joined = true
+		if j.Waits {
+			h.in = append(h.in, t)
+		}
+		if !j.Shared {
+			h.gone = true
+			a.unindex(si, h)
+			i-- // the list shrank under i
+			l = st.index[ri][theirs(r, o)]
+		}
+		t.touch(now)
+		a.register(t, si, h)
+		placed = true
+		if !j.Many || r.First() {
+			break
+		}
+	}
+	return placed
+}

@@ -1,0 +1,144 @@
+package correlate
+
+import (
+	"crypto/sha256"
+	"encoding/binary"
+	"sync"
+	"time"
+
+	"github.com/kpath/kpath/probes"
+)
+
+// Reconcile is one finished reconcile of an operator.
+type Reconcile struct {
+	Component  string // the operator's program
+	Controller string
+	Namespace  string
+	Name       string
+	Result     string // ResultOK, ResultError or ResultRequeueAfter
+	Start, End time.Time
+	// Received is the operator's receipt of the object it reconciled (zero
+	// when none was seen: a resync, or the agent started after it); from
+	// it to Start the request waited in the queue. Revision is the write
+	// that receipt carried: the reconcile's spans are in its trace.
+	Received time.Time
+	Revision int64
+	Trace    Trace
+}
+
+// Results of a reconcile, as reconcileHandler acted on them. ResultOK is
+// a success, and also the deprecated Result.Requeue without a delay, which
+// controller-runtime's own metric calls requeue and no call of its own
+// marks.
+const (
+	ResultOK           = "ok"
+	ResultError        = "error"
+	ResultRequeueAfter = "requeue_after"
+)
+
+// Attribute keys of reconcile spans.
+const (
+	AttrController = "kpath.controller"
+	AttrResult     = "kpath.result"
+	AttrObjectName = "kpath.object.name"
+)
+
+// Reconciles joins each reconcile of an operator with the receipt of the
+// object it reconciled (probes.ReconcileShape): the reconcile goes into the
+// trace of the write that receipt carried, under that write's root, with
+// the wait in the operator's queue before it.
+type Reconciles struct {
+	emit func(Reconcile)
+
+	mu sync.Mutex
+	a  *Assembler
+}
+
+// NewReconciles returns a correlator calling emit with each reconcile;
+// emit runs with its lock held.
+func NewReconciles(emit func(Reconcile)) *Reconciles {
+	r := &Reconciles{emit: emit}
+	r.a = NewAssembler(&probes.ReconcileShape, AssemblerOptions{
+		// A reconcile names its trace; what follows it (its result's
+		// branch) comes microseconds later, on its goroutine.
+		Settle: 50 * time.Millisecond, MaxWait: time.Second, Retain: time.Minute, MaxPending: 20000,
+		Name: func(e *probes.Event) (string, int64) {
+			return string(e.Component) + "\x00" + e.Controller + "\x00" + e.Namespace + "/" + e.Name, e.Start.UnixNano()
+		},
+		Emit: r.emitReconcile,
+	})
+	return r
+}
+
+// Add takes one event of an operator.
+func (r *Reconciles) Add(ev probes.Event, now time.Time) {
+	if ev.InFlight {
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.a.Add(ev, now)
+}
+
+// Flush emits the reconciles that are settled.
+func (r *Reconciles) Flush(now time.Time) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.a.Flush(now)
+}
+
+// Unjoined returns the counts of events that joined no reconcile.
+func (r *Reconciles) Unjoined() map[Unjoined]uint64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.a.Unjoined()
+}
+
+func (r *Reconciles) emitReconcile(t *Assembly, _ bool) {
+	ev := t.Event(probes.StageReconcile)
+	if ev == nil {
+		return
+	}
+	out := Reconcile{Component: string(ev.Component), Controller: ev.Controller, Namespace: ev.Namespace, Name: ev.Name,
+		Result: ResultOK, Start: ev.Start, End: ev.End}
+	switch {
+	case t.Event(probes.StageReconcileError) != nil:
+		out.Result = ResultError
+	case t.Event(probes.StageRequeueAfter) != nil:
+		out.Result = ResultRequeueAfter
+	}
+	shared := []Attribute{{AttrController, ev.Controller}, {AttrResult, out.Result}, {AttrNamespace, ev.Namespace}, {AttrObjectName, ev.Name}}
+	rcv := t.Event(probes.StageInformer)
+	if rcv == nil {
+		// No receipt: a trace of its own.
+		out.Trace = t.Trace(reconcileTraceID(ev), SpanID{}, shared)
+		out.Trace.Complete = true
+		r.emit(out)
+		return
+	}
+	out.Received, out.Revision = rcv.Start, rcv.Revision
+	id, parent := WriteTraceID(rcv.Revision), WriteRootID(rcv.Revision)
+	out.Trace = t.TraceUnder(id, parent, append(shared, Attribute{AttrRevision, rcv.Revision}))
+	out.Trace.Complete = true
+	if rcv.Start.Before(ev.Start) {
+		// The wait in the queue: beside the reconcile, under the write.
+		q := *rcv
+		q.Stage = "queue-wait"
+		out.Trace.Spans = append(out.Trace.Spans, Span{TraceID: id, SpanID: spanID(id, &q, "queue wait"), Parent: parent,
+			Name: "queue wait " + ev.Controller, Start: rcv.Start, End: ev.Start,
+			Attributes: append([]Attribute{{AttrComponent, box(string(ev.Component))}, {AttrStage, "queue-wait"}, {AttrProbe, box(rcv.Probe)}}, shared...)})
+	}
+	r.emit(out)
+}
+
+func reconcileTraceID(ev *probes.Event) TraceID {
+	var buf [64]byte
+	b := append(buf[:0], "kpath/reconcile\x00"...)
+	b = binary.LittleEndian.AppendUint32(b, ev.PID)
+	b = binary.LittleEndian.AppendUint64(b, ev.Goroutine)
+	b = binary.LittleEndian.AppendUint64(b, uint64(ev.Start.UnixNano()))
+	h := sha256.Sum256(b)
+	var id TraceID
+	copy(id[:], h[:])
+	return id
+}

@@ -1,0 +1,76 @@
+package correlate
+
+import (
+	"testing"
+	"time"
+
+	"github.com/kpath/kpath/probes"
+)
+
+func TestReconcileJoinsTheWriteItReceived(t *testing.T) {
+	var got []Reconcile
+	r := NewReconciles(func(x Reconcile) { got = append(got, x) })
+	const op = probes.Component("widgetop")
+	receipt := func(ns, name string, rev int64, ms float64) probes.Event {
+		return probes.Event{Component: op, Stage: probes.StageInformer, Probe: "client-go.informer.receive", PID: 9, Goroutine: 3,
+			Namespace: ns, Name: name, UID: "u-" + name, Revision: rev, Start: at(ms), End: at(ms)}
+	}
+	// reconcile adds one reconcile's span and, when it failed, the mark of
+	// the handler's error branch right after it (the one ring buffer keeps
+	// their order).
+	reconcile := func(name string, ms, dur float64, failed bool) {
+		r.Add(probes.Event{Component: op, Stage: probes.StageReconcile, Probe: "operator.reconcile", PID: 9, Goroutine: 40,
+			Controller: "widget", Namespace: "ns", Name: name, Start: at(ms), End: at(ms + dur)}, at(ms+dur))
+		if failed {
+			r.Add(probes.Event{Component: op, Stage: probes.StageReconcileError, Probe: "operator.reconcile.error", PID: 9, Goroutine: 40,
+				Start: at(ms + dur + 0.01), End: at(ms + dur + 0.01)}, at(ms+dur))
+		}
+	}
+	r.Add(receipt("ns", "a", 100, 0), at(0))
+	r.Add(receipt("ns", "other", 101, 0.5), at(0)) // an object no controller here reconciles
+	reconcile("a", 2, 1, true)                     // fails
+	reconcile("a", 10, 1, false)                   // the retry: no receipt between
+	reconcile("b", 20, 1, false)                   // a resync: no receipt at all
+	r.Flush(at(100))
+	// Two on one goroutine within the settle time, the second failing: its
+	// error is its own, not the first's.
+	reconcile("c", 200, 1, false)
+	reconcile("c", 202, 1, true)
+	r.Flush(at(400))
+	if n := len(got); n != 5 || got[3].Result != ResultOK || got[4].Result != ResultError {
+		t.Fatalf("two reconciles on one goroutine: %d, results %v %v; want ok then error", n, got[3].Result, got[4].Result)
+	}
+	got = got[:3]
+	if len(got) != 3 {
+		t.Fatalf("%d reconciles, want 3", len(got))
+	}
+	for i, want := range []string{ResultError, ResultOK} {
+		g := got[i]
+		if g.Result != want || g.Revision != 100 || g.Trace.ID != WriteTraceID(100) {
+			t.Errorf("reconcile %d: result %s revision %d trace %x; want %s in the trace of revision 100", i, g.Result, g.Revision, g.Trace.ID, want)
+		}
+		var rec, wait *Span
+		for k := range g.Trace.Spans {
+			switch g.Trace.Spans[k].Attr(AttrStage) {
+			case probes.StageReconcile:
+				rec = &g.Trace.Spans[k]
+			case "queue-wait":
+				wait = &g.Trace.Spans[k]
+			}
+		}
+		if rec == nil || wait == nil || rec.Parent != WriteRootID(100) || wait.Parent != WriteRootID(100) {
+			t.Fatalf("reconcile %d: want a reconcile and a queue wait under the write's root: %+v", i, g.Trace.Spans)
+		}
+		if !wait.Start.Equal(at(0)) || !wait.End.Equal(rec.Start) || rec.Attr(AttrResult) != want || rec.Name != "reconcile widget ns/a" {
+			t.Errorf("reconcile %d: wait %v–%v, reconcile %q from %v, result %v", i, wait.Start, wait.End, rec.Name, rec.Start, rec.Attr(AttrResult))
+		}
+	}
+	if g := got[2]; g.Revision != 0 || g.Trace.ID == WriteTraceID(0) || len(g.Trace.Spans) != 1 || g.Trace.Spans[0].Parent != (SpanID{}) {
+		t.Errorf("a reconcile with no receipt: %+v", g)
+	}
+	r.Flush(at(0).Add(2 * time.Minute))
+	if u := r.Unjoined(); u[Unjoined{"client-go.informer.receive", "receipt-without-reconcile"}] != 1 || len(u) != 1 {
+		t.Errorf("unjoined %v", u)
+	}
+	checkNothingLeft(t, r.a)
+}
