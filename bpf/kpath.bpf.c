@@ -20,7 +20,7 @@
 #define MAX_NUM 6
 #define MAX_STR 3
 #define STR_LEN 128
-#define MAX_MATCH 4
+#define MAX_MATCH 8
 #define MATCH_LEN 24
 
 // Layout of the x86-64 struct pt_regs (an ABI the kernel keeps stable).

@@ -86,8 +86,8 @@ type kpathProbeConfig struct {
 	Flags         uint16
 	Cap           [8]kpathCapture
 	MatchN        uint8
-	MatchLen      [4]uint8
-	Match         [4][24]int8
+	MatchLen      [8]uint8
+	Match         [8][24]int8
 	_             [3]byte
 }
 

@@ -21,30 +21,24 @@ type relIdx struct {
 
 // mine is the index key of candidate c under relation r; theirs the key a
 // trace's event o looks it up by.
-func mine(r *probes.Relation, c *probes.Event) ikey {
-	k := ikey{}
-	if !r.AnyProcess {
-		k.pid = c.PID
-	}
-	if len(r.Same) > 0 {
-		k.a = r.Same[0].Mine.Value(c)
-	}
-	if len(r.Same) > 1 {
-		k.b = r.Same[1].Mine.Value(c)
-	}
-	return k
-}
+func mine(r *probes.Relation, c *probes.Event) ikey   { return relKey(r, c, true) }
+func theirs(r *probes.Relation, o *probes.Event) ikey { return relKey(r, o, false) }
 
-func theirs(r *probes.Relation, o *probes.Event) ikey {
+func relKey(r *probes.Relation, e *probes.Event, candidate bool) ikey {
 	k := ikey{}
 	if !r.AnyProcess {
-		k.pid = o.PID
+		k.pid = e.PID
 	}
-	if len(r.Same) > 0 {
-		k.a = r.Same[0].Theirs.Value(o)
-	}
-	if len(r.Same) > 1 {
-		k.b = r.Same[1].Theirs.Value(o)
+	for i, s := range r.Same {
+		key := s.Theirs
+		if candidate {
+			key = s.Mine
+		}
+		if i == 0 {
+			k.a = key.Value(e)
+		} else {
+			k.b = key.Value(e)
+		}
 	}
 	return k
 }

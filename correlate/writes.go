@@ -186,11 +186,8 @@ func (w *Writes) emitWrite(t *Assembly, complete bool) {
 // saw the object at that revision (an operator's informer), derive the same
 // ID without talking and without knowing the etcd key.
 func WriteTraceID(rev int64) TraceID {
-	var buf [32]byte
-	b := append(buf[:0], "kpath/write\x00"...)
-	b = strconv.AppendInt(b, rev, 10)
-	h := sha256.Sum256(b)
 	var id TraceID
+	h := revisionHash("kpath/write\x00", rev)
 	copy(id[:], h[:])
 	return id
 }
@@ -199,13 +196,17 @@ func WriteTraceID(rev int64) TraceID {
 // rev: derived, so that what follows the write elsewhere (a reconcile of
 // the object) hangs under it.
 func WriteRootID(rev int64) SpanID {
-	var buf [32]byte
-	b := append(buf[:0], "kpath/write-root\x00"...)
-	b = strconv.AppendInt(b, rev, 10)
-	h := sha256.Sum256(b)
 	var id SpanID
+	h := revisionHash("kpath/write-root\x00", rev)
 	copy(id[:], h[:])
 	return id
+}
+
+// revisionHash is sha256(prefix, rev in decimal), built without allocating.
+func revisionHash(prefix string, rev int64) [32]byte {
+	var buf [48]byte
+	b := append(buf[:0], prefix...)
+	return sha256.Sum256(strconv.AppendInt(b, rev, 10))
 }
 
 func spanID(t TraceID, e *probes.Event, extra string) SpanID {

@@ -12,6 +12,7 @@ import (
 	"os"
 	"regexp"
 	rdebug "runtime/debug"
+	"slices"
 	"strings"
 
 	"golang.org/x/arch/x86/x86asm"
@@ -396,8 +397,18 @@ func (b *Binary) indexFuncs(pcln []byte) error {
 }
 
 // Func looks up a function by its exact pclntab name, e.g.
-// "go.etcd.io/etcd/server/v3/storage/mvcc.(*storeTxnWrite).put".
+// "go.etcd.io/etcd/server/v3/storage/mvcc.(*storeTxnWrite).put". A name
+// with "{n}" in it stands for the one function whose name has a decimal
+// number there: the compiler numbers the closures of an inlined function
+// after its caller's ("….serveResource.CreateResource.createHandler.func9").
 func (b *Binary) Func(name string) (Func, error) {
+	if strings.Contains(name, "{n}") {
+		found, err := b.numbered(name)
+		if err != nil {
+			return Func{}, err
+		}
+		name = found
+	}
 	if n := b.dupFuncs[name]; n > 0 {
 		return Func{}, fmt.Errorf("probes: %s: symbol %q is ambiguous: %d functions have this name", b.Path, name, n)
 	}
@@ -415,6 +426,30 @@ func (b *Binary) Func(name string) (Func, error) {
 	}
 	fn.FileOffset = r.entry - seg.Vaddr + seg.Off
 	return fn, nil
+}
+
+// numbered finds the one function whose name matches a name with "{n}".
+func (b *Binary) numbered(pattern string) (string, error) {
+	before, after, _ := strings.Cut(pattern, "{n}")
+	var found []string
+	for name := range b.funcs {
+		rest, ok := strings.CutPrefix(name, before)
+		if !ok {
+			continue
+		}
+		digits := len(rest) - len(strings.TrimLeft(rest, "0123456789"))
+		if digits > 0 && rest[digits:] == after {
+			found = append(found, name)
+		}
+	}
+	switch len(found) {
+	case 1:
+		return found[0], nil
+	case 0:
+		return "", fmt.Errorf("probes: %s: %w: %q", b.Path, ErrSymbolNotFound, pattern)
+	}
+	slices.Sort(found)
+	return "", fmt.Errorf("probes: %s: symbol %q is ambiguous: %s match", b.Path, pattern, strings.Join(found, ", "))
 }
 
 func (b *Binary) segment(va uint64) (elf.ProgHeader, bool) {

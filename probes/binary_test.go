@@ -1029,3 +1029,21 @@ func TestBinaryLab(t *testing.T) {
 		t.Skipf("no lab binaries under %s/.cache/kpath/bin/*/*/{kube-apiserver,etcd}", home)
 	}
 }
+
+// A "{n}" name finds the one closure the compiler numbered so, and says
+// which when there is not exactly one.
+func TestNumberedClosureNames(t *testing.T) {
+	b := &Binary{Path: "x", funcs: map[string]binFuncRange{
+		"p.(*h).serve.Create.func9": {}, "p.(*h).serve.Create.func9.1": {}, "p.(*h).serve.Create.func12x": {},
+		"p.(*h).serve.Update.func3": {}, "p.(*h).serve.Update.func4": {},
+	}}
+	if got, err := b.numbered("p.(*h).serve.Create.func{n}"); err != nil || got != "p.(*h).serve.Create.func9" {
+		t.Errorf("got %q, %v; want the one numbered closure", got, err)
+	}
+	if _, err := b.numbered("p.(*h).serve.Update.func{n}"); err == nil || !strings.Contains(err.Error(), "ambiguous") {
+		t.Errorf("two matches: %v, want ambiguous", err)
+	}
+	if _, err := b.numbered("p.(*h).serve.Delete.func{n}"); !errors.Is(err, ErrSymbolNotFound) {
+		t.Errorf("no match: %v, want ErrSymbolNotFound", err)
+	}
+}

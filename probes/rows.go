@@ -136,6 +136,17 @@ var writeRowsFixed = []Row{
 	requestRow("apiserver.request.update", "k8s.io/apiserver/pkg/endpoints/handlers.UpdateResource.func1", "once per PUT"),
 	requestRow("apiserver.request.patch", "k8s.io/apiserver/pkg/endpoints/handlers.PatchResource.func1", "once per PATCH"),
 	requestRow("apiserver.request.delete", "k8s.io/apiserver/pkg/endpoints/handlers.DeleteResource.func1", "once per DELETE"),
+	// Custom resources: apiextensions-apiserver's crdHandler makes the same
+	// handler closures per request, inlined, so the compiler numbers them
+	// after it ({n}: the one such closure of the binary).
+	requestRow("apiserver.request.cr-create", crdServe+"serveResource.CreateResource.createHandler.func{n}", "once per POST of a custom resource"),
+	requestRow("apiserver.request.cr-update", crdServe+"serveResource.UpdateResource.func{n}", "once per PUT of a custom resource"),
+	requestRow("apiserver.request.cr-patch", crdServe+"serveResource.PatchResource.func{n}", "once per PATCH of a custom resource"),
+	requestRow("apiserver.request.cr-delete", crdServe+"serveResource.DeleteResource.func{n}", "once per DELETE of a custom resource"),
+	requestRow("apiserver.request.cr-status-update", crdServe+"serveStatus.UpdateResource.func{n}", "once per PUT of a custom resource's status"),
+	requestRow("apiserver.request.cr-status-patch", crdServe+"serveStatus.PatchResource.func{n}", "once per PATCH of a custom resource's status"),
+	requestRow("apiserver.request.cr-scale-update", crdServe+"serveScale.UpdateResource.func{n}", "once per PUT of a custom resource's scale"),
+	requestRow("apiserver.request.cr-scale-patch", crdServe+"serveScale.PatchResource.func{n}", "once per PATCH of a custom resource's scale"),
 	// MonitorRequest(req, verb, group, version, resource, subresource, scope,
 	// component string, deprecated bool, removedRelease string, httpCode,
 	// respSize int, elapsed time.Duration) runs on the handler's goroutine
@@ -150,7 +161,10 @@ var writeRowsFixed = []Row{
 		Role: Closes, Pair: PairRequest, By: ByGoroutine,
 		Symbol: "k8s.io/apiserver/pkg/endpoints/metrics.MonitorRequest",
 		Module: modAPIServer, Versions: k8s133to137, Hits: "once per request of any verb (reads and watches too)",
-		Only:  &Match{FieldVerb, []string{"POST", "PUT", "PATCH", "DELETE"}},
+		// The verb as the route gives it: the HTTP method for built-in
+		// resources, the API verb in capitals for custom resources
+		// (crdHandler: CREATE, UPDATE; PATCH and DELETE alike).
+		Only:  &Match{FieldVerb, []string{"POST", "PUT", "PATCH", "DELETE", "CREATE", "UPDATE"}},
 		Entry: []Capture{str(FieldVerb, RBX, RCX), strAt(FieldSubresource, RSP, 8), u64At(FieldCode, RSP, 80), u64At(FieldElapsed, RSP, 96)}},
 
 	// Admission webhooks, mutating and validating: the dispatcher calls
@@ -239,6 +253,8 @@ var writeRowsFixed = []Row{
 }
 
 const storeFn = "k8s.io/apiserver/pkg/storage/etcd3.(*store)."
+
+const crdServe = "k8s.io/apiextensions-apiserver/pkg/apiserver.(*crdHandler)."
 
 func withAdd(c Capture, n int64) Capture { c.Add = n; return c }
 
