@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"slices"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/kpath/kpath/probes"
@@ -123,8 +122,7 @@ type Pods struct {
 	opts PodOptions
 	emit func(PodTrace)
 
-	mu     sync.Mutex
-	a      *Assembler
+	locked
 	writes map[int64]Write // the pods' writes the assembler holds, by revision
 	stats  PodStats
 }
@@ -200,13 +198,6 @@ func (p *Pods) Stats() PodStats {
 	return s
 }
 
-// Unjoined returns the counts of events that joined no pod, by row and reason.
-func (p *Pods) Unjoined() map[Unjoined]uint64 {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.a.Unjoined()
-}
-
 // orphanTTL is how long an event of an unknown pod waits for its create.
 const orphanTTL = 30 * time.Second
 
@@ -246,12 +237,9 @@ func (p *Pods) AddWrite(w Write, now time.Time) {
 
 // Add takes one pod-path event.
 func (p *Pods) Add(ev probes.Event, now time.Time) {
-	if ev.InFlight {
-		return
+	if !ev.InFlight {
+		p.locked.Add(ev, now)
 	}
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.a.Add(ev, now)
 }
 
 // Flush emits the pods whose startup is complete and settled, and those

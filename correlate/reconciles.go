@@ -3,7 +3,6 @@ package correlate
 import (
 	"crypto/sha256"
 	"encoding/binary"
-	"sync"
 	"time"
 
 	"github.com/kpath/kpath/probes"
@@ -48,10 +47,8 @@ const (
 // trace of the write that receipt carried, under that write's root, with
 // the wait in the operator's queue before it.
 type Reconciles struct {
+	locked
 	emit func(Reconcile)
-
-	mu sync.Mutex
-	a  *Assembler
 }
 
 // NewReconciles returns a correlator calling emit with each reconcile;
@@ -72,26 +69,9 @@ func NewReconciles(emit func(Reconcile)) *Reconciles {
 
 // Add takes one event of an operator.
 func (r *Reconciles) Add(ev probes.Event, now time.Time) {
-	if ev.InFlight {
-		return
+	if !ev.InFlight {
+		r.locked.Add(ev, now)
 	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.a.Add(ev, now)
-}
-
-// Flush emits the reconciles that are settled.
-func (r *Reconciles) Flush(now time.Time) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.a.Flush(now)
-}
-
-// Unjoined returns the counts of events that joined no reconcile.
-func (r *Reconciles) Unjoined() map[Unjoined]uint64 {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.a.Unjoined()
 }
 
 func (r *Reconciles) emitReconcile(t *Assembly, _ bool) {

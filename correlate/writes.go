@@ -4,7 +4,6 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"strconv"
-	"sync"
 	"time"
 
 	"github.com/kpath/kpath/probes"
@@ -62,10 +61,8 @@ type Stats struct {
 // the rest is found is the catalogue's (probes.WriteShape), and the spans
 // are built by the generic Assembler.
 type Writes struct {
+	locked
 	emit func(Write)
-
-	mu sync.Mutex
-	a  *Assembler
 }
 
 // Write is one finished write: its trace, and the moments that what follows
@@ -106,42 +103,8 @@ func NewWrites(opts Options, emit func(Write)) *Writes {
 
 // Stats returns a copy of the counters.
 func (w *Writes) Stats() Stats {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	s := w.a.Stats()
+	s := w.stats()
 	return Stats{Traces: s.Traces, Incomplete: s.Incomplete, Evicted: s.Evicted}
-}
-
-// Unjoined returns the counts of events that joined no write, by row and
-// reason (a failed compare, a webhook of a request that wrote nothing, a
-// raft entry that was no write).
-func (w *Writes) Unjoined() map[Unjoined]uint64 {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.a.Unjoined()
-}
-
-// Held is how many events wait for a write, or may join more.
-func (w *Writes) Held() int {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.a.Held()
-}
-
-// Add takes one event. now is the time it was read (tests pass their own).
-func (w *Writes) Add(ev probes.Event, now time.Time) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	w.a.Add(ev, now)
-}
-
-// Flush emits the writes that are complete and settled, and those that
-// waited MaxWait, and forgets pieces older than their Keep. Call it often
-// (every 50–100 ms).
-func (w *Writes) Flush(now time.Time) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	w.a.Flush(now)
 }
 
 func (w *Writes) emitWrite(t *Assembly, complete bool) {
