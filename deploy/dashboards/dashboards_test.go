@@ -29,7 +29,8 @@ func exported() map[string]bool {
 		export.MetricAttachedProbes, export.MetricTraces, export.MetricExportSpans, export.MetricExportDroppedSpans} {
 		names[n] = true
 	}
-	for _, h := range []string{export.MetricStageDuration} {
+	names[export.MetricReconcileTotal] = true
+	for _, h := range []string{export.MetricStageDuration, export.MetricReconcileDuration, export.MetricWorkqueueWait} {
 		for _, suffix := range []string{"_bucket", "_sum", "_count"} {
 			names[h+suffix] = true
 		}

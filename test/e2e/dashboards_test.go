@@ -114,13 +114,17 @@ func TestDashboardPanelsHaveData(t *testing.T) {
 	defer cancel()
 
 	// The workload: ConfigMap creates through a mutating and a validating
-	// webhook, and pods that start.
+	// webhook, pods that start, and Widgets the lab's operator reconciles.
 	ws := startWebhooks(t, map[string]time.Duration{"/mutate": 5 * time.Millisecond, "/validate": 5 * time.Millisecond})
 	ns := makeNamespace(ctx, t, l, "kpath-e2e-dash-")
 	installWebhooks(ctx, t, l, ns, ws, "mutate.kpath.io", "validate.kpath.io")
+	dyn := dynamicClient(t, l)
+	installWidgetCRD(ctx, t, dyn)
 	waitQuiet(ctx, t, l)
 	started := time.Now()
 	a := startAgent(t, otlptest.Start(t).Addr(), "--metrics-addr="+addr)
+	// And an operator, found by the agent with no flag: its panels too.
+	startWidgetop(ctx, t, l, a, ns)
 	// As Grafana puts a regex variable into a PromQL string: escaped twice.
 	instance := strings.ReplaceAll(regexp.QuoteMeta(addr), `\`, `\\`)
 	if err := waitFor(ctx, "Prometheus scraping the agent", func() (bool, error) {
@@ -145,13 +149,18 @@ func TestDashboardPanelsHaveData(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
+		// A reconcile that fails and its retry: every operator panel, the
+		// errors' too, has data.
+		createWidget(ctx, t, dyn, ns, fmt.Sprintf("dash-%d", wave), "kpath.dev/fail-first")
 		if _, err := waitRunning(ctx, l, ns, (wave+1)*pods); err != nil {
 			t.Fatal(err)
 		}
 		if err := waitFor(ctx, "the wave's pod startups and webhook calls in the agent's metrics", func() (bool, error) {
 			m, err := a.scrape()
 			return err == nil && m.sum("kpath_stage_duration_seconds_count", "stage", "container-start", "resource", "pods") >= float64((wave+1)*pods) &&
-				m.sum("kpath_stage_duration_seconds_count", "stage", "admission-webhook") >= float64((wave+1)*10), nil
+				m.sum("kpath_stage_duration_seconds_count", "stage", "admission-webhook") >= float64((wave+1)*10) &&
+				m.sum("kpath_reconcile_total", "component", "widgetop", "result", "error") >= float64(wave+1) &&
+				m.sum("kpath_workqueue_wait_seconds_count", "component", "widgetop") >= float64(2*(wave+1)), nil
 		}); err != nil {
 			t.Fatal(err)
 		}

@@ -42,53 +42,11 @@ func TestOperatorReconcilesAreTraced(t *testing.T) {
 	dyn := dynamicClient(t, l)
 	installWidgetCRD(ctx, t, dyn)
 
-	bin := filepath.Join(t.TempDir(), "widgetop")
-	args := []string{"build", "-o", bin}
-	if l.flavour == "release" {
-		args = append(args, "-ldflags=-s -w") // as release images ship operators: no symbols, no DWARF
-	}
-	build := exec.Command("go", append(args, ".")...)
-	build.Dir = "testdata/widgetop"
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build widgetop: %v\n%s", err, out)
-	}
-	if l.flavour == "normal" {
-		checkOperatorOffsets(t, bin)
-	}
-	op := exec.Command(bin, "--kubeconfig="+filepath.Join(labDir(), "admin.kubeconfig"), "--namespace="+ns)
-	op.Stderr = os.Stderr
-	out, err := op.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := op.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { op.Process.Kill(); op.Wait() })
-	if line, err := bufio.NewReader(out).ReadString('\n'); err != nil || line != "synced\n" {
-		t.Fatalf("widgetop did not sync: %q %v", line, err)
-	}
-	err = waitFor(ctx, "the agent attached to widgetop, unnamed", func() (bool, error) {
-		m, err := a.scrape()
-		return err == nil && m.sum("kpath_attached_probes", "component", "widgetop") >= 3, nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	startWidgetop(ctx, t, l, a, ns)
 
 	revs := map[string]int64{}
 	for _, w := range []struct{ name, ask string }{{"plain", ""}, {"flaky", "kpath.dev/fail-first"}, {"later", "kpath.dev/requeue-first"}} {
-		obj := &unstructured.Unstructured{Object: map[string]any{"apiVersion": "kpath.dev/v1", "kind": "Widget",
-			"metadata": map[string]any{"name": w.name}}}
-		if w.ask != "" {
-			obj.SetAnnotations(map[string]string{w.ask: "yes"})
-		}
-		got, err := dyn.Resource(widgetGVR).Namespace(ns).Create(ctx, obj, metav1.CreateOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		rev, _ := strconv.ParseInt(got.GetResourceVersion(), 10, 64)
-		revs[w.name] = rev
+		revs[w.name] = createWidget(ctx, t, dyn, ns, w.name, w.ask)
 	}
 
 	// The create's trace: the write's spans from the control plane and the
@@ -103,7 +61,7 @@ func TestOperatorReconcilesAreTraced(t *testing.T) {
 		}
 		return tr, results
 	}
-	err = waitFor(ctx, "the Widgets' create traces with their reconciles", func() (bool, error) {
+	err := waitFor(ctx, "the Widgets' create traces with their reconciles", func() (bool, error) {
 		done := true
 		for name, n := range map[string]int{"plain": 1, "flaky": 2, "later": 2} {
 			tr, results := reconcilesOf(name)
@@ -301,4 +259,61 @@ func (tr *trace) writeOnly() *trace {
 		}
 	}
 	return out
+}
+
+// startWidgetop builds the lab's operator (stripped in the release
+// flavour, as release images ship operators), runs it on namespace ns with
+// no flag naming it to the agent, and waits until agent a found it.
+func startWidgetop(ctx context.Context, t *testing.T, l *lab, a *agent, ns string) {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "widgetop")
+	args := []string{"build", "-o", bin}
+	if l.flavour == "release" {
+		args = append(args, "-ldflags=-s -w")
+	}
+	build := exec.Command("go", append(args, ".")...)
+	build.Dir = "testdata/widgetop"
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build widgetop: %v\n%s", err, out)
+	}
+	if l.flavour == "normal" {
+		checkOperatorOffsets(t, bin)
+	}
+	op := exec.Command(bin, "--kubeconfig="+filepath.Join(labDir(), "admin.kubeconfig"), "--namespace="+ns)
+	op.Stderr = os.Stderr
+	out, err := op.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := op.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { op.Process.Kill(); op.Wait() })
+	if line, err := bufio.NewReader(out).ReadString('\n'); err != nil || line != "synced\n" {
+		t.Fatalf("widgetop did not sync: %q %v", line, err)
+	}
+	err = waitFor(ctx, "the agent attached to widgetop, unnamed", func() (bool, error) {
+		m, err := a.scrape()
+		return err == nil && m.sum("kpath_attached_probes", "component", "widgetop") >= 3, nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// createWidget creates a Widget in ns, with annotation ask when not "",
+// and returns the revision its create made.
+func createWidget(ctx context.Context, t *testing.T, dyn *dynamic.DynamicClient, ns, name, ask string) int64 {
+	t.Helper()
+	obj := &unstructured.Unstructured{Object: map[string]any{"apiVersion": "kpath.dev/v1", "kind": "Widget",
+		"metadata": map[string]any{"name": name}}}
+	if ask != "" {
+		obj.SetAnnotations(map[string]string{ask: "yes"})
+	}
+	got, err := dyn.Resource(widgetGVR).Namespace(ns).Create(ctx, obj, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rev, _ := strconv.ParseInt(got.GetResourceVersion(), 10, 64)
+	return rev
 }
