@@ -336,20 +336,8 @@ func (a *Assembler) anchor(si int, h *held, now time.Time) {
 	st := &a.stages[si]
 	for ri := range st.join.Found {
 		r := &st.join.Found[ri]
-		k := mine(r, &h.ev)
-		ps := st.anchoring[ri][k]
-		live := ps[:0]
-		for _, p := range ps {
-			if !p.h.gone && !p.h.joined {
-				live = append(live, p)
-			}
-		}
-		if len(live) == 0 {
-			delete(st.anchoring[ri], k)
-			continue
-		}
-		st.anchoring[ri][k] = live
-		for _, p := range live {
+		// Only waiting events are listed: open and forget take theirs out.
+		for _, p := range st.anchoring[ri][mine(r, &h.ev)] {
 			if r.Holds(&h.ev, &p.h.ev, time.Time{}, time.Time{}) {
 				name, n := a.opts.Name(&p.h.ev)
 				a.resolve(a.open(traceKey{name, n}, now), now)

@@ -193,28 +193,23 @@ func (a *Assembler) findFrom(t *Assembly, si, ri int, o *probes.Event, now time.
 	case probes.Window:
 		i = sort.Search(len(l), func(i int) bool { return !l[i].ev.Start.Before(lo) })
 	}
+	free := func(h *held) bool {
+		return !h.gone && (!h.joined || j.Shared) && !t.holds(si, h) && (bound.IsZero() || !h.ev.Start.After(bound))
+	}
 	if r.When == probes.LastBefore {
 		// The latest that began no later: search from the end of those.
 		for i = sort.Search(len(l), func(i int) bool { return l[i].ev.Start.After(o.Start) }) - 1; i >= 0; i-- {
-			h := l[i]
-			if h.gone || (h.joined && !j.Shared) || t.holds(si, h) {
-				continue
+			if free(l[i]) {
+				a.place(t, si, l[i], now)
+				return true
 			}
-			t.put(si, h)
-			h.joined = true
-			t.touch(now)
-			a.register(t, si, h)
-			return true
 		}
 		return false
 	}
 	placed := false
 	for ; i < len(l); i++ {
 		h := l[i]
-		if h.gone || (h.joined && !j.Shared) || t.holds(si, h) {
-			continue
-		}
-		if !bound.IsZero() && h.ev.Start.After(bound) {
+		if !free(h) {
 			continue
 		}
 		if !r.Holds(&h.ev, o, lo, hi) {
@@ -223,23 +218,32 @@ func (a *Assembler) findFrom(t *Assembly, si, ri int, o *probes.Event, now time.
 			}
 			continue
 		}
-		t.put(si, h)
-		h.joined = true
-		if j.Waits {
-			h.in = append(h.in, t)
-		}
+		a.place(t, si, h, now)
 		if !j.Shared {
-			h.gone = true
-			a.unindex(si, h)
-			i-- // the list shrank under i
+			i-- // h left the list under i
 			l = st.index[ri][theirs(r, o)]
 		}
-		t.touch(now)
-		a.register(t, si, h)
 		placed = true
 		if !j.Many || r.First() {
 			break
 		}
 	}
 	return placed
+}
+
+// place puts held event h into t as stage si: taken from the held events
+// unless its stage is Shared, and t then waits for what h finds.
+func (a *Assembler) place(t *Assembly, si int, h *held, now time.Time) {
+	j := a.stages[si].join
+	t.put(si, h)
+	h.joined = true
+	if j.Waits {
+		h.in = append(h.in, t)
+	}
+	if !j.Shared {
+		h.gone = true
+		a.unindex(si, h)
+	}
+	t.touch(now)
+	a.register(t, si, h)
 }
