@@ -85,8 +85,18 @@ func (p *Pairs) Add(ev probes.Event, now time.Time, out func(probes.Event)) {
 		if ok {
 			delete(p.open, k)
 		}
+		// A close that knows when its span began (Elapsed) and began after
+		// the open on its key is another span's: the open's own end was
+		// missed, and this one's opening hit was not seen (a request whose
+		// handler no row probes, on a goroutine the open's reused). Paired,
+		// they would make a span from one request's captures and another's
+		// times, in the first one's trace.
+		stale := ok && ev.Elapsed > 0 && ev.Start.Add(-ev.Elapsed).After(o.ev.Start)
+		if stale {
+			p.unjoined[Unjoined{o.ev.Probe, "no-end"}]++
+		}
 		p.mu.Unlock()
-		if !ok {
+		if !ok || stale {
 			reason := "no-start"
 			if r.Unpaired != "" {
 				reason = r.Unpaired

@@ -116,6 +116,28 @@ func TestPairsCountWhatJoinsNothing(t *testing.T) {
 	}
 }
 
+// A goroutine is reused: a handler's request ended unseen, and a request
+// that no handler row opens ends on the same goroutine later. Its end
+// knows it began after that open: no span from one's path and the other's
+// times.
+func TestPairsRefuseAnEndThatBeganAfterTheOpen(t *testing.T) {
+	p := NewPairs(time.Second, 0)
+	var out []probes.Event
+	emit := func(e probes.Event) { out = append(out, e) }
+	p.Add(rowEvent(t, "apiserver.request.create-named", 1, func(e *probes.Event) { e.Method, e.Path = "POST", "/api/v1/namespaces/ns/pods/p/binding" }), at(1), emit)
+	p.Add(rowEvent(t, "apiserver.request.end", 30, func(e *probes.Event) { e.Elapsed = 15 * time.Millisecond; e.Verb = "POST" }), at(30), emit)
+	if len(out) != 1 || !out[0].InFlight {
+		t.Fatalf("out %+v; want only the announcement", out)
+	}
+	want := map[Unjoined]uint64{{"apiserver.request.create-named", "no-end"}: 1, {"apiserver.request.end", "no-start"}: 1}
+	if got := p.Unjoined(); len(got) != len(want) || got[Unjoined{"apiserver.request.create-named", "no-end"}] != 1 || got[Unjoined{"apiserver.request.end", "no-start"}] != 1 {
+		t.Errorf("unjoined %v, want %v", got, want)
+	}
+	if p.Open() != 0 {
+		t.Errorf("%d open; the stale open is given up", p.Open())
+	}
+}
+
 func TestPairsBoundWhatWaits(t *testing.T) {
 	p := NewPairs(time.Minute, 2)
 	emit := func(probes.Event) {}

@@ -186,9 +186,6 @@ func (e Event) ClosedBy(c *Event) Event {
 		// The closing site knows when the span really began (before the
 		// opening row could see it): the opening hit becomes a mark inside.
 		s.Opened, s.Start = e.Start, c.Start.Add(-c.Elapsed)
-		if s.Opened.Before(s.Start) {
-			s.Opened = s.Start
-		}
 	}
 	return s
 }

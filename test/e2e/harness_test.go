@@ -352,6 +352,18 @@ func (tr *trace) checkWriteChain(key string, want int64) error {
 
 // checkShape reports what is wrong with a trace's tree: one root, parents
 // present, children inside parents.
+// dump lists the spans of tr, one a line, for a failure's log: what a
+// wrong join put where.
+func (tr *trace) dump() string {
+	var b strings.Builder
+	for _, s := range tr.spans {
+		a := attrs(s)
+		fmt.Fprintf(&b, "  %x parent %x [%d,%d] %q stage %v probe %v rev %v write %v\n", s.SpanId, s.ParentSpanId,
+			s.StartTimeUnixNano, s.EndTimeUnixNano, s.Name, a["kpath.stage"], a["kpath.probe"], a["kpath.revision"], a["kpath.write_trace"])
+	}
+	return b.String()
+}
+
 func (tr *trace) checkShape() error {
 	byID := map[string]*tracepb.Span{}
 	for _, s := range tr.spans {

@@ -184,6 +184,9 @@ func TestTracesArriveInJaeger(t *testing.T) {
 			return problem == nil, nil
 		})
 		if err != nil {
+			if tr != nil {
+				t.Logf("pod %s's trace as Jaeger last returned it:\n%s", p.Name, tr.dump())
+			}
 			t.Fatalf("%v: %v", err, problem)
 		}
 		services := map[string]bool{}
