@@ -34,6 +34,9 @@ type Assembler struct {
 	pending  map[traceKey][]pendingEvent
 	unjoined map[Unjoined]uint64
 	stats    AssemblerStats
+
+	heldSlab  slab[held]
+	traceSlab slab[Assembly]
 }
 
 // pendingEvent names its trace but may not open it (a receipt of a pod
@@ -185,10 +188,15 @@ func rowOf(ev *probes.Event) string {
 func (a *Assembler) count(row, reason string) { a.unjoined[Unjoined{row, reason}]++ }
 
 // Add places one event. now is when it was read.
-func (a *Assembler) Add(ev probes.Event, now time.Time) {
+func (a *Assembler) Add(event probes.Event, now time.Time) {
+	// The one copy of the event: everything below points into it (taking
+	// the parameter's address would move a second copy to the heap).
+	h := &held{ev: event, seen: now}
+	ev := &h.ev
+	h.row = rowOf(ev)
 	si, ok := a.pos[ev.Stage]
 	if !ok {
-		a.count(rowOf(&ev), "no-join")
+		a.count(h.row, "no-join")
 		return
 	}
 	st := &a.stages[si]
@@ -197,14 +205,14 @@ func (a *Assembler) Add(ev probes.Event, now time.Time) {
 		if ev.InFlight {
 			return // a trace is named by what happened, not by what is announced
 		}
-		if j.Require != nil && !j.Require(&ev) {
-			a.count(rowOf(&ev), j.Refused)
+		if j.Require != nil && !j.Require(ev) {
+			a.count(h.row, j.Refused)
 			return
 		}
-		k, n := a.opts.Name(&ev)
+		k, n := a.opts.Name(ev)
 		key := traceKey{k, n}
 		t, ok := a.traces[key]
-		h := &held{ev: ev, row: rowOf(&ev), seen: now, joined: true}
+		h.joined = true
 		switch {
 		case ok && t.emitted:
 			if !j.Late {
@@ -217,13 +225,13 @@ func (a *Assembler) Add(ev probes.Event, now time.Time) {
 				a.opts.Late(t, &h.ev)
 			}
 			return
-		case !ok && j.Opens != nil && !j.Opens(&ev) && !a.anchored(si, &ev):
+		case !ok && j.Opens != nil && !j.Opens(ev) && !a.anchored(si, ev):
 			h.joined = false
 			st.held = append(st.held, h)
 			a.pending[key] = append(a.pending[key], pendingEvent{si, h})
 			for i := range st.after {
 				if at := st.afterAt[i]; a.stages[at.st].join.Anchors {
-					k := theirs(&st.after[i], &ev)
+					k := theirs(&st.after[i], ev)
 					a.stages[at.st].anchoring[at.r][k] = append(a.stages[at.st].anchoring[at.r][k], pendingEvent{si, h})
 				}
 			}
@@ -244,21 +252,20 @@ func (a *Assembler) Add(ev probes.Event, now time.Time) {
 		return
 	}
 	if j.Waits && !ev.InFlight {
-		if h, ok := st.open[ikey{ev.PID, ev.Goroutine, 0}]; ok && h.ev.InFlight {
+		if o, ok := st.open[ikey{ev.PID, ev.Goroutine, 0}]; ok && o.ev.InFlight {
 			// The end of an announced event: the same one, now whole.
-			a.unindex(si, h)
-			h.ev, h.seen = ev, now
-			a.index(si, h)
+			a.unindex(si, o)
+			o.ev, o.seen = *ev, now
+			a.index(si, o)
 			delete(st.open, ikey{ev.PID, ev.Goroutine, 0})
-			st.held = append(st.held, h) // from now on it expires by its Keep
-			for _, t := range h.in {
+			st.held = append(st.held, o) // from now on it expires by its Keep
+			for _, t := range o.in {
 				t.touch(now)
 			}
-			a.wake(si, h, now)
+			a.wake(si, o, now)
 			return
 		}
 	}
-	h := &held{ev: ev, row: rowOf(&ev), seen: now}
 	if j.Waits && ev.InFlight {
 		if old, ok := st.open[ikey{ev.PID, ev.Goroutine, 0}]; ok && !old.joined {
 			// A new announcement on its goroutine: that one ended unseen

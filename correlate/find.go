@@ -57,6 +57,7 @@ func (a *Assembler) wake(si int, h *held, now time.Time) {
 			}
 			live = append(live, t)
 		}
+		clear(ts[len(live):]) // what left must not stay alive in a slab's slot
 		if len(live) == 0 {
 			delete(st.waiting[ri], k)
 			continue
@@ -86,7 +87,12 @@ func (a *Assembler) index(si int, h *held) {
 	st := &a.stages[si]
 	for ri := range st.join.Found {
 		k := mine(&st.join.Found[ri], &h.ev)
-		l := append(st.index[ri][k], h)
+		l, ok := st.index[ri][k]
+		if ok {
+			l = append(l, h)
+		} else {
+			l = a.heldSlab.one(h)
+		}
 		// By start, for the First rules' search; they come almost in order.
 		for i := len(l) - 1; i > 0 && l[i].ev.Start.Before(l[i-1].ev.Start); i-- {
 			l[i], l[i-1] = l[i-1], l[i]
@@ -106,7 +112,8 @@ func (a *Assembler) unindex(si int, h *held) {
 		l := st.index[e.rel][e.key]
 		switch i := slices.Index(l, h); {
 		case i == 0:
-			l = l[1:] // the oldest, as expiry takes them: no copy
+			l[0] = nil // a slab's slot outlives its list: it must not hold h
+			l = l[1:]  // the oldest, as expiry takes them: no copy
 		case i > 0:
 			l = slices.Delete(l, i, i+1)
 		}
@@ -126,8 +133,11 @@ func (a *Assembler) register(t *Assembly, si int, h *held) {
 		at := st.afterAt[i]
 		k := theirs(&st.after[i], o)
 		w := a.stages[at.st].waiting[at.r]
-		if !slices.Contains(w[k], t) {
-			w[k] = append(w[k], t)
+		switch l, ok := w[k]; {
+		case !ok:
+			w[k] = a.traceSlab.one(t)
+		case !slices.Contains(l, t):
+			w[k] = append(l, t)
 		}
 	}
 }
@@ -246,4 +256,21 @@ func (a *Assembler) place(t *Assembly, si int, h *held, now time.Time) {
 	}
 	t.touch(now)
 	a.register(t, si, h)
+}
+
+// slab hands out one-element slices cut from a shared array: most lists of
+// an index hold one entry, and an array of its own for each would be an
+// allocation an event. A list that grows leaves for an array of its own
+// (its capacity is one). Slots are cleared as their entry leaves, so that
+// a slab kept alive by one list holds nothing else alive.
+type slab[T any] struct{ free []*T }
+
+func (s *slab[T]) one(v *T) []*T {
+	if len(s.free) == 0 {
+		s.free = make([]*T, 256)
+	}
+	l := s.free[:1:1]
+	l[0] = v
+	s.free = s.free[1:]
+	return l
 }

@@ -56,17 +56,19 @@ func (o Object) Kind() string {
 }
 
 // Attributes are the k8s.* and kpath.resource attributes of the object.
-func (o Object) Attributes() []Attribute {
+func (o Object) Attributes() []Attribute { return o.AppendAttributes(nil) }
+
+// AppendAttributes appends o's attributes to dst.
+func (o Object) AppendAttributes(dst []Attribute) []Attribute {
 	if o.Resource == "" {
-		return nil
+		return dst
 	}
-	attrs := make([]Attribute, 1, 3)
-	attrs[0] = Attribute{AttrResource, box(o.Resource)}
+	dst = append(dst, Attribute{AttrResource, box(o.Resource)})
 	if o.Namespace != "" {
-		attrs = append(attrs, Attribute{AttrNamespace, o.Namespace})
+		dst = append(dst, Attribute{AttrNamespace, box(o.Namespace)})
 	}
 	if o.Name != "" {
-		attrs = append(attrs, Attribute{nameKey(o), o.Name})
+		dst = append(dst, Attribute{nameKey(o), o.Name})
 	}
-	return attrs
+	return dst
 }

@@ -113,7 +113,7 @@ func (w *Writes) emitWrite(t *Assembly, complete bool) {
 	id := WriteTraceID(rev)
 	// What every span of the write says, built once: the agent does this
 	// for every write of the cluster.
-	shared := append([]Attribute{{AttrKey, key}, {AttrRevision, rev}}, obj.Attributes()...)
+	shared := obj.AppendAttributes(append(make([]Attribute, 0, 5), Attribute{AttrKey, key}, Attribute{AttrRevision, rev}))
 	tr := t.Trace(id, WriteRootID(rev), shared)
 	tr.Complete = complete
 	if m := t.missing(); !complete && m != "" && len(tr.Spans) > 0 {
