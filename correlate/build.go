@@ -84,11 +84,20 @@ func (t *Assembly) build(id TraceID, root, under SpanID, shared []Attribute) Tra
 		tr.Spans = append(tr.Spans, s)
 		return s.SpanID
 	}
-	span := func(si int, e *probes.Event, parent SpanID) {
+	// The spans of the stages with several events, by event: an event
+	// found from one of them hangs under that one.
+	var each [maxStages][]SpanID
+	span := func(si, k int, e *probes.Event, parent SpanID) {
 		j := a.stages[si].join
 		sid := add(e, j, parent, spanName(e, j), e.Start, e.End)
 		if ids[si] == (SpanID{}) {
 			ids[si] = sid
+		}
+		if j.Many && t.n(si) > 1 {
+			if each[si] == nil {
+				each[si] = make([]SpanID, t.n(si))
+			}
+			each[si][k] = sid
 		}
 		if j.Splits != "" && e.Opened.After(e.Start) {
 			f := *e
@@ -100,7 +109,7 @@ func (t *Assembly) build(id TraceID, root, under SpanID, shared []Attribute) Tra
 	for _, si := range a.roots {
 		if e := t.spanEvent(si, 0, &buf); e != nil {
 			rootSI = si
-			span(si, e, under)
+			span(si, 0, e, under)
 			root = ids[si]
 			break
 		}
@@ -118,13 +127,37 @@ func (t *Assembly) build(id TraceID, root, under SpanID, shared []Attribute) Tra
 			for _, u := range a.stages[si].under {
 				if p := ids[u]; p != (SpanID{}) {
 					parent = p
+					if each[u] != nil {
+						if k := t.foundFrom(si, u, e); k >= 0 {
+							parent = each[u][k]
+						}
+					}
 					break
 				}
 			}
-			span(si, e, parent)
+			span(si, k, e, parent)
 		}
 	}
 	return tr
+}
+
+// foundFrom is which event of stage u (of several) e, of stage si, is
+// found from by one of its relations; -1 for none.
+func (t *Assembly) foundFrom(si, u int, e *probes.Event) int {
+	j := t.a.stages[si].join
+	for ri := range j.Found {
+		r := &j.Found[ri]
+		if t.a.stages[si].rels[ri].of != u {
+			continue
+		}
+		for k := range t.n(u) {
+			o := &t.at(u, k).ev
+			if mine(r, e) == theirs(r, o) && r.Holds(e, o, time.Time{}, time.Time{}) {
+				return k
+			}
+		}
+	}
+	return -1
 }
 
 // spanName is the row's name for its spans, else its join's with {field}

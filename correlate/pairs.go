@@ -96,6 +96,10 @@ func (p *Pairs) Add(ev probes.Event, now time.Time, out func(probes.Event)) {
 			p.unjoined[Unjoined{o.ev.Probe, "no-end"}]++
 		}
 		p.mu.Unlock()
+		if (!ok || stale) && r.Alone {
+			out(ev.Alone())
+			return
+		}
 		if !ok || stale {
 			reason := "no-start"
 			if r.Unpaired != "" {

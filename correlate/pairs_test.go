@@ -163,3 +163,28 @@ func FuzzParseKey(f *testing.F) {
 		o.Attributes()
 	})
 }
+
+// A webhook call's span: the review's UID opens it, ObserveWebhook's hit
+// closes it and says when it began. A call that failed before its review
+// (or whose review row did not attach) is still the span ObserveWebhook
+// times, alone, counted nowhere as a loss.
+func TestPairsKeepAnAloneCloseAsItsOwnSpan(t *testing.T) {
+	p := NewPairs(time.Second, 0)
+	var out []probes.Event
+	emit := func(e probes.Event) { out = append(out, e) }
+	p.Add(rowEvent(t, "apiserver.webhook.review", 2, func(e *probes.Event) { e.UID = "u-1" }), at(2), emit)
+	p.Add(rowEvent(t, "apiserver.webhook", 10, func(e *probes.Event) { e.Webhook, e.Elapsed = "m.example.com", 9*time.Millisecond }), at(10), emit)
+	p.Add(rowEvent(t, "apiserver.webhook", 20, func(e *probes.Event) { e.Webhook, e.Elapsed = "v.example.com", 4*time.Millisecond }), at(20), emit)
+	if len(out) != 2 {
+		t.Fatalf("%d events out, want 2: %+v", len(out), out)
+	}
+	if s := out[0]; s.UID != "u-1" || s.Webhook != "m.example.com" || !s.Start.Equal(at(1)) || !s.End.Equal(at(10)) || s.Point {
+		t.Errorf("paired call: %+v", s)
+	}
+	if s := out[1]; s.UID != "" || s.Webhook != "v.example.com" || !s.Start.Equal(at(16)) || !s.End.Equal(at(20)) || s.Point {
+		t.Errorf("call alone: %+v", s)
+	}
+	if got := p.Unjoined(); len(got) != 0 {
+		t.Errorf("unjoined %v, want none", got)
+	}
+}

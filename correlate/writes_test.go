@@ -407,3 +407,75 @@ func TestProposalWithoutWriteEndsAtItsTrigger(t *testing.T) {
 		t.Errorf("unjoined %v", u)
 	}
 }
+
+// A webhook server's answer joins the apiserver's call by the review's UID,
+// from another process, and hangs under that call, not under the first of
+// the write's calls. Answers come before their calls end.
+func TestWebhookServerAnswersHangUnderTheirCall(t *testing.T) {
+	w, out := collect(Options{})
+	const serverPID = 9
+	evs := oneWrite("/registry/configmaps/ns/hooked", 90, 0, 300)
+	for i := range evs {
+		if evs[i].Stage == probes.StageAdmission {
+			evs[i].UID = evs[i].Webhook + "-uid"
+		}
+	}
+	answers := []probes.Event{
+		{Component: "widgetop", Stage: probes.StageWebhookServer, Probe: "operator.webhook.serve", PID: serverPID, Goroutine: 5,
+			Start: at(1.2), End: at(1.9), UID: "m.example.com-uid", Path: "/mutate"},
+		{Component: "widgetop", Stage: probes.StageWebhookServer, Probe: "operator.webhook.serve", PID: serverPID, Goroutine: 6,
+			Start: at(2.3), End: at(2.9), UID: "v.example.com-uid", Path: "/validate"},
+		// An answer to a call no write holds (a dry run, another node's
+		// apiserver): counted when its Keep is over.
+		{Component: "widgetop", Stage: probes.StageWebhookServer, Probe: "operator.webhook.serve", PID: serverPID, Goroutine: 7,
+			Start: at(2.4), End: at(2.5), UID: "someone-else", Path: "/validate"},
+	}
+	// Each answer arrives before the call it answers ends.
+	var in []probes.Event
+	for _, ev := range evs {
+		for _, a := range answers {
+			if ev.Stage == probes.StageAdmission && a.UID == ev.UID || a.UID == "someone-else" && ev.Stage == probes.StageAdmission && ev.Webhook == "v.example.com" {
+				in = append(in, a)
+			}
+		}
+		in = append(in, ev)
+	}
+	for _, ev := range in {
+		w.Add(ev, at(0))
+	}
+	w.Flush(at(0).Add(time.Minute))
+	if len(*out) != 1 {
+		t.Fatalf("%d traces, want 1", len(*out))
+	}
+	tr := (*out)[0]
+	checkNested(t, tr)
+	byID := map[SpanID]*Span{}
+	for i := range tr.Spans {
+		byID[tr.Spans[i].SpanID] = &tr.Spans[i]
+	}
+	served := 0
+	for _, s := range tr.Spans {
+		if s.Attr(AttrStage) != probes.StageWebhookServer {
+			continue
+		}
+		served++
+		p := byID[s.Parent]
+		if p == nil || p.Attr(AttrStage) != probes.StageAdmission {
+			t.Errorf("%s: parent %v, want its webhook call", s.Name, p)
+			continue
+		}
+		want := map[string]string{"webhook server /mutate": "admission webhook m.example.com", "webhook server /validate": "admission webhook v.example.com"}[s.Name]
+		if p.Name != want {
+			t.Errorf("%s hangs under %q, want %q", s.Name, p.Name, want)
+		}
+		if p.Attr("kpath.uid") == nil {
+			t.Errorf("call %s carries no kpath.uid", p.Name)
+		}
+	}
+	if served != 2 {
+		t.Errorf("%d webhook server spans, want 2", served)
+	}
+	if got := w.Unjoined()[Unjoined{"operator.webhook.serve", "answer-without-write"}]; got != 1 {
+		t.Errorf("answers without a write: %d, want 1 (%v)", got, w.Unjoined())
+	}
+}

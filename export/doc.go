@@ -47,4 +47,7 @@
 //	kpath_reconcile_total{component,controller,result}  counter   operators' reconciles
 //	kpath_workqueue_wait_seconds{component,controller}  histogram  an operator's receipt of an object → its reconcile
 //	                                                             (controller capped at 256 a node, then "other")
+//	kpath_webhook_duration_seconds{webhook,type}       histogram  kube-apiserver's admission webhook calls as it times
+//	                                                             them; type admit|validating (webhook capped at 256,
+//	                                                             then "other")
 package export

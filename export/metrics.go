@@ -55,6 +55,7 @@ type Metrics struct {
 	exportDropped  *prometheus.CounterVec
 	stageDurations *prometheus.HistogramVec
 	reconciles     *reconcileMetrics
+	webhooks       *webhookMetrics
 }
 
 // NewMetrics registers the kpath metrics with reg and panics if any is
@@ -95,9 +96,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: MetricStageDuration, Help: "Duration of each traced stage.", Buckets: StageBuckets,
 		}, []string{"stage", "resource", "component"}),
 		reconciles: newReconcileMetrics(),
+		webhooks:   newWebhookMetrics(),
 	}
 	cs := append([]prometheus.Collector{m.probeHits, m.unjoined, m.readErrors, m.eventsDropped, m.attachErrors, m.attached,
-		m.traces, m.exportSpans, m.exportDropped, m.stageDurations}, m.reconciles.collectors()...)
+		m.traces, m.exportSpans, m.exportDropped, m.stageDurations, m.webhooks.duration}, m.reconciles.collectors()...)
 
 	if reg == nil {
 		r := prometheus.NewRegistry()

@@ -1,6 +1,7 @@
 package export
 
 import (
+	"fmt"
 	"io"
 	"net/http/httptest"
 	"strings"
@@ -102,4 +103,31 @@ func TestNilMetricsIsNoop(t *testing.T) {
 	m.ExportedSpans("otlp", 1)
 	m.DroppedSpans("otlp", "x", 1)
 	m.ObserveStage("s", "r", "c", time.Second)
+}
+
+// Webhook calls are counted by name and type; past maxWebhooks names the
+// rest share "other", so a cluster's series stay bounded. Reconciles'
+// controllers are capped alike.
+func TestWebhookAndControllerLabelsAreCapped(t *testing.T) {
+	m := NewMetrics(nil)
+	m.ObserveWebhook("pods.sidecar.example.com", "admit", 40*time.Millisecond)
+	for i := range maxWebhooks + 5 {
+		m.ObserveWebhook(fmt.Sprintf("w%d.example.com", i), "validating", time.Millisecond)
+	}
+	for i := range maxControllers + 3 {
+		m.ObserveReconcile("op", fmt.Sprintf("c%d", i), "ok", time.Millisecond, -1)
+	}
+	out := scrape(t, m)
+	for _, want := range []string{
+		`kpath_webhook_duration_seconds_count{type="admit",webhook="pods.sidecar.example.com"} 1`,
+		`kpath_webhook_duration_seconds_count{type="validating",webhook="other"} 6`,
+		`kpath_reconcile_total{component="op",controller="other",result="ok"} 3`,
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("metrics lack %s", want)
+		}
+	}
+	if n := strings.Count(out, "kpath_webhook_duration_seconds_count{"); n != maxWebhooks+1 {
+		t.Errorf("%d webhook series, want %d", n, maxWebhooks+1)
+	}
 }

@@ -1,7 +1,6 @@
 package export
 
 import (
-	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -26,9 +25,7 @@ type reconcileMetrics struct {
 	duration *prometheus.HistogramVec
 	total    *prometheus.CounterVec
 	wait     *prometheus.HistogramVec
-
-	mu    sync.Mutex
-	known map[[2]string]bool
+	known    *capped[[2]string]
 }
 
 func newReconcileMetrics() *reconcileMetrics {
@@ -42,7 +39,7 @@ func newReconcileMetrics() *reconcileMetrics {
 		wait: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: MetricWorkqueueWait, Help: "From an operator's receipt of an object to the start of its reconcile.", Buckets: StageBuckets,
 		}, []string{"component", "controller"}),
-		known: map[[2]string]bool{},
+		known: newCapped[[2]string](maxControllers),
 	}
 }
 
@@ -51,14 +48,8 @@ func (r *reconcileMetrics) collectors() []prometheus.Collector {
 }
 
 func (r *reconcileMetrics) label(component, controller string) string {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	k := [2]string{component, controller}
-	if !r.known[k] {
-		if len(r.known) >= maxControllers {
-			return OverflowController
-		}
-		r.known[k] = true
+	if !r.known.admits([2]string{component, controller}) {
+		return OverflowController
 	}
 	return controller
 }

@@ -13,9 +13,11 @@ import (
 // Catalogue is every row kpath knows: the write path (rows.go), feeding
 // the write traces, what follows a pod from the watch to its node
 // (rows_pods.go), feeding the pod traces, and the reconciles of operators
-// (rows_operators.go).
+// (rows_operators.go), and the webhook servers' answers, feeding the write
+// traces (rows_webhooks.go).
 var Catalogue = func() []Row {
-	rows := slices.Concat(feeding(writeRows, FeedsWrites), feeding(podRows, FeedsPods), feeding(operatorRows, FeedsReconciles))
+	rows := slices.Concat(feeding(writeRows, FeedsWrites), feeding(podRows, FeedsPods), feeding(operatorRows, FeedsReconciles),
+		feeding(webhookServerRows, FeedsWrites))
 	for i := range rows {
 		if rows[i].ID == "client-go.informer.receive" {
 			// An operator's receipt of an object is where its reconcile's
@@ -119,6 +121,11 @@ type Row struct {
 	// no loss (MonitorRequest ends reads, which open nothing): such events
 	// are counted under this reason instead of as lost starts.
 	Unpaired string
+	// Alone: a Closes event with nothing open is still the span it would
+	// end, without the opener's captures (its own Elapsed says when it
+	// began): the opener adds to a span the closing row times alone
+	// (ObserveWebhook times the call; the review before it adds its UID).
+	Alone bool
 	// Only keeps the events whose captured string matches; the others are
 	// counted as filtered (etcd's RPC stats: only Txn calls are writes).
 	Only *Match
@@ -181,13 +188,14 @@ const (
 	// span that ends at the hit began (etcd's RPC start time).
 	FieldBeginWall
 	FieldBeginExt
-	FieldController // a controller's name (controller-runtime's Controller.Name)
+	FieldController  // a controller's name (controller-runtime's Controller.Name)
+	FieldWebhookType // a webhook call's kind as the apiserver's metric names it: admit (mutating) or validating
 )
 
 var fieldNames = [...]string{"none", "method", "path", "key", "revision", "succeeded", "raft-id", "webhook", "namespace", "name", "uid",
 	"node", "container", "failed", "rv-text0", "rv-text1", "rv-len",
 	"statuses", "started-wall0", "started-ext0", "started-wall1", "started-ext1",
-	"verb", "subresource", "code", "elapsed", "begin-wall", "begin-ext", "controller"}
+	"verb", "subresource", "code", "elapsed", "begin-wall", "begin-ext", "controller", "webhook-type"}
 
 // FieldNamed is the field whose String is name.
 func FieldNamed(name string) (Field, bool) {
@@ -379,8 +387,8 @@ func (r *Row) Validate() error {
 	}
 	switch r.Role {
 	case Moment:
-		if r.Pair != "" || r.By != 0 || r.Unpaired != "" {
-			return fmt.Errorf("row %s: Pair, By and Unpaired are for Opens and Closes rows", r.ID)
+		if r.Pair != "" || r.By != 0 || r.Unpaired != "" || r.Alone {
+			return fmt.Errorf("row %s: Pair, By, Unpaired and Alone are for Opens and Closes rows", r.ID)
 		}
 	case Opens, Closes:
 		if r.Pair == "" || r.By == 0 {
@@ -389,8 +397,11 @@ func (r *Row) Validate() error {
 		if r.Timed {
 			return fmt.Errorf("row %s: an Opens or Closes row is one entry hit, not timed", r.ID)
 		}
-		if r.Role == Opens && r.Unpaired != "" {
-			return fmt.Errorf("row %s: Unpaired is for Closes rows", r.ID)
+		if r.Role == Opens && (r.Unpaired != "" || r.Alone) {
+			return fmt.Errorf("row %s: Unpaired and Alone are for Closes rows", r.ID)
+		}
+		if r.Alone && r.Unpaired != "" {
+			return fmt.Errorf("row %s: an Alone row's unpaired events are spans, not losses: no Unpaired reason", r.ID)
 		}
 		if r.Role == Closes && r.Announce {
 			return fmt.Errorf("row %s: only the opening row of a span can announce it", r.ID)

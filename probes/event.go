@@ -50,6 +50,7 @@ type Event struct {
 	SucceededSet bool
 	RaftID       uint64
 	Webhook      string
+	WebhookType  string // admit or validating
 	Namespace    string
 	Name         string
 	UID          string
@@ -133,6 +134,8 @@ func (e *Event) str(f Field) *string {
 		return &e.Key
 	case FieldWebhook:
 		return &e.Webhook
+	case FieldWebhookType:
+		return &e.WebhookType
 	case FieldNamespace:
 		return &e.Namespace
 	case FieldName:
@@ -151,6 +154,15 @@ func (e *Event) str(f Field) *string {
 		return &e.Subresource
 	}
 	return nil
+}
+
+// Alone is the span a closing event e makes with no opener: from when
+// its Elapsed says it began to the hit.
+func (e Event) Alone() Event {
+	if e.Elapsed > 0 {
+		e.Start, e.Point = e.End.Add(-e.Elapsed), false
+	}
+	return e
 }
 
 // PairKey is what joins the two ends of a span a row Opens or Closes.

@@ -104,6 +104,7 @@ const (
 	KeyRaftID
 	KeyRevision
 	KeyObject // namespace and name, hashed (Relation.Holds compares them)
+	KeyUID    // a UID (an admission review's), hashed (Relation.Holds compares them)
 )
 
 // Value is the event's value of k.
@@ -117,6 +118,12 @@ func (k EventKey) Value(e *Event) uint64 {
 		return e.RaftID
 	case KeyRevision:
 		return uint64(e.Revision)
+	case KeyUID:
+		h := uint64(14695981039346656037)
+		for i := 0; i < len(e.UID); i++ {
+			h = (h ^ uint64(e.UID[i])) * 1099511628211
+		}
+		return h
 	case KeyObject:
 		// FNV-1a of namespace, NUL, name: without allocating.
 		h := uint64(14695981039346656037)
@@ -149,7 +156,8 @@ const (
 // it is found from; for Window, lo and hi are the bounds.
 func (r *Relation) Holds(c, o *Event, lo, hi time.Time) bool {
 	for _, s := range r.Same {
-		if s.Mine == KeyObject && (c.Namespace != o.Namespace || c.Name != o.Name) {
+		if s.Mine == KeyObject && (c.Namespace != o.Namespace || c.Name != o.Name) ||
+			s.Mine == KeyUID && c.UID != o.UID {
 			return false // a hash that collided
 		}
 	}
@@ -177,12 +185,16 @@ func (r *Relation) First() bool {
 
 // AttrKeys are the span attributes of the fields a Join lists.
 var AttrKeys = map[Field]string{
-	FieldMethod:    "http.request.method",
-	FieldPath:      "url.path",
-	FieldCode:      "http.response.status_code",
-	FieldWebhook:   "kpath.webhook",
-	FieldSucceeded: "kpath.succeeded",
-	FieldRaftID:    "kpath.raft_id",
+	FieldMethod:  "http.request.method",
+	FieldPath:    "url.path",
+	FieldCode:    "http.response.status_code",
+	FieldWebhook: "kpath.webhook",
+	// The UID the event carries: on a webhook call, its AdmissionReview's,
+	// which the webhook server logs and answers under.
+	FieldUID:         "kpath.uid",
+	FieldWebhookType: "kpath.webhook.type",
+	FieldSucceeded:   "kpath.succeeded",
+	FieldRaftID:      "kpath.raft_id",
 }
 
 // Joins is one feed's join table, in the order spans are built (a span's

@@ -111,6 +111,7 @@ const (
 const (
 	PairRequest      = "request"
 	PairStorageWrite = "storage-write"
+	PairWebhook      = "webhook-call"
 	PairCycle        = "scheduling-cycle"
 	PairSandbox      = "sandbox"
 	PairContainer    = "container-start"
@@ -170,12 +171,19 @@ var writeRowsFixed = []Row{
 	// Admission webhooks, mutating and validating: the dispatcher calls
 	// ObserveWebhook(ctx, name, elapsed, rejected, attr, stepType, code)
 	// right after each call, on the goroutine that made it: one entry hit
-	// holds the call. name in RDI,RSI, elapsed in R8, the HTTP code on the
-	// stack @24.
+	// holds the call. name in RDI,RSI, elapsed in R8, on the stack stepType
+	// @8 (admit, validating) and the HTTP code @24. Before the call, on the
+	// same goroutine, the AdmissionReview is made with a fresh UID (in
+	// RAX,RBX): the webhook server answers under it, and its own span joins
+	// the call's by it. Without the review (a call that failed before it),
+	// ObserveWebhook's hit is the call's span alone.
+	webhookReviewRow("apiserver.webhook.review", "CreateV1AdmissionReview"),
+	webhookReviewRow("apiserver.webhook.review-v1beta1", "CreateV1beta1AdmissionReview"),
 	{ID: "apiserver.webhook", Component: KubeAPIServer, Stage: StageAdmission,
+		Role: Closes, Pair: PairWebhook, By: ByGoroutine, Alone: true,
 		Symbol: "k8s.io/apiserver/pkg/admission/metrics.(*AdmissionMetrics).ObserveWebhook",
 		Module: modAPIServer, Versions: k8s133to137, Hits: "once per webhook called (mutating on the request's storage goroutine, validating each on its own)",
-		Entry: []Capture{str(FieldWebhook, RDI, RSI), u64(FieldElapsed, R8), u64At(FieldCode, RSP, 24)}},
+		Entry: []Capture{str(FieldWebhook, RDI, RSI), u64(FieldElapsed, R8), strAt(FieldWebhookType, RSP, 8), u64At(FieldCode, RSP, 24)}},
 
 	// The storage layer (key without the /registry prefix): detail only,
 	// since the etcd txn below already times the write.
@@ -257,6 +265,16 @@ const storeFn = "k8s.io/apiserver/pkg/storage/etcd3.(*store)."
 const crdServe = "k8s.io/apiextensions-apiserver/pkg/apiserver.(*crdHandler)."
 
 func withAdd(c Capture, n int64) Capture { c.Add = n; return c }
+
+// webhookReviewRow is the making of one webhook call's AdmissionReview
+// (fn's uid argument): it opens the call's span.
+func webhookReviewRow(id, fn string) Row {
+	return Row{ID: id, Component: KubeAPIServer, Stage: StageAdmission,
+		Role: Opens, Pair: PairWebhook, By: ByGoroutine,
+		Symbol: "k8s.io/apiserver/pkg/admission/plugin/webhook/request." + fn,
+		Module: modAPIServer, Versions: k8s133to137, Hits: "once per webhook call (its AdmissionReview version's row)",
+		Entry: []Capture{str(FieldUID, RAX, RBX)}}
+}
 
 // requestRow is one verb's handler: its entry opens the request span.
 func requestRow(id, symbol, hits string) Row {

@@ -27,7 +27,13 @@ var WriteShape = Shape{
 			{Of: StageStorageWrite, When: EndsBefore, Same: []Same{{KeyGoroutine, KeyGoroutine}}},
 			{Of: StageStorageWrite, When: EndsBefore, Same: []Same{{KeyParentGoroutine, KeyGoroutine}}}},
 			Many: true, Under: []string{StageRequest}, Unjoined: "webhook-without-write",
-			Span: "admission webhook {webhook}", Attrs: []Field{FieldWebhook}},
+			Span: "admission webhook {webhook}", Attrs: []Field{FieldWebhook, FieldWebhookType, FieldUID}},
+		// A webhook server's answer, under the call it answered: the UID
+		// the apiserver made for the call. Its answer comes before the
+		// call's end, and the write after every call.
+		{Stage: StageWebhookServer, Found: []Relation{{Of: StageAdmission, AnyProcess: true, Same: []Same{{KeyUID, KeyUID}}}},
+			Many: true, Under: []string{StageAdmission}, Keep: 10 * time.Second, Unjoined: "answer-without-write",
+			Span: "webhook server {path}", Attrs: []Field{FieldPath}},
 		// The detail storage rows: etcd3.store's call around the txn, on the
 		// writing goroutine.
 		{Stage: StageStorage, Found: []Relation{{Of: StageStorageWrite, When: Encloses,

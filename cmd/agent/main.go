@@ -287,6 +287,11 @@ func run(args []string) error {
 			if ev.Row != nil {
 				feeds = ev.Row.Feeds
 			}
+			if ev.Stage == probes.StageAdmission && ev.Component == probes.KubeAPIServer {
+				// Every call, whether its write happens or not (a webhook
+				// that rejects it, a dry run).
+				metrics.ObserveWebhook(ev.Webhook, ev.WebhookType, ev.Duration())
+			}
 			if feeds&probes.FeedsWrites != 0 {
 				writes.Add(ev, now)
 			}

@@ -30,7 +30,7 @@ func exported() map[string]bool {
 		names[n] = true
 	}
 	names[export.MetricReconcileTotal] = true
-	for _, h := range []string{export.MetricStageDuration, export.MetricReconcileDuration, export.MetricWorkqueueWait} {
+	for _, h := range []string{export.MetricStageDuration, export.MetricReconcileDuration, export.MetricWorkqueueWait, export.MetricWebhookDuration} {
 		for _, suffix := range []string{"_bucket", "_sum", "_count"} {
 			names[h+suffix] = true
 		}

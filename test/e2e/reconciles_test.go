@@ -197,7 +197,8 @@ func installWidgetCRD(ctx context.Context, t *testing.T, dyn *dynamic.DynamicCli
 
 // checkOperatorOffsets holds the operator rows' offsets against the DWARF
 // of the build: Controller.Name at 0, and &err at 32 in the closure of
-// Reconcile's deferred recover.
+// Reconcile's deferred recover; the webhook answer's AdmissionReview in
+// six words, its Response (in R11) the sixth, the response's UID first.
 func checkOperatorOffsets(t *testing.T, bin string) {
 	t.Helper()
 	f, err := elf.Open(bin)
@@ -223,12 +224,17 @@ func checkOperatorOffsets(t *testing.T, bin string) {
 		name, _ := e.Val(dwarf.AttrName).(string)
 		isCtrl := name == ctrl
 		isClosure := strings.HasPrefix(name, "noalg.struct { F uintptr; X0 *"+ctrl+"; X1 context.Context; X2 *error")
-		if !isCtrl && !isClosure {
+		isReview, isResponse := name == "k8s.io/api/admission/v1.AdmissionReview", name == "k8s.io/api/admission/v1.AdmissionResponse"
+		if !isCtrl && !isClosure && !isReview && !isResponse {
 			continue
 		}
 		typ, err := d.Type(e.Offset)
 		if err != nil {
 			t.Fatal(err)
+		}
+		if isReview {
+			// Six words: with the receiver and the writer, nine registers.
+			found["AdmissionReview size"] = typ.Size()
 		}
 		for _, fl := range typ.(*dwarf.StructType).Field {
 			switch {
@@ -236,10 +242,15 @@ func checkOperatorOffsets(t *testing.T, bin string) {
 				found["Controller.Name"] = fl.ByteOffset
 			case isClosure && fl.Name == "X2":
 				found["Reconcile.func1 &err"] = fl.ByteOffset
+			case isReview && fl.Name == "Response":
+				found["AdmissionReview.Response (R11)"] = fl.ByteOffset
+			case isResponse && fl.Name == "UID":
+				found["AdmissionResponse.UID"] = fl.ByteOffset
 			}
 		}
 	}
-	for field, want := range map[string]int64{"Controller.Name": 0, "Reconcile.func1 &err": 32} {
+	for field, want := range map[string]int64{"Controller.Name": 0, "Reconcile.func1 &err": 32,
+		"AdmissionReview size": 48, "AdmissionReview.Response (R11)": 40, "AdmissionResponse.UID": 0} {
 		if got, ok := found[field]; !ok || got != want {
 			t.Errorf("DWARF of widgetop: %s at %d (found %v), the rows read it at %d", field, got, ok, want)
 		}
@@ -264,7 +275,7 @@ func (tr *trace) writeOnly() *trace {
 // startWidgetop builds the lab's operator (stripped in the release
 // flavour, as release images ship operators), runs it on namespace ns with
 // no flag naming it to the agent, and waits until agent a found it.
-func startWidgetop(ctx context.Context, t *testing.T, l *lab, a *agent, ns string) {
+func startWidgetop(ctx context.Context, t *testing.T, l *lab, a *agent, ns string, flags ...string) {
 	t.Helper()
 	bin := filepath.Join(t.TempDir(), "widgetop")
 	args := []string{"build", "-o", bin}
@@ -279,7 +290,7 @@ func startWidgetop(ctx context.Context, t *testing.T, l *lab, a *agent, ns strin
 	if l.flavour == "normal" {
 		checkOperatorOffsets(t, bin)
 	}
-	op := exec.Command(bin, "--kubeconfig="+filepath.Join(labDir(), "admin.kubeconfig"), "--namespace="+ns)
+	op := exec.Command(bin, append([]string{"--kubeconfig=" + filepath.Join(labDir(), "admin.kubeconfig"), "--namespace=" + ns}, flags...)...)
 	op.Stderr = os.Stderr
 	out, err := op.StdoutPipe()
 	if err != nil {

@@ -35,7 +35,9 @@ type webhookServer struct {
 	delays map[string]time.Duration
 }
 
-func startWebhooks(t *testing.T, delays map[string]time.Duration) *webhookServer {
+// selfSigned is a certificate for a webhook server on 127.0.0.1, its own
+// CA (the webhook configuration's caBundle is its PEM).
+func selfSigned(t *testing.T) (der []byte, key *ecdsa.PrivateKey) {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -47,12 +49,31 @@ func startWebhooks(t *testing.T, delays map[string]time.Duration) *webhookServer
 		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, IsCA: true, BasicConstraintsValid: true,
 		KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
 	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	der, err = x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
 	if err != nil {
 		t.Fatal(err)
 	}
+	return der, key
+}
+
+func certPEM(der []byte) []byte {
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
+}
+
+// keyPEM is key as a server reads its tls.key.
+func keyPEM(key *ecdsa.PrivateKey) ([]byte, error) {
+	b, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		return nil, err
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: b}), nil
+}
+
+func startWebhooks(t *testing.T, delays map[string]time.Duration) *webhookServer {
+	t.Helper()
+	der, key := selfSigned(t)
 	ws := &webhookServer{
-		caPEM:  pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
+		caPEM:  certPEM(der),
 		calls:  map[string]*atomic.Int64{},
 		delays: delays,
 	}

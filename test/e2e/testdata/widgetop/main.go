@@ -4,12 +4,16 @@
 // the Widget's status and a ConfigMap named after it; a Widget annotated
 // kpath.dev/fail-first fails its first reconcile of each generation with
 // an error, and the retry succeeds; one annotated kpath.dev/requeue-first
-// asks to be requeued after 100 ms instead. kpath must find it by itself: it is
-// started with no flag naming it.
+// asks to be requeued after 100 ms instead. With --webhook-port it also
+// serves a mutating admission webhook (controller-runtime's webhook
+// server) at /mutate-pods that sleeps as long as the object's annotation
+// kpath.dev/webhook-sleep says, then allows it. kpath must find it by
+// itself: it is started with no flag naming it.
 package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -29,6 +33,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/webhook"
+	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 )
 
 var widgetGV = schema.GroupVersion{Group: "kpath.dev", Version: "v1"}
@@ -120,6 +126,8 @@ func (r *reconciler) reconcile(ctx context.Context, req reconcile.Request) (reco
 func main() {
 	// controller-runtime registers --kubeconfig itself.
 	namespace := flag.String("namespace", "", "namespace to reconcile")
+	webhookPort := flag.Int("webhook-port", 0, "serve the /mutate-pods webhook on 127.0.0.1 at this port (0: none)")
+	certDir := flag.String("webhook-cert-dir", "", "the webhook server's tls.crt and tls.key")
 	flag.Parse()
 	cfg, err := ctrl.GetConfig()
 	if err != nil {
@@ -133,12 +141,16 @@ func main() {
 	}
 	scheme.AddKnownTypes(widgetGV, &Widget{}, &WidgetList{})
 	metav1.AddToGroupVersion(scheme, widgetGV)
-	mgr, err := manager.New(cfg, manager.Options{
+	opts := manager.Options{
 		Scheme:                 scheme,
 		Metrics:                metricsserver.Options{BindAddress: "0"},
 		HealthProbeBindAddress: "0",
 		Cache:                  cache.Options{DefaultNamespaces: map[string]cache.Config{*namespace: {}}},
-	})
+	}
+	if *webhookPort != 0 {
+		opts.WebhookServer = webhook.NewServer(webhook.Options{Host: "127.0.0.1", Port: *webhookPort, CertDir: *certDir})
+	}
+	mgr, err := manager.New(cfg, opts)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "widgetop:", err)
 		os.Exit(1)
@@ -147,6 +159,9 @@ func main() {
 	if err := ctrl.NewControllerManagedBy(mgr).Named("widget").For(&Widget{}).Complete(r); err != nil {
 		fmt.Fprintln(os.Stderr, "widgetop:", err)
 		os.Exit(1)
+	}
+	if *webhookPort != 0 {
+		mgr.GetWebhookServer().Register("/mutate-pods", &webhook.Admission{Handler: admission.HandlerFunc(sleepAsAsked)})
 	}
 	ctx := ctrl.SetupSignalHandler()
 	go func() {
@@ -158,4 +173,21 @@ func main() {
 		fmt.Fprintln(os.Stderr, "widgetop:", err)
 		os.Exit(1)
 	}
+}
+
+// sleepAsAsked allows every object, after sleeping as long as its
+// kpath.dev/webhook-sleep annotation says (a Go duration).
+func sleepAsAsked(ctx context.Context, req admission.Request) admission.Response {
+	var obj struct {
+		Metadata struct {
+			Annotations map[string]string `json:"annotations"`
+		} `json:"metadata"`
+	}
+	if err := json.Unmarshal(req.Object.Raw, &obj); err != nil {
+		return admission.Errored(400, err)
+	}
+	if d, err := time.ParseDuration(obj.Metadata.Annotations["kpath.dev/webhook-sleep"]); err == nil {
+		time.Sleep(d)
+	}
+	return admission.Allowed("")
 }
