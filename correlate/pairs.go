@@ -23,6 +23,14 @@ type Pairs struct {
 	unjoined map[Unjoined]uint64
 }
 
+// closeSkew bounds how late a close's Elapsed can say its span began: it
+// is read some time before the hit, and the thread can wait for a CPU in
+// between (the lab's 2 cores under a burst of pod starts showed it past
+// the filters' few hundred µs). A begin later than this after the open
+// belongs to another span; one before it is the open's own, begun by the
+// open at the latest (probes.Event.ClosedBy).
+const closeSkew = 5 * time.Millisecond
+
 // Unjoined names one count of events that built no span.
 type Unjoined struct {
 	Row    string // catalogue row ID
@@ -90,8 +98,11 @@ func (p *Pairs) Add(ev probes.Event, now time.Time, out func(probes.Event)) {
 		// missed, and this one's opening hit was not seen (a request whose
 		// handler no row probes, on a goroutine the open's reused). Paired,
 		// they would make a span from one request's captures and another's
-		// times, in the first one's trace.
-		stale := ok && ev.Elapsed > 0 && ev.Start.Add(-ev.Elapsed).After(o.ev.Start)
+		// times, in the first one's trace. The begin it implies is late by
+		// the time between the program's reading of the clock and the hit
+		// (a preempted goroutine: up to a scheduler slice), so only a begin
+		// later than that is another span's.
+		stale := ok && ev.Elapsed > 0 && ev.Start.Add(-ev.Elapsed).After(o.ev.Start.Add(closeSkew))
 		if stale {
 			p.unjoined[Unjoined{o.ev.Probe, "no-end"}]++
 		}

@@ -136,6 +136,13 @@ func TestPairsRefuseAnEndThatBeganAfterTheOpen(t *testing.T) {
 	if p.Open() != 0 {
 		t.Errorf("%d open; the stale open is given up", p.Open())
 	}
+	// A begin a little after the open is the same request, its end hit
+	// late after the clock was read (a goroutine preempted in between).
+	p.Add(rowEvent(t, "apiserver.request.create", 40, func(e *probes.Event) { e.Goroutine = 50 }), at(40), emit)
+	p.Add(rowEvent(t, "apiserver.request.end", 45, func(e *probes.Event) { e.Goroutine = 50; e.Elapsed = 2 * time.Millisecond }), at(45), emit)
+	if last := out[len(out)-1]; last.InFlight || !last.End.Equal(at(45)) || !last.Start.Equal(at(40)) || !last.Opened.Equal(at(40)) || len(p.Unjoined()) != len(want) {
+		t.Errorf("a close a little late: %+v, unjoined %v; want it to end its request", last, p.Unjoined())
+	}
 }
 
 func TestPairsBoundWhatWaits(t *testing.T) {

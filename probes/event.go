@@ -197,7 +197,13 @@ func (e Event) ClosedBy(c *Event) Event {
 	if c.Elapsed > 0 {
 		// The closing site knows when the span really began (before the
 		// opening row could see it): the opening hit becomes a mark inside.
+		// Elapsed is read a little before the hit: a begin it puts after
+		// the opening hit is late by that much, and the span began by the
+		// opening hit at the latest.
 		s.Opened, s.Start = e.Start, c.Start.Add(-c.Elapsed)
+		if s.Start.After(e.Start) {
+			s.Start = e.Start
+		}
 	}
 	return s
 }

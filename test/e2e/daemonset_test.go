@@ -443,6 +443,22 @@ func dsCheckPodChain(ctx context.Context, t *testing.T, rcv *otlptest.Receiver, 
 		found, len(names), complete, strings.Join(ss, " "))
 	if complete < running {
 		t.Errorf("%d of %d Running pods have a complete startup trace", complete, running)
+		// What arrived of the pods without one: which join failed.
+		traces := groupTraces(rcv.Spans())
+		for _, n := range names {
+			id := correlate.PodTraceID(uids[n])
+			if tr := traces[fmt.Sprintf("%x", id[:])]; tr != nil && tr.root() != nil && attrs(tr.root())["kpath.complete"] == true {
+				continue
+			}
+			for _, tr := range traces {
+				for _, sp := range tr.spans {
+					if attrs(sp)["k8s.pod.name"] == n {
+						t.Logf("pod %s without a complete startup trace: trace %s has %q stage %v probe %v missing %v",
+							n, tr.id, sp.Name, attrs(sp)["kpath.stage"], attrs(sp)["kpath.probe"], attrs(sp)["kpath.missing"])
+					}
+				}
+			}
+		}
 	}
 	l := &lab{}
 	for uid, pt := range l.podTraces(rcv, pods) {
