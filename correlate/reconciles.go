@@ -14,7 +14,7 @@ type Reconcile struct {
 	Controller string
 	Namespace  string
 	Name       string
-	Result     string // ResultOK, ResultError or ResultRequeueAfter
+	Result     string // ResultOK, ResultError, ResultRequeueAfter or ResultRequeue
 	Start, End time.Time
 	// Received is the operator's receipt of the object it reconciled (zero
 	// when none was seen: a resync, or the agent started after it); from
@@ -25,14 +25,14 @@ type Reconcile struct {
 	Trace    Trace
 }
 
-// Results of a reconcile, as reconcileHandler acted on them. ResultOK is
-// a success, and also the deprecated Result.Requeue without a delay, which
-// controller-runtime's own metric calls requeue and no call of its own
-// marks.
+// Results of a reconcile, as reconcileHandler acted on them (the values
+// of controller-runtime's own controller_runtime_reconcile_total, but
+// success: ok).
 const (
 	ResultOK           = "ok"
 	ResultError        = "error"
 	ResultRequeueAfter = "requeue_after"
+	ResultRequeue      = "requeue" // the deprecated Result.Requeue, without a delay
 )
 
 // Attribute keys of reconcile spans.
@@ -86,6 +86,8 @@ func (r *Reconciles) emitReconcile(t *Assembly, _ bool) {
 		out.Result = ResultError
 	case t.Event(probes.StageRequeueAfter) != nil:
 		out.Result = ResultRequeueAfter
+	case t.Event(probes.StageRequeue) != nil:
+		out.Result = ResultRequeue
 	}
 	shared := []Attribute{{AttrController, ev.Controller}, {AttrResult, out.Result}, {AttrNamespace, ev.Namespace}, {AttrObjectName, ev.Name}}
 	rcv := t.Event(probes.StageInformer)

@@ -1,6 +1,7 @@
 package correlate
 
 import (
+	"slices"
 	"testing"
 	"time"
 
@@ -73,4 +74,23 @@ func TestReconcileJoinsTheWriteItReceived(t *testing.T) {
 		t.Errorf("unjoined %v", u)
 	}
 	checkNothingLeft(t, r.a)
+}
+
+// Each result branch's mark, right after its reconcile on its goroutine,
+// names the result.
+func TestReconcileResultsByTheirBranch(t *testing.T) {
+	var got []string
+	r := NewReconciles(func(x Reconcile) { got = append(got, x.Result) })
+	for i, mark := range []string{"", probes.StageReconcileError, probes.StageRequeueAfter, probes.StageRequeue} {
+		ms := float64(100 * i)
+		r.Add(probes.Event{Component: "op", Stage: probes.StageReconcile, Probe: "operator.reconcile", PID: 9, Goroutine: 40,
+			Controller: "widget", Namespace: "ns", Name: "a", Start: at(ms), End: at(ms + 1)}, at(ms+1))
+		if mark != "" {
+			r.Add(probes.Event{Component: "op", Stage: mark, Probe: "mark", PID: 9, Goroutine: 40, Start: at(ms + 1.01), End: at(ms + 1.01)}, at(ms+1))
+		}
+		r.Flush(at(ms + 90))
+	}
+	if want := []string{ResultOK, ResultError, ResultRequeueAfter, ResultRequeue}; !slices.Equal(got, want) {
+		t.Errorf("results %v, want %v", got, want)
+	}
 }

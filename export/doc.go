@@ -43,7 +43,7 @@
 //	kpath_export_dropped_spans_total{exporter,reason}  counter   spans given up: queue_full, export_failed,
 //	                                                             shutdown, rejected
 //	kpath_stage_duration_seconds{stage,resource,component}  histogram  stage durations, 100µs..60s buckets
-//	kpath_reconcile_duration_seconds{component,controller,result}  histogram  operators' reconciles; result ok|error
+//	kpath_reconcile_duration_seconds{component,controller,result}  histogram  operators' reconciles; result ok|error|requeue_after|requeue
 //	kpath_reconcile_total{component,controller,result}  counter   operators' reconciles
 //	kpath_workqueue_wait_seconds{component,controller}  histogram  an operator's receipt of an object → its reconcile
 //	                                                             (controller capped at 256 a node, then "other")

@@ -12,9 +12,11 @@ import (
 // the kernel emulates a CALL rel32 instead of single-stepping it.
 type CallSite struct {
 	Offset uint64 // file offset of the CALL instruction
-	// StrArg is the string constant the code before the CALL passes in
-	// RAX,RBX (LEAQ sym(IP), AX; MOVL $n, BX), "" when it passes none.
-	StrArg string
+	// StrArgs are the string constants the code before the CALL passes,
+	// by the register of their pointer (LEAQ sym(IP), AX; MOVL $n, BX: a
+	// string in RAX,RBX); a string argument is a pointer register and the
+	// next one in ABI order.
+	StrArgs map[Reg]string
 	// Saved says where the caller saved the results of the CALL before
 	// this one, result register → offset from RSP: Go keeps no register
 	// across a call, so a result used after the next call is stored in the
@@ -35,10 +37,10 @@ func (b *Binary) CallSites(caller, callee Func) ([]CallSite, error) {
 		saved = map[Reg]int32{}
 		// live: registers that still hold the previous call's results.
 		live = map[Reg]bool{}
-		// rodataAX / lenBX: a string constant being loaded for the next call.
-		rodataAX, lenBX uint64
-		haveAX, haveBX  bool
-		sincePrevCall   bool
+		// rodata / imm: string constants' pointers and lengths being
+		// loaded for the next call, by register.
+		rodata, imm   = map[Reg]uint64{}, map[Reg]uint64{}
+		sincePrevCall bool
 	)
 	for pc := 0; pc < len(code); {
 		n, _, err := binDecode(code[pc:])
@@ -57,10 +59,14 @@ func (b *Binary) CallSites(caller, callee Func) ([]CallSite, error) {
 		}
 		if inst.Op == x86asm.CALL {
 			if rel, ok := inst.Args[0].(x86asm.Rel); ok && next+uint64(int64(rel)) == callee.Entry {
-				cs := CallSite{Offset: off + uint64(pc), Saved: map[Reg]int32{}}
-				if haveAX && haveBX && lenBX > 0 && lenBX < 256 {
-					if s, err := b.rodataString(rodataAX, lenBX); err == nil {
-						cs.StrArg = s
+				cs := CallSite{Offset: off + uint64(pc), Saved: map[Reg]int32{}, StrArgs: map[Reg]string{}}
+				for r := RAX; r < R11; r++ {
+					ptr, okp := rodata[r]
+					l, okl := imm[r+1]
+					if okp && okl && l > 0 && l < 256 {
+						if s, err := b.rodataString(ptr, l); err == nil {
+							cs.StrArgs[r] = s
+						}
 					}
 				}
 				if sincePrevCall {
@@ -74,7 +80,9 @@ func (b *Binary) CallSites(caller, callee Func) ([]CallSite, error) {
 			for _, r := range []Reg{RAX, RBX, RCX, RDI, RSI, R8, R9, R10, R11} {
 				live[r] = true
 			}
-			haveAX, haveBX, sincePrevCall = false, false, true
+			clear(rodata)
+			clear(imm)
+			sincePrevCall = true
 			pc += n
 			continue
 		}
@@ -86,29 +94,25 @@ func (b *Binary) CallSites(caller, callee Func) ([]CallSite, error) {
 					saved[src] = int32(inst.Args[0].(x86asm.Mem).Disp)
 				}
 			}
-		case inst.Op == x86asm.LEA && dstIsReg && dst == RAX:
+		case inst.Op == x86asm.LEA && dstIsReg:
+			delete(rodata, dst)
+			delete(imm, dst)
 			if m, ok := inst.Args[1].(x86asm.Mem); ok && m.Base == x86asm.RIP && m.Index == 0 {
-				rodataAX, haveAX = uint64(int64(next)+m.Disp), true
-			} else {
-				haveAX = false
+				rodata[dst] = uint64(int64(next) + m.Disp)
 			}
-			live[RAX] = false
-		case inst.Op == x86asm.MOV && dstIsReg && dst == RBX:
-			if imm, ok := inst.Args[1].(x86asm.Imm); ok {
-				lenBX, haveBX = uint64(imm), true
-			} else {
-				haveBX = false
+			live[dst] = false
+		case inst.Op == x86asm.MOV && dstIsReg:
+			delete(rodata, dst)
+			delete(imm, dst)
+			if v, ok := inst.Args[1].(x86asm.Imm); ok {
+				imm[dst] = uint64(v)
 			}
-			live[RBX] = false
+			live[dst] = false
 		default:
 			if dstIsReg && writes(inst.Op) {
 				live[dst] = false
-				if dst == RAX {
-					haveAX = false
-				}
-				if dst == RBX {
-					haveBX = false
-				}
+				delete(rodata, dst)
+				delete(imm, dst)
 			}
 		}
 		if inst.Op == x86asm.JMP || inst.Op == x86asm.RET {

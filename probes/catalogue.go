@@ -139,8 +139,10 @@ type Row struct {
 	// Spilled captures in the caller's frame.
 	CalledFrom []string
 	// CallArg keeps only the calls that pass one of these string
-	// constants in RAX,RBX (RecordEtcdRequest's verb: writes, not reads).
-	CallArg []string
+	// constants (RecordEtcdRequest's verb: writes, not reads), in the
+	// register CallArgAt and the next (RAX,RBX when zero).
+	CallArg   []string
+	CallArgAt Reg
 }
 
 // Field names what a captured value means.

@@ -5,7 +5,7 @@ package probes
 // same reconcileHandler, Reconcile and Controller layout; offsets checked
 // against the DWARF of the lab's operator built with v0.23.3 (test/e2e/
 // testdata/widgetop). Two entry hits a reconcile, both on the push, and
-// one CALL site more when it failed or asked for a delayed requeue.
+// one CALL site more when it failed or asked to be requeued.
 
 // cr023to025 is the controller-runtime range the rows were compared on.
 const cr023to025 = ">=v0.23.0 <v0.26.0"
@@ -24,6 +24,7 @@ const (
 	// success: each a call made only in that branch.
 	StageReconcileError = "reconcile-error"
 	StageRequeueAfter   = "reconcile-requeue-after"
+	StageRequeue        = "reconcile-requeue"
 )
 
 // PairReconcile is the reconcile span, from its handler to its end.
@@ -54,4 +55,11 @@ var operatorRows = []Row{
 	{ID: "operator.reconcile.requeue-after", Component: AnyOperator, Stage: StageRequeueAfter,
 		Symbol: "fmt.Sprintf", CalledFrom: []string{crController + ".reconcileHandler"},
 		Module: ModControllerRuntime, Versions: cr023to025, Hits: "once per reconcile that asked to be requeued after a delay"},
+	// The deprecated Result.Requeue's branch is the only one that logs
+	// "Reconcile done, requeueing": Logger.Info(msg) with the Logger's
+	// three words in RAX,RBX,RCX, msg in RDI,RSI.
+	{ID: "operator.reconcile.requeue", Component: AnyOperator, Stage: StageRequeue,
+		Symbol: "github.com/go-logr/logr.Logger.Info", CalledFrom: []string{crController + ".reconcileHandler"},
+		CallArg: []string{"Reconcile done, requeueing"}, CallArgAt: RDI,
+		Module: ModControllerRuntime, Versions: cr023to025, Hits: "once per reconcile that asked to be requeued (Result.Requeue)"},
 }

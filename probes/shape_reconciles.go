@@ -17,6 +17,8 @@ var ReconcileShape = Shape{
 			NoSpan: true, Keep: time.Second, Unjoined: "result-without-reconcile"},
 		{Stage: StageRequeueAfter, Found: []Relation{{Of: StageReconcile, When: FirstAfter, Same: []Same{{KeyGoroutine, KeyGoroutine}}}},
 			NoSpan: true, Keep: time.Second, Unjoined: "result-without-reconcile"},
+		{Stage: StageRequeue, Found: []Relation{{Of: StageReconcile, When: FirstAfter, Same: []Same{{KeyGoroutine, KeyGoroutine}}}},
+			NoSpan: true, Keep: time.Second, Unjoined: "result-without-reconcile"},
 		{Stage: StageInformer, Found: []Relation{{Of: StageReconcile, When: LastBefore, Same: []Same{{KeyObject, KeyObject}}}},
 			// A receipt may start several reconciles (a failure and its
 			// retry); one of an object no controller of this process

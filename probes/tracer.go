@@ -431,7 +431,7 @@ func callSitesOf(bin *Binary, row *Row, fn Func) ([]CallSite, error) {
 		}
 		n := 0
 		for _, s := range sites {
-			if len(row.CallArg) == 0 || slices.Contains(row.CallArg, s.StrArg) {
+			if len(row.CallArg) == 0 || slices.Contains(row.CallArg, s.StrArgs[row.CallArgAt]) {
 				out = append(out, s)
 				n++
 			}

@@ -45,7 +45,8 @@ func TestOperatorReconcilesAreTraced(t *testing.T) {
 	startWidgetop(ctx, t, l, a, ns)
 
 	revs := map[string]int64{}
-	for _, w := range []struct{ name, ask string }{{"plain", ""}, {"flaky", "kpath.dev/fail-first"}, {"later", "kpath.dev/requeue-first"}} {
+	for _, w := range []struct{ name, ask string }{{"plain", ""}, {"flaky", "kpath.dev/fail-first"}, {"later", "kpath.dev/requeue-first"},
+		{"again", "kpath.dev/requeue-now-first"}} {
 		revs[w.name] = createWidget(ctx, t, dyn, ns, w.name, w.ask)
 	}
 
@@ -63,7 +64,7 @@ func TestOperatorReconcilesAreTraced(t *testing.T) {
 	}
 	err := waitFor(ctx, "the Widgets' create traces with their reconciles", func() (bool, error) {
 		done := true
-		for name, n := range map[string]int{"plain": 1, "flaky": 2, "later": 2} {
+		for name, n := range map[string]int{"plain": 1, "flaky": 2, "later": 2, "again": 2} {
 			tr, results := reconcilesOf(name)
 			// The write's own spans too: its agent emits them once the
 			// request returned, the operator's agent the reconciles.
@@ -75,10 +76,11 @@ func TestOperatorReconcilesAreTraced(t *testing.T) {
 		_, plain := reconcilesOf("plain")
 		_, flaky := reconcilesOf("flaky")
 		_, later := reconcilesOf("later")
-		t.Fatalf("%v: reconciles in the create traces: plain %v, flaky %v, later %v", err, plain, flaky, later)
+		_, again := reconcilesOf("again")
+		t.Fatalf("%v: reconciles in the create traces: plain %v, flaky %v, later %v, again %v", err, plain, flaky, later, again)
 	}
 	for name, want := range map[string][]string{"plain": {correlate.ResultOK}, "flaky": {correlate.ResultError, correlate.ResultOK},
-		"later": {correlate.ResultRequeueAfter, correlate.ResultOK}} {
+		"later": {correlate.ResultRequeueAfter, correlate.ResultOK}, "again": {correlate.ResultRequeue, correlate.ResultOK}} {
 		tr, results := reconcilesOf(name)
 		if testing.Verbose() {
 			for _, s := range tr.spans {
@@ -125,12 +127,13 @@ func TestOperatorReconcilesAreTraced(t *testing.T) {
 	errs := m.sum("kpath_reconcile_total", "component", "widgetop", "controller", "widget", "result", correlate.ResultError)
 	oks := m.sum("kpath_reconcile_total", "component", "widgetop", "controller", "widget", "result", correlate.ResultOK)
 	laters := m.sum("kpath_reconcile_total", "component", "widgetop", "controller", "widget", "result", correlate.ResultRequeueAfter)
-	if errs < 1 || oks < 3 || laters < 1 || m.sum("kpath_workqueue_wait_seconds_count", "component", "widgetop") < 5 {
-		t.Errorf("metrics: %v errors, %v requeued after, %v ok reconciles, %v queue waits; want the failure, the requeue, the three successes and their waits",
-			errs, laters, oks, m.sum("kpath_workqueue_wait_seconds_count", "component", "widgetop"))
+	agains := m.sum("kpath_reconcile_total", "component", "widgetop", "controller", "widget", "result", correlate.ResultRequeue)
+	if errs < 1 || oks < 4 || laters < 1 || agains < 1 || m.sum("kpath_workqueue_wait_seconds_count", "component", "widgetop") < 7 {
+		t.Errorf("metrics: %v errors, %v requeued after, %v requeued, %v ok reconciles, %v queue waits; want the failure, both requeues, the four successes and their waits",
+			errs, laters, agains, oks, m.sum("kpath_workqueue_wait_seconds_count", "component", "widgetop"))
 	}
 	hits := m.sum("kpath_probe_hits_total", "component", "widgetop")
-	all := errs + oks + laters
+	all := errs + oks + laters + agains
 	perReconcile := hits / all
 	t.Logf("widgetop: %.0f probe hits for %.0f reconciles: %.2f a reconcile (its receipts included), all entry or CALL sites", hits, all, perReconcile)
 	if perReconcile > 4 {

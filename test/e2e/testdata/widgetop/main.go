@@ -4,7 +4,8 @@
 // the Widget's status and a ConfigMap named after it; a Widget annotated
 // kpath.dev/fail-first fails its first reconcile of each generation with
 // an error, and the retry succeeds; one annotated kpath.dev/requeue-first
-// asks to be requeued after 100 ms instead. With --webhook-port it also
+// asks to be requeued after 100 ms instead, one annotated
+// kpath.dev/requeue-now-first to be requeued at once (Result.Requeue). With --webhook-port it also
 // serves a mutating admission webhook (controller-runtime's webhook
 // server) at /mutate-pods that sleeps as long as the object's annotation
 // kpath.dev/webhook-sleep says, then allows it. kpath must find it by
@@ -91,7 +92,7 @@ func (r *reconciler) reconcile(ctx context.Context, req reconcile.Request) (reco
 	if err := r.c.Get(ctx, req.NamespacedName, w); err != nil {
 		return reconcile.Result{}, client.IgnoreNotFound(err)
 	}
-	for _, ask := range []string{"kpath.dev/fail-first", "kpath.dev/requeue-first"} {
+	for _, ask := range []string{"kpath.dev/fail-first", "kpath.dev/requeue-first", "kpath.dev/requeue-now-first"} {
 		if _, ok := w.GetAnnotations()[ask]; !ok {
 			continue
 		}
@@ -102,6 +103,8 @@ func (r *reconciler) reconcile(ctx context.Context, req reconcile.Request) (reco
 		switch {
 		case first && ask == "kpath.dev/fail-first":
 			return reconcile.Result{}, errors.New("first reconcile of this generation fails, as asked")
+		case first && ask == "kpath.dev/requeue-now-first":
+			return reconcile.Result{Requeue: true}, nil //nolint:staticcheck // the deprecated field operators still return
 		case first:
 			return reconcile.Result{RequeueAfter: 100 * time.Millisecond}, nil
 		}
