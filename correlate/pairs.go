@@ -108,7 +108,8 @@ func (p *Pairs) Add(ev probes.Event, now time.Time, out func(probes.Event)) {
 		}
 		p.mu.Unlock()
 		if (!ok || stale) && r.Alone {
-			out(ev.Alone())
+			ev.StartFromElapsed()
+			out(ev)
 			return
 		}
 		if !ok || stale {

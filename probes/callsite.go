@@ -94,25 +94,17 @@ func (b *Binary) CallSites(caller, callee Func) ([]CallSite, error) {
 					saved[src] = int32(inst.Args[0].(x86asm.Mem).Disp)
 				}
 			}
-		case inst.Op == x86asm.LEA && dstIsReg:
+		case dstIsReg && writes(inst.Op):
+			// A register written no longer holds a result or a constant,
+			// unless this loads a string's pointer or length.
+			live[dst] = false
 			delete(rodata, dst)
 			delete(imm, dst)
-			if m, ok := inst.Args[1].(x86asm.Mem); ok && m.Base == x86asm.RIP && m.Index == 0 {
+			if m, ok := inst.Args[1].(x86asm.Mem); ok && inst.Op == x86asm.LEA && m.Base == x86asm.RIP && m.Index == 0 {
 				rodata[dst] = uint64(int64(next) + m.Disp)
 			}
-			live[dst] = false
-		case inst.Op == x86asm.MOV && dstIsReg:
-			delete(rodata, dst)
-			delete(imm, dst)
-			if v, ok := inst.Args[1].(x86asm.Imm); ok {
+			if v, ok := inst.Args[1].(x86asm.Imm); ok && inst.Op == x86asm.MOV {
 				imm[dst] = uint64(v)
-			}
-			live[dst] = false
-		default:
-			if dstIsReg && writes(inst.Op) {
-				live[dst] = false
-				delete(rodata, dst)
-				delete(imm, dst)
 			}
 		}
 		if inst.Op == x86asm.JMP || inst.Op == x86asm.RET {

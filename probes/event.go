@@ -156,13 +156,13 @@ func (e *Event) str(f Field) *string {
 	return nil
 }
 
-// Alone is the span a closing event e makes with no opener: from when
-// its Elapsed says it began to the hit.
-func (e Event) Alone() Event {
+// StartFromElapsed makes e the span its Elapsed holds: from when that
+// says it began to the hit. An event of a row that times the call itself
+// is read so; a closing event is, when no opener is there (Row.Alone).
+func (e *Event) StartFromElapsed() {
 	if e.Elapsed > 0 {
 		e.Start, e.Point = e.End.Add(-e.Elapsed), false
 	}
-	return e
 }
 
 // PairKey is what joins the two ends of a span a row Opens or Closes.

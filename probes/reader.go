@@ -301,8 +301,8 @@ func (ev *Event) finish(row *Row) {
 	if t := goTime(ev.begin[0], int64(ev.begin[1])); !t.IsZero() && !t.After(ev.End) {
 		ev.Start, ev.Point = t, false
 	}
-	if ev.Elapsed > 0 && row.Role != Closes {
-		ev.Start, ev.Point = ev.End.Add(-ev.Elapsed), false
+	if row.Role != Closes {
+		ev.StartFromElapsed() // a close's Elapsed is its span's, for Pairs
 	}
 	if ev.Statuses <= 0 {
 		return
