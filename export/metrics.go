@@ -23,6 +23,7 @@ const (
 	MetricStageDuration      = "kpath_stage_duration_seconds"
 	MetricEventsUnjoined     = "kpath_events_unjoined_total"
 	MetricReadErrors         = "kpath_probe_read_errors_total"
+	MetricEndpointRequests   = "kpath_endpoint_requests_total"
 )
 
 // Reasons an exporter drops spans (the reason label of
@@ -54,6 +55,7 @@ type Metrics struct {
 	exportSpans    *prometheus.CounterVec
 	exportDropped  *prometheus.CounterVec
 	stageDurations *prometheus.HistogramVec
+	endpoints      *prometheus.CounterVec
 	reconciles     *reconcileMetrics
 	webhooks       *webhookMetrics
 }
@@ -95,11 +97,15 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		stageDurations: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: MetricStageDuration, Help: "Duration of each traced stage.", Buckets: StageBuckets,
 		}, []string{"stage", "resource", "component"}),
+		endpoints: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: MetricEndpointRequests, Help: "Requests to the agent's guarded endpoints (/metrics, /api/v1/traces), by result: allowed, " +
+				"unauthenticated (no or a bad credential), forbidden (a SubjectAccessReview said no) or review_failed (the API server could not be asked).",
+		}, []string{"endpoint", "result"}),
 		reconciles: newReconcileMetrics(),
 		webhooks:   newWebhookMetrics(),
 	}
 	cs := append([]prometheus.Collector{m.probeHits, m.unjoined, m.readErrors, m.eventsDropped, m.attachErrors, m.attached,
-		m.traces, m.exportSpans, m.exportDropped, m.stageDurations, m.webhooks.duration}, m.reconciles.collectors()...)
+		m.traces, m.exportSpans, m.exportDropped, m.stageDurations, m.endpoints, m.webhooks.duration}, m.reconciles.collectors()...)
 
 	if reg == nil {
 		r := prometheus.NewRegistry()
@@ -186,6 +192,22 @@ func (m *Metrics) SetAttached(component string, pid int, n int) {
 func (m *Metrics) ForgetProcess(component string, pid int) {
 	if m != nil {
 		m.attached.DeleteLabelValues(component, strconv.Itoa(pid))
+	}
+}
+
+// InitEndpoint makes an endpoint's series exist at 0 for every result.
+func (m *Metrics) InitEndpoint(endpoint string, results []string) {
+	if m != nil {
+		for _, r := range results {
+			m.endpoints.WithLabelValues(endpoint, r)
+		}
+	}
+}
+
+// EndpointRequest counts one request to a guarded endpoint.
+func (m *Metrics) EndpointRequest(endpoint, result string) {
+	if m != nil {
+		m.endpoints.WithLabelValues(endpoint, result).Inc()
 	}
 }
 

@@ -143,6 +143,16 @@ func (p *Pods) ByName(namespace, name string) (Pod, bool) {
 // NewPodsFromKubeconfig connects with a kubeconfig file, or with the pod's
 // service account when kubeconfig is empty, and starts NewPods.
 func NewPodsFromKubeconfig(ctx context.Context, kubeconfig string, scope Scope) (*Pods, error) {
+	cs, err := NewClient(kubeconfig)
+	if err != nil {
+		return nil, err
+	}
+	return NewPods(ctx, cs, scope)
+}
+
+// NewClient is a client of the API server from kubeconfig, or from the pod's
+// service account when kubeconfig is empty.
+func NewClient(kubeconfig string) (*kubernetes.Clientset, error) {
 	var (
 		cfg *rest.Config
 		err error
@@ -159,5 +169,5 @@ func NewPodsFromKubeconfig(ctx context.Context, kubeconfig string, scope Scope) 
 	if err != nil {
 		return nil, fmt.Errorf("kubernetes client: %w", err)
 	}
-	return NewPods(ctx, cs, scope)
+	return cs, nil
 }

@@ -5,6 +5,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -23,6 +24,7 @@ import (
 
 	"k8s.io/apimachinery/pkg/types"
 
+	"github.com/kpath/kpath/access"
 	"github.com/kpath/kpath/correlate"
 	"github.com/kpath/kpath/export"
 	"github.com/kpath/kpath/k8smeta"
@@ -36,6 +38,10 @@ type config struct {
 	otlpInsecure bool
 	hashKeyFile  string
 	metricsAddr  string
+	metricsAuth  string
+	tlsCert      string
+	tlsKey       string
+	clientCA     string
 	procRoot     string
 	scan         time.Duration
 	detail       bool
@@ -100,6 +106,10 @@ func parseFlags(args []string) (config, error) {
 	fs.BoolVar(&c.otlpInsecure, "otlp-insecure", true, "talk plain gRPC to the OTLP endpoint, without TLS")
 	fs.StringVar(&c.hashKeyFile, "hash-names-key-file", "", "replace object names in every exported span (and /api/v1/traces) by a keyed hash; the file holds the key (at least 16 bytes, the same on every node, e.g. from a Secret)")
 	fs.StringVar(&c.metricsAddr, "metrics-addr", "127.0.0.1:9464", "serve /metrics, /healthz and /readyz here; empty to disable")
+	fs.StringVar(&c.metricsAuth, "metrics-auth", "auto", "who may read /metrics and /api/v1/traces (object names, URL paths): kubernetes (HTTPS; callers authenticated by client certificate or TokenReview, authorized by SubjectAccessReview (get on the path /metrics; get on the resource traces.kpath.dev for /api/v1/traces), as Kubernetes components do), none (anyone who reaches the address), or auto: none on a loopback address, kubernetes on any other. /healthz and /readyz are always open")
+	fs.StringVar(&c.tlsCert, "tls-cert-file", "", "serving certificate of --metrics-auth=kubernetes (PEM; with --tls-private-key-file); empty: one the agent signs itself at start")
+	fs.StringVar(&c.tlsKey, "tls-private-key-file", "", "private key of --tls-cert-file")
+	fs.StringVar(&c.clientCA, "client-ca-file", "", "CA bundle that verifies client certificates under --metrics-auth=kubernetes; empty: the one kube-apiserver publishes in kube-system/extension-apiserver-authentication")
 	fs.StringVar(&c.procRoot, "proc", "/proc", "the host's /proc (the agent needs hostPID)")
 	fs.DurationVar(&c.scan, "scan-interval", time.Second, "how often to look for new or restarted components")
 	fs.BoolVar(&c.detail, "detail", false, "also attach detail rows (more spans, more probe hits on hot paths)")
@@ -148,7 +158,30 @@ func parseFlags(args []string) (config, error) {
 	default:
 		return c, fmt.Errorf("--metadata=%q: want auto, on or off", c.metadata)
 	}
+	if c.metricsAuth, err = resolveMetricsAuth(c.metricsAuth, c.metricsAddr); err != nil {
+		return c, err
+	}
 	return c, nil
+}
+
+// resolveMetricsAuth turns auto into what it means for addr: the endpoints
+// list object names, so they are open only on a loopback address.
+func resolveMetricsAuth(mode, addr string) (string, error) {
+	switch mode {
+	case "kubernetes", "none":
+		return mode, nil
+	case "auto":
+		host, _, err := net.SplitHostPort(addr)
+		if addr == "" || err != nil {
+			return "none", nil // no endpoints, or --metrics-addr's own error when it listens
+		}
+		if ip := net.ParseIP(host); host == "localhost" || (ip != nil && ip.IsLoopback()) {
+			return "none", nil
+		}
+		return "kubernetes", nil
+	default:
+		return "", fmt.Errorf("--metrics-auth=%q: want kubernetes, none or auto", mode)
+	}
 }
 
 func envOr(k, def string) string {
@@ -228,7 +261,11 @@ func run(args []string) error {
 	}
 	var ready atomic.Bool
 	if c.metricsAddr != "" {
-		if err := serve(ctx, c.metricsAddr, metrics, &ready, recent); err != nil {
+		guard, tlsCfg, err := endpointAccess(ctx, c, metrics, log)
+		if err != nil {
+			return err
+		}
+		if err := serve(ctx, c.metricsAddr, metrics, &ready, recent, guard, tlsCfg); err != nil {
 			return err
 		}
 	}
@@ -405,16 +442,54 @@ func agentVersion() string {
 	return ""
 }
 
-func serve(ctx context.Context, addr string, m *export.Metrics, ready *atomic.Bool, recent *export.Recent) error {
-	mux := http.NewServeMux()
-	mux.Handle("/metrics", m.Handler())
-	if recent != nil {
-		mux.Handle("/api/v1/traces", recent.Handler())
-	} else {
-		mux.HandleFunc("/api/v1/traces", func(w http.ResponseWriter, _ *http.Request) {
-			http.Error(w, "recent traces are off on this agent (--recent-traces=0)", http.StatusNotFound)
-		})
+// endpointAccess is the guard and TLS of the endpoints under
+// --metrics-auth=kubernetes, and nil for both under none.
+func endpointAccess(ctx context.Context, c config, m *export.Metrics, log *slog.Logger) (*access.Guard, *tls.Config, error) {
+	if c.metricsAuth == "none" {
+		if host, _, _ := net.SplitHostPort(c.metricsAddr); host != "localhost" && !net.ParseIP(host).IsLoopback() {
+			log.Warn("the agent's endpoints are open to anyone who reaches them (--metrics-auth=none): /api/v1/traces lists object names and URL paths", "addr", c.metricsAddr)
+		}
+		return nil, nil, nil
 	}
+	if c.kubeconfig == "" && os.Getenv("KUBERNETES_SERVICE_HOST") == "" {
+		return nil, nil, fmt.Errorf("--metrics-addr=%s: --metrics-auth=kubernetes asks the API server who callers are and what they may read, and this agent has no API server: run it in a cluster, give --kubeconfig, listen on a loopback address, or serve the endpoints to anyone with --metrics-auth=none", c.metricsAddr)
+	}
+	cs, err := k8smeta.NewClient(c.kubeconfig)
+	if err != nil {
+		return nil, nil, fmt.Errorf("--metrics-auth=kubernetes: %w", err)
+	}
+	tlsCfg, cert, err := access.ServingTLS(c.tlsCert, c.tlsKey)
+	if err != nil {
+		return nil, nil, err
+	}
+	cas := &access.CAs{}
+	if err := access.WatchClientCA(ctx, cs, c.clientCA, time.Minute, cas, log); err != nil {
+		return nil, nil, err
+	}
+	for _, e := range guardedEndpoints {
+		m.InitEndpoint(e, access.Results)
+	}
+	log.Info("endpoints served over HTTPS to callers the API server authenticates and authorizes", "addr", c.metricsAddr, "certificate", cert, "endpoints", guardedEndpoints)
+	return access.NewGuard(access.Options{Client: cs, ClientCAs: cas, Observe: m.EndpointRequest}), tlsCfg, nil
+}
+
+// tracesPermission is what reading /api/v1/traces takes: a resource no API
+// serves, since RBAC's default system:discovery lets everyone get /api/*.
+var tracesPermission = access.Resource("kpath.dev", "traces")
+
+// guardedEndpoints are every endpoint but the health probes.
+var guardedEndpoints = []string{"/metrics", "/api/v1/traces"}
+
+func serve(ctx context.Context, addr string, m *export.Metrics, ready *atomic.Bool, recent *export.Recent, guard *access.Guard, tlsCfg *tls.Config) error {
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", guard.Require("/metrics", access.Path("/metrics"), m.Handler()))
+	var traces http.Handler = http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		http.Error(w, "recent traces are off on this agent (--recent-traces=0)", http.StatusNotFound)
+	})
+	if recent != nil {
+		traces = recent.Handler()
+	}
+	mux.Handle("/api/v1/traces", guard.Require("/api/v1/traces", tracesPermission, traces))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
 		if !ready.Load() {
@@ -428,6 +503,9 @@ func serve(ctx context.Context, addr string, m *export.Metrics, ready *atomic.Bo
 		return fmt.Errorf("--metrics-addr: %w", err)
 	}
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	if tlsCfg != nil {
+		l = tls.NewListener(l, tlsCfg)
+	}
 	go srv.Serve(l)
 	go func() { <-ctx.Done(); srv.Close() }()
 	return nil

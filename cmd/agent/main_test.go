@@ -1,6 +1,7 @@
 package main
 
 import (
+	"log/slog"
 	"slices"
 	"strings"
 	"testing"
@@ -48,5 +49,36 @@ func TestOTLPHeadersFlag(t *testing.T) {
 		if _, err := parseFlags([]string{"--otlp-headers=" + bad}); err == nil {
 			t.Errorf("--otlp-headers=%s accepted", bad)
 		}
+	}
+}
+
+func TestMetricsAuthFlag(t *testing.T) {
+	for _, c := range []struct{ args, want string }{
+		{"", "none"}, // 127.0.0.1:9464
+		{"--metrics-addr=localhost:9464", "none"},
+		{"--metrics-addr=[::1]:9464", "none"},
+		{"--metrics-addr=0.0.0.0:9464", "kubernetes"},
+		{"--metrics-addr=:9464", "kubernetes"},
+		{"--metrics-addr=10.0.0.5:9464", "kubernetes"},
+		{"--metrics-addr=0.0.0.0:9464 --metrics-auth=none", "none"},
+		{"--metrics-auth=kubernetes", "kubernetes"},
+	} {
+		cfg, err := parseFlags(strings.Fields(c.args))
+		if err != nil || cfg.metricsAuth != c.want {
+			t.Errorf("%q: metrics auth %q (%v), want %q", c.args, cfg.metricsAuth, err, c.want)
+		}
+	}
+	if _, err := parseFlags([]string{"--metrics-auth=basic"}); err == nil || !strings.Contains(err.Error(), "want kubernetes, none or auto") {
+		t.Errorf("--metrics-auth=basic: %v", err)
+	}
+	// Outside a cluster, without a kubeconfig, a guarded address cannot be served: the agent says how to go on.
+	t.Setenv("KUBERNETES_SERVICE_HOST", "")
+	cfg, err := parseFlags([]string{"--metrics-addr=0.0.0.0:0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _, err = endpointAccess(t.Context(), cfg, nil, slog.Default())
+	if err == nil || !strings.Contains(err.Error(), "--metrics-auth=none") || !strings.Contains(err.Error(), "--kubeconfig") {
+		t.Errorf("no API server: %v", err)
 	}
 }

@@ -46,8 +46,14 @@ func (f proxyFetcher) get(ctx context.Context, pod *corev1.Pod, port int, path s
 		params[k] = v[0]
 	}
 	body, err := f.cs.CoreV1().Pods(pod.Namespace).ProxyGet("", pod.Name, strconv.Itoa(port), path, params).DoRaw(ctx)
+	if err != nil && strings.Contains(string(body)+err.Error(), httpsServerSays) {
+		return nil, fmt.Errorf("pods/proxy: agent %s serves its endpoints over HTTPS to callers it authenticates (--metrics-auth=kubernetes), and pods/proxy passes on no caller's credentials: use --via=port-forward", pod.Name)
+	}
 	return body, proxyError(err)
 }
+
+// httpsServerSays is Go's answer to plain HTTP on a TLS listener.
+const httpsServerSays = "Client sent an HTTP request to an HTTPS server"
 
 // proxyError adds what the API server said (e.g. "error trying to reach
 // service: dial tcp ...") to client-go's generic status text.

@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -126,6 +127,7 @@ type fakeCluster struct {
 	stores   map[string]*export.Recent // agent pod name → store; missing: the agent does not answer
 	target   *corev1.Pod
 	requests []string
+	guarded  map[string]bool // agent pod name → it serves HTTPS (--metrics-auth=kubernetes)
 }
 
 func agentPod(name, node string, port int32, phase corev1.PodPhase) corev1.Pod {
@@ -170,6 +172,11 @@ func (f *fakeCluster) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 				want = a.Spec.Containers[0].Ports[0].ContainerPort
 			}
 		}
+		if f.guarded[name] {
+			// What Go's TLS listener answers to plain HTTP, passed on by the proxy.
+			http.Error(w, "Client sent an HTTP request to an HTTPS server.", http.StatusBadRequest)
+			return
+		}
 		st, ok := f.stores[name]
 		if !ok || port != fmt.Sprint(want) || path != tracesPath {
 			http.Error(w, "Error trying to reach service: dial tcp 10.0.0.9:9464: connect: connection refused", http.StatusServiceUnavailable)
@@ -211,6 +218,10 @@ func runAgainst(t *testing.T, f *fakeCluster, args ...string) (string, string, e
 	t.Cleanup(srv.Close)
 	t.Setenv("KUBECONFIG", kubeconfigFor(t, srv.URL))
 	var out, errOut bytes.Buffer
+	// The fake API server answers pods/proxy, not port-forwards.
+	if !slices.ContainsFunc(args, func(a string) bool { return strings.HasPrefix(a, "--via") }) {
+		args = append(args, "--via=proxy")
+	}
 	err := run(context.Background(), append(args, "--timeout=5s"), &out, &errOut)
 	return out.String(), errOut.String(), err
 }
@@ -289,6 +300,13 @@ func TestExplainErrors(t *testing.T) {
 		}
 		if !strings.Contains(errOut, "does not exist") {
 			t.Errorf("stderr does not say the pod is gone: %s", errOut)
+		}
+	})
+	t.Run("a guarded agent through pods/proxy", func(t *testing.T) {
+		f := &fakeCluster{agents: []corev1.Pod{agentPod("kpath-agent-a", "n1", 9464, corev1.PodRunning)}, guarded: map[string]bool{"kpath-agent-a": true}}
+		_, errOut, err := runAgainst(t, f, "explain", "pod/web")
+		if err == nil || !strings.Contains(errOut, "agent kpath-agent-a serves its endpoints over HTTPS") || !strings.Contains(errOut, "use --via=port-forward") {
+			t.Errorf("err = %v, stderr:\n%s", err, errOut)
 		}
 	})
 	t.Run("no traces", func(t *testing.T) {

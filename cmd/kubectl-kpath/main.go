@@ -7,7 +7,7 @@
 // in a big cluster that is one request, not one per agent. Otherwise, or
 // when the store does not have it, it asks every kpath agent (pods labelled app.kubernetes.io/name=kpath-agent
 // in namespace kpath) for the traces it holds about the pod, through the API
-// server (pods/proxy, or a port-forward with --via=port-forward), merges the
+// server (a port-forward through the kubelet, or pods/proxy with --via=proxy), merges the
 // pieces each agent saw by trace ID and prints one waterfall per trace, the
 // slowest stage marked.
 package main
@@ -63,6 +63,7 @@ type options struct {
 	timeout                        time.Duration
 	limit                          int
 	traceStore                     string
+	agentCA                        string
 }
 
 func newFlags(o *options, out io.Writer) *flag.FlagSet {
@@ -74,7 +75,8 @@ func newFlags(o *options, out io.Writer) *flag.FlagSet {
 	fs.StringVar(&o.namespace, "n", "", "shorthand for --namespace")
 	fs.StringVar(&o.agentNamespace, "agent-namespace", "kpath", "namespace of the kpath agents")
 	fs.StringVar(&o.agentSelector, "agent-selector", "app.kubernetes.io/name=kpath-agent", "label selector of the agent pods")
-	fs.StringVar(&o.via, "via", "proxy", "how to reach the agents: proxy (the API server's pods/proxy) or port-forward (through the kubelet)")
+	fs.StringVar(&o.via, "via", "port-forward", "how to reach the agents: port-forward (through the kubelet, with your kubeconfig's credentials, which agents that guard their endpoints ask for) or proxy (the API server's pods/proxy, which passes on no credentials: only for agents with --metrics-auth=none)")
+	fs.StringVar(&o.agentCA, "agent-ca-file", "", "CA bundle that verifies the agents' serving certificates (--tls-cert-file on the agents); empty: their certificates are not verified")
 	fs.DurationVar(&o.timeout, "timeout", 15*time.Second, "give up on an agent after this long")
 	fs.IntVar(&o.limit, "limit", 0, "at most this many traces from each agent (0: the agent's default, 200)")
 	fs.StringVar(&o.traceStore, "trace-store", os.Getenv("KPATH_TRACE_STORE"), "query API of the trace store the agents export to (Jaeger's, e.g. http://jaeger-query.observability:16686): the pod's startup trace is read there by its ID, and the agents are asked only when it is not there")
@@ -153,7 +155,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	var fetch fetcher = proxyFetcher{cs: cs}
 	if o.via == "port-forward" {
-		fetch = portForwardFetcher{cs: cs, cfg: cfg}
+		if fetch, err = newPortForwardFetcher(cs, cfg, o.agentCA); err != nil {
+			return fmt.Errorf("--via=port-forward: %w", err)
+		}
 	}
 	e := &explainer{cs: cs, fetch: fetch, opts: o, out: stdout, errOut: stderr}
 	if o.traceStore != "" {

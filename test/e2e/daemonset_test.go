@@ -19,6 +19,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -165,22 +166,56 @@ patches:
 	// doctor in a pod without CAP_BPF (nor SYS_ADMIN, which implies it): it must fail and say how to fix it.
 	dsCheckDoctorWithoutBPF(ctx, t, l)
 
-	// kubectl kpath explain, as a kubectl plugin found on PATH.
+	// Who may read the agent: the endpoints' answers to each caller.
+	dsCheckEndpointAccess(ctx, t, l, port, ns)
+
+	// kubectl kpath explain, as a kubectl plugin found on PATH: as the
+	// admin (a bearer token), and as users with client certificates, one
+	// bound to what explain needs, one without kpath-traces-reader.
 	pathEnv := append(slices.Clone(kenv), "PATH="+plugins+string(os.PathListSeparator)+os.Getenv("PATH"))
-	for _, via := range []string{"proxy", "port-forward"} {
-		out, err := dsRun(t, root, pathEnv, kubectl, "kpath", "explain", "pod/"+names[0], "-n", ns, "--via="+via)
+	sre := []rbacv1.Subject{{Kind: "Group", Name: "kpath-e2e-sre"}}
+	dev := []rbacv1.Subject{{Kind: "Group", Name: "kpath-e2e-dev"}}
+	bind(ctx, t, l, "kpath-e2e-sre-traces", "kpath-traces-reader", sre...)
+	for _, g := range [][]rbacv1.Subject{sre, dev} {
+		bindIn(ctx, t, l, dsNamespace, g[0].Name+"-explain", "Role", "kpath-explain", g...)
+		bindIn(ctx, t, l, ns, g[0].Name+"-view", "ClusterRole", "view", g...)
+	}
+	alice := userKubeconfig(t, l, "kpath-e2e-alice", "kpath-e2e-sre")
+	bob := userKubeconfig(t, l, "kpath-e2e-bob", "kpath-e2e-dev")
+	for _, who := range []struct{ name, kubeconfig string }{{"the admin", ""}, {"alice", alice}} {
+		args := []string{"kpath", "explain", "pod/" + names[0], "-n", ns}
+		if who.kubeconfig != "" {
+			args = append(args, "--kubeconfig="+who.kubeconfig)
+		}
+		var out string
+		var runErr error
+		// RBAC reaches the authorizers through informers: retry a while.
+		wctx, cancel := context.WithTimeout(ctx, 45*time.Second)
+		err := waitFor(wctx, "kubectl kpath explain as "+who.name, func() (bool, error) {
+			out, runErr = dsRun(t, root, pathEnv, kubectl, args...)
+			return runErr == nil, nil
+		})
+		cancel()
 		if err != nil {
-			t.Errorf("kubectl kpath explain --via=%s: %v\n%s", via, err, out)
+			t.Errorf("kubectl kpath explain as %s: %v (%v)\n%s", who.name, err, runErr, out)
 			continue
 		}
 		for _, want := range []string{"pod " + ns + "/" + names[0], "key=/registry/pods/" + ns + "/" + names[0], "apiserver/request", "◀ slowest"} {
 			if !strings.Contains(out, want) {
-				t.Errorf("kubectl kpath explain --via=%s: no %q in:\n%s", via, want, out)
+				t.Errorf("kubectl kpath explain as %s: no %q in:\n%s", who.name, want, out)
 			}
 		}
-		if via == "proxy" {
+		if who.kubeconfig == "" {
 			t.Logf("kubectl kpath explain pod/%s:\n%s", names[0], out)
 		}
+	}
+	out, err = dsRun(t, root, pathEnv, kubectl, "kpath", "explain", "pod/"+names[0], "-n", ns, "--kubeconfig="+bob)
+	if err == nil || !strings.Contains(out, `user "kpath-e2e-bob" may not get traces.kpath.dev`) {
+		t.Errorf("explain as bob, without kpath-traces-reader: err %v, output:\n%s", err, out)
+	}
+	out, err = dsRun(t, root, pathEnv, kubectl, "kpath", "explain", "pod/"+names[0], "-n", ns, "--via=proxy")
+	if err == nil || !strings.Contains(out, "pods/proxy passes on no caller's credentials: use --via=port-forward") {
+		t.Errorf("explain --via=proxy of a guarded agent: err %v, output:\n%s", err, out)
 	}
 	out, err = dsRun(t, root, pathEnv, kubectl, "kpath", "explain", "pod/no-such-pod", "-n", ns)
 	if err == nil || !strings.Contains(out, "no traces for pod "+ns+"/no-such-pod") {
@@ -199,7 +234,7 @@ func dsAgentTracesPods(ctx context.Context, t *testing.T, l *lab, rcv *otlptest.
 	dsCheckHostCaps(t, port)
 
 	// /metrics on the node's loopback (hostNetwork): attached to kube-apiserver and etcd.
-	a := &agent{metrics: "127.0.0.1:" + port}
+	a := &agent{metrics: "127.0.0.1:" + port, guarded: true, token: l.cfg.BearerToken}
 	err := waitFor(ctx, "the agent attached to kube-apiserver and etcd", func() (bool, error) {
 		m, err := a.scrape()
 		return err == nil && m.sum("kpath_attached_probes", "component", "kube-apiserver") > 0 && m.sum("kpath_attached_probes", "component", "etcd") > 0, nil

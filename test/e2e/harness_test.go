@@ -6,6 +6,7 @@ package e2e
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"fmt"
 	"net"
 	"net/http"
@@ -20,6 +21,7 @@ import (
 	commonpb "go.opentelemetry.io/proto/otlp/common/v1"
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/kpath/kpath/export/otlptest"
@@ -50,6 +52,7 @@ type lab struct {
 	dir     string
 	flavour string
 	client  *kubernetes.Clientset
+	cfg     *rest.Config // the admin's: a bearer token
 }
 
 // session is how most e2e tests begin: the lab, a deadline, a real OTLP
@@ -94,7 +97,7 @@ func needLab(t *testing.T) *lab {
 	if err != nil {
 		t.Fatal(err)
 	}
-	l := &lab{dir: dir, client: cs, flavour: "normal"}
+	l := &lab{dir: dir, client: cs, cfg: cfg, flavour: "normal"}
 	if env, err := os.ReadFile(filepath.Join(dir, "env")); err == nil {
 		for _, line := range strings.Split(string(env), "\n") {
 			if v, ok := strings.CutPrefix(strings.TrimPrefix(line, "export "), "KPATH_LAB_FLAVOUR="); ok {
@@ -118,7 +121,29 @@ type agent struct {
 	cmd     *exec.Cmd
 	metrics string
 	logPath string
+	// guarded: the agent serves HTTPS to callers it authenticates
+	// (--metrics-auth=kubernetes), and token is the bearer token sent.
+	guarded bool
+	token   string
 }
+
+// get asks the agent for path as the test's caller.
+func (a *agent) get(path string) (*http.Response, error) {
+	if !a.guarded {
+		return http.Get("http://" + a.metrics + path)
+	}
+	req, err := http.NewRequest(http.MethodGet, "https://"+a.metrics+path, nil)
+	if err != nil {
+		return nil, err
+	}
+	if a.token != "" {
+		req.Header.Set("Authorization", "Bearer "+a.token)
+	}
+	return insecureTLS.Do(req)
+}
+
+// insecureTLS takes the agent's self-signed serving certificate.
+var insecureTLS = &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
 
 func freeAddr(t *testing.T) string {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -190,7 +215,7 @@ type sample struct {
 }
 
 func (a *agent) scrape() (metrics, error) {
-	resp, err := http.Get("http://" + a.metrics + "/metrics")
+	resp, err := a.get("/metrics")
 	if err != nil {
 		return nil, err
 	}

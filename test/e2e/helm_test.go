@@ -119,12 +119,28 @@ func TestHelmChartRendersTheKustomizeDaemonSet(t *testing.T) {
 		kb, _ := json.MarshalIndent(kp, "", " ")
 		t.Errorf("the chart's pod differs from kustomize's:\nchart:\n%s\nkustomize:\n%s", cb, kb)
 	}
-	for _, k := range []string{"ServiceAccount/kpath-agent", "ClusterRole/kpath-agent", "ClusterRoleBinding/kpath-agent", "Service/kpath-agent-metrics"} {
-		if co[k] == nil || ko[k] == nil {
+	for _, k := range []string{"ServiceAccount/kpath-agent", "ClusterRole/kpath-agent", "ClusterRoleBinding/kpath-agent", "Service/kpath-agent-metrics",
+		"ClusterRoleBinding/kpath-agent-auth-delegator",
+		"ClusterRole/kpath-metrics-reader", "ClusterRole/kpath-traces-reader", "Role/kpath-explain"} {
+		switch {
+		case co[k] == nil || ko[k] == nil:
 			t.Errorf("%s: in the chart %v, in kustomize %v", k, co[k] != nil, ko[k] != nil)
-		} else if k == "ClusterRole/kpath-agent" && !reflect.DeepEqual(co[k]["rules"], ko[k]["rules"]) {
-			t.Errorf("RBAC rules differ: chart %v, kustomize %v", co[k]["rules"], ko[k]["rules"])
+		case !reflect.DeepEqual(co[k]["rules"], ko[k]["rules"]):
+			t.Errorf("%s: RBAC rules differ: chart %v, kustomize %v", k, co[k]["rules"], ko[k]["rules"])
+		case !reflect.DeepEqual(co[k]["roleRef"], ko[k]["roleRef"]):
+			t.Errorf("%s: roleRef differs: chart %v, kustomize %v", k, co[k]["roleRef"], ko[k]["roleRef"])
 		}
+	}
+	// metrics.auth=none: plain HTTP, no delegation RBAC; a typo fails the render.
+	open, err := dsRun(t, root, nil, helm, "template", "kpath", chartDir, "--namespace", dsNamespace, "--set", "metrics.auth=none")
+	if err != nil {
+		t.Fatalf("helm template with metrics.auth=none: %v\n%s", err, open)
+	}
+	if oo := objects(t, open); !strings.Contains(open, "--metrics-auth=none") || strings.Contains(open, "scheme: HTTPS") || oo["ClusterRoleBinding/kpath-agent-auth-delegator"] != nil {
+		t.Errorf("helm template with metrics.auth=none:\n%s", open)
+	}
+	if out, err := dsRun(t, root, nil, helm, "template", "kpath", chartDir, "--set", "metrics.auth=open"); err == nil || !strings.Contains(out, `metrics.auth="open": want kubernetes or none`) {
+		t.Errorf("helm template with metrics.auth=open: err %v\n%s", err, out)
 	}
 
 	// Every value people set renders, and the API server takes the result.
@@ -138,7 +154,7 @@ func TestHelmChartRendersTheKustomizeDaemonSet(t *testing.T) {
 	}
 	ao := objects(t, all)
 	for _, want := range []string{"--detail-rows=etcd.wal.fsync", "--client-go-programs=my-operator", "--hash-names-key-file=", `"SYS_ADMIN"`,
-		"x-tenant=team+a", "secretKeyRef", "ServiceMonitor/kpath-agent", "grafana_dashboard"} {
+		"x-tenant=team+a", "secretKeyRef", "ServiceMonitor/kpath-agent", "grafana_dashboard", "bearerTokenFile: /var/run/secrets/kubernetes.io/serviceaccount/token"} {
 		if !strings.Contains(all, want) && ao[want] == nil {
 			t.Errorf("helm template with every value: no %q in the output", want)
 		}

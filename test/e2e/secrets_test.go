@@ -66,7 +66,7 @@ func TestSecretPayloadsAreNeverRead(t *testing.T) {
 		leaks("span "+sp.Name, b)
 	}
 	for _, path := range []string{"/metrics", "/api/v1/traces", "/api/v1/traces?key=" + key, "/api/v1/traces?namespace=" + s.ns} {
-		resp, err := http.Get("http://" + s.a.metrics + path)
+		resp, err := s.a.get(path)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -129,7 +129,7 @@ func TestNamesAreHashedWhenAsked(t *testing.T) {
 		}
 	}
 	for _, path := range []string{"/api/v1/traces", "/api/v1/traces?key=" + hashed} {
-		resp, err := http.Get("http://" + s.a.metrics + path)
+		resp, err := s.a.get(path)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -119,7 +119,16 @@ while :; do
 	done
 	[ "${#missing[@]}" -eq 0 ] && break
 	if [ "$SECONDS" -ge "$deadline" ]; then
-		metrics=$(kubectl get --raw "/api/v1/namespaces/kpath/pods/$agent:9464/proxy/metrics" 2>/dev/null | grep -E '^kpath_(events_dropped_total|attached_probes|traces_total)' || true)
+		# The agent serves /metrics over HTTPS to callers RBAC allows: a
+		# port-forward, and the token of a service account bound to
+		# kpath-metrics-reader (pods/proxy passes on no credentials).
+		kubectl -n kpath create serviceaccount kpath-kind-check >/dev/null 2>&1 || true
+		kubectl create clusterrolebinding kpath-kind-check --clusterrole=kpath-metrics-reader --serviceaccount=kpath:kpath-kind-check >/dev/null 2>&1 || true
+		kubectl -n kpath port-forward "pod/$agent" 19465:9464 >/dev/null 2>&1 &
+		pf=$!
+		sleep 2
+		metrics=$(curl -sk -H "Authorization: Bearer $(kubectl -n kpath create token kpath-kind-check)" https://127.0.0.1:19465/metrics | grep -E '^kpath_(events_dropped_total|attached_probes|traces_total)' || true)
+		kill "$pf" 2>/dev/null || true
 		printf '%s\n' "$metrics"
 		if grep -q 'decode_stale_slot' <<<"$metrics"; then
 			echo "note: decode_stale_slot drops: kind nodes have their own PID namespace, and the agent must map" >&2

@@ -493,7 +493,7 @@ start_all() {
 		--client-ca-file="$PKI_DIR/ca.crt" \
 		--token-auth-file="$PKI_DIR/tokens.csv" \
 		--anonymous-auth=false \
-		--authorization-mode=AlwaysAllow \
+		--authorization-mode=Node,RBAC \
 		--allow-privileged=true \
 		--service-account-key-file="$PKI_DIR/sa.pub" \
 		--service-account-signing-key-file="$PKI_DIR/sa.key" \

@@ -17,3 +17,11 @@ helm.sh/chart: {{ .Chart.Name }}-{{ .Chart.Version }}
 {{- end -}}
 {{- join "," $out -}}
 {{- end -}}
+
+{{/* metrics.auth, checked: a typo must not open the endpoints. */}}
+{{- define "kpath.metricsAuth" -}}
+{{- if not (has .Values.metrics.auth (list "kubernetes" "none")) -}}
+{{- fail (printf "metrics.auth=%q: want kubernetes or none" .Values.metrics.auth) -}}
+{{- end -}}
+{{- .Values.metrics.auth -}}
+{{- end -}}
