@@ -27,6 +27,10 @@ var (
 	// usually the function was inlined everywhere, renamed between versions,
 	// or dead-code eliminated.
 	ErrSymbolNotFound = errors.New("symbol not found")
+	// ErrPacked means an executable packer (UPX) compressed the program: its
+	// function table and build info exist only once it has unpacked itself in
+	// memory, where a uprobe on the file cannot follow.
+	ErrPacked = errors.New("packed executable")
 	// ErrVersionUnknown means the build info does not say which version of a
 	// module was linked in.
 	ErrVersionUnknown = errors.New("module version unknown")
@@ -138,6 +142,9 @@ func OpenBinary(path string) (_ *Binary, err error) {
 	bi, biErr := buildinfo.Read(f)
 	if pcln == nil {
 		if biErr != nil {
+			if binPackedByUPX(f) {
+				return nil, fmt.Errorf("probes: %s: %w: UPX compressed it, so its Go function table and build info cannot be read from the file, and a uprobe on the file would miss the code it unpacks in memory: run the unpacked binary (upx -d)", path, ErrPacked)
+			}
 			return nil, fmt.Errorf("probes: %s: %w: no .gopclntab and no Go build info", path, ErrNotGo)
 		}
 		return nil, fmt.Errorf("probes: %s: has Go build info but no pclntab was found", path)
@@ -167,6 +174,14 @@ func OpenBinary(path string) (_ *Binary, err error) {
 		return nil, fmt.Errorf("probes: %s: %w", path, err)
 	}
 	return b, nil
+}
+
+// binPackedByUPX looks for UPX's header magic where UPX writes it, right
+// after the program headers of the stub it puts in front.
+func binPackedByUPX(f io.ReaderAt) bool {
+	var head [4096]byte
+	n, _ := f.ReadAt(head[:], 0)
+	return bytes.Contains(head[:n], []byte("UPX!"))
 }
 
 func binModule(m *rdebug.Module) Module {

@@ -116,7 +116,11 @@ func layoutFor(goVersion string) (goroutineLayout, error) {
 	}
 	l, ok := goroutineLayouts["go"+mm[1:]]
 	if !ok {
-		return goroutineLayout{}, fmt.Errorf("runtime.g layout of %s is not known to this kpath (known: go1.24–go1.26): upgrade kpath", goVersion)
+		fix := "upgrade kpath"
+		if semver.Compare(mm, "v1.24") < 0 {
+			fix = "a program built before go1.24 is older than every Kubernetes and etcd release kpath covers"
+		}
+		return goroutineLayout{}, fmt.Errorf("runtime.g layout of %s is not known to this kpath (known: go1.24–go1.26): %s", goVersion, fix)
 	}
 	return l, nil
 }

@@ -101,7 +101,12 @@ var testRows = []Row{
 func traceTarget(t *testing.T, rows []Row, n, want int) (*Tracer, *Process, []Event) {
 	t.Helper()
 	needBPF(t)
-	path := buildTarget(t)
+	return traceTargetAt(t, buildTarget(t), rows, n, want)
+}
+
+// traceTargetAt is traceTarget with the target built at path.
+func traceTargetAt(t *testing.T, path string, rows []Row, n, want int) (*Tracer, *Process, []Event) {
+	t.Helper()
 	tr, err := NewTracer(Options{Rows: rows})
 	if err != nil {
 		t.Fatal(err)
@@ -209,6 +214,12 @@ func TestTracerCallSitesAndUnreadCaptures(t *testing.T) {
 func TestTracerCapturesArgumentsAndResults(t *testing.T) {
 	const n = 300
 	tr, p, events := traceTarget(t, testRows, n, 2*n)
+	checkCaptures(t, tr, p, events, n)
+}
+
+// checkCaptures checks what testRows read from n calls of the target.
+func checkCaptures(t *testing.T, tr *Tracer, p *Process, events []Event, n int) {
+	t.Helper()
 	// handle has 3 RETs, so 1 entry + 3 RET uprobes; respond is a point.
 	if got := p.Rows[0].Uprobes; got != 4 {
 		t.Errorf("test.handle: %d uprobes, want 4 (entry + 3 RETs)", got)
@@ -261,7 +272,7 @@ func TestTracerCapturesArgumentsAndResults(t *testing.T) {
 	for _, h := range hits {
 		want := uint64(2 * n) // entry + one RET per call
 		if h.Row == "test.respond" {
-			want = n
+			want = uint64(n)
 		}
 		if h.Hits != want {
 			t.Errorf("row %s: %d hits, want %d", h.Row, h.Hits, want)
