@@ -115,7 +115,9 @@ func bind(ctx context.Context, t *testing.T, l *lab, name, clusterRole string, s
 	if _, err := l.client.RbacV1().ClusterRoleBindings().Create(ctx, crb, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { l.client.RbacV1().ClusterRoleBindings().Delete(context.Background(), name, metav1.DeleteOptions{}) })
+	t.Cleanup(func() {
+		l.client.RbacV1().ClusterRoleBindings().Delete(context.Background(), name, metav1.DeleteOptions{})
+	})
 }
 
 // bindIn makes a RoleBinding in ns to a Role (kind "Role") or ClusterRole.
