@@ -1,5 +1,5 @@
 # kpath. `make demo` runs kpath on the local lab; `make test` runs every test.
-.PHONY: all build generate test unit-test fuzz test-versions e2e lab-up lab-down demo clean
+.PHONY: all build generate test unit-test fuzz soak test-versions e2e lab-up lab-down demo clean
 
 GO ?= go
 BPF_CLANG ?= clang-16
@@ -36,6 +36,15 @@ fuzz:
 
 e2e:
 	test/e2e/run.sh
+
+# The long reliability tests on the lab (normal flavour; docs/reliability.md):
+# the agent killed -9 until 10 000 pods have lived and died, and its collector
+# down 10 minutes then stalled 2. KPATH_SOAK_LIFECYCLES, KPATH_SOAK_OUTAGE,
+# KPATH_SOAK_STALL shorten them.
+soak: build
+	test/lab/up.sh
+	KPATH_E2E=1 KPATH_SOAK=1 KPATH_SOAK_LIFECYCLES=$${KPATH_SOAK_LIFECYCLES:-10000} $(GO) test -p 1 -count=1 -v -timeout 12h \
+		-run 'TestAgentKilledUnderLoadHurtsNothing|TestSoakExporterOutageAndStall' ./test/e2e/
 
 # Local single-node Kubernetes lab (test/lab/README.md).
 # KPATH_LAB_FLAVOUR=release make lab-up   uses release-like etcd + kube-apiserver.

@@ -320,3 +320,81 @@ func TestNewOTLPConfig(t *testing.T) {
 		}
 	}
 }
+
+// TestOTLPSurvivesAStallAndAnOutage: a collector that takes requests and
+// never answers, then one that is down, then one back at the same address:
+// Export never blocks, every span is delivered or counted by reason, and
+// spans flow again without a restart (issue 10, R4; make soak runs it for
+// minutes with the agent).
+func TestOTLPSurvivesAStallAndAnOutage(t *testing.T) {
+	r := otlptest.Start(t)
+	m := NewMetrics(nil)
+	e := newOTLP(t, OTLPConfig{
+		Endpoint: r.Addr(), QueueSize: 16, BatchSize: 4, FlushInterval: 10 * time.Millisecond,
+		ExportTimeout: 300 * time.Millisecond, Logger: slog.New(slog.DiscardHandler),
+	}, m)
+	sent := 0
+	export := func(n int) time.Duration {
+		start := time.Now()
+		for i := range n {
+			e.Export(podTrace(byte(i)))
+		}
+		sent += n
+		return time.Since(start)
+	}
+	accounted := func() float64 {
+		n := testutil.ToFloat64(m.exportSpans.WithLabelValues(otlpExporterName))
+		for _, reason := range []string{DropQueueFull, DropExportFailed, DropShutdown, DropRejected} {
+			n += droppedSpans(m, reason)
+		}
+		return n
+	}
+	waitAccounted := func(what string) {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for accounted() != float64(4*sent) {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: %v spans delivered or dropped, %d sent", what, accounted(), 4*sent)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	export(1)
+	waitSpans(t, r, 4)
+
+	r.Stall()
+	if d := export(2000); d > 2*time.Second {
+		t.Errorf("2000 Exports to a stalled collector took %v", d)
+	}
+	waitDropped(t, m, DropExportFailed, 4) // a batch that waited out ExportTimeout
+	if droppedSpans(m, DropQueueFull) == 0 {
+		t.Error("the queue behind a stalled collector never filled")
+	}
+	waitAccounted("stalled")
+	r.Resume()
+	export(1)
+	waitSpans(t, r, 8)
+	waitAccounted("resumed")
+
+	addr := r.Addr()
+	r.Stop()
+	failed := droppedSpans(m, DropExportFailed)
+	if d := export(200); d > 2*time.Second {
+		t.Errorf("200 Exports to a collector that is down took %v", d)
+	}
+	waitDropped(t, m, DropExportFailed, failed+4)
+	// Long enough for gRPC's reconnect backoff to grow past reconnectMax.
+	time.Sleep(2 * reconnectMax)
+	waitAccounted("down")
+	r2 := otlptest.StartAt(t, addr)
+	back := time.Now()
+	for len(r2.Spans()) == 0 {
+		if time.Since(back) > 2*reconnectMax+2*time.Second {
+			t.Fatalf("no span reached the collector %v after it came back", time.Since(back))
+		}
+		export(1)
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Logf("spans flowed again %v after the collector came back", time.Since(back).Round(time.Millisecond))
+	waitAccounted("back")
+}

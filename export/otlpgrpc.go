@@ -13,6 +13,7 @@ import (
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
+	grpcbackoff "google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
@@ -88,12 +89,22 @@ func newOTLPClient(cfg OTLPConfig) (*otlpClient, error) {
 	conn, err := grpc.NewClient(target,
 		grpc.WithTransportCredentials(creds),
 		grpc.WithUserAgent("kpath-agent"),
+		// gRPC's reconnect backoff grows to 2 minutes by default: a
+		// collector back after a long outage would wait that long for its
+		// spans. One dial every few seconds to a dead address costs nothing.
+		grpc.WithConnectParams(grpc.ConnectParams{
+			Backoff:           grpcbackoff.Config{BaseDelay: 250 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: reconnectMax},
+			MinConnectTimeout: 5 * time.Second,
+		}),
 		grpc.WithDefaultCallOptions(grpc.ForceCodec(rawCodec{})))
 	if err != nil {
 		return nil, fmt.Errorf("endpoint %q: %w", cfg.Endpoint, err)
 	}
 	return &otlpClient{conn: conn, headers: metadata.New(cfg.Headers), timeout: orDefault(cfg.ExportTimeout, 10*time.Second)}, nil
 }
+
+// reconnectMax bounds the wait between dials of a collector that is down.
+const reconnectMax = 3 * time.Second
 
 // upload sends one request, retrying what the specification calls
 // retryable for at most the export timeout, and returns how many spans the

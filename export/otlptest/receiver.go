@@ -28,12 +28,19 @@ type Receiver struct {
 	fail     error
 	reject   *collectortracepb.ExportTracePartialSuccess
 	changed  chan struct{} // closed and replaced on every accepted request
+	stalled  chan struct{} // while non-nil, requests wait for it to close
+
+	stop func()
 }
 
 // Start starts a receiver on a free loopback port; it stops when the test ends.
-func Start(t testing.TB) *Receiver {
+func Start(t testing.TB) *Receiver { return StartAt(t, "127.0.0.1:0") }
+
+// StartAt starts a receiver listening on addr: a collector back at the
+// address of one that was stopped.
+func StartAt(t testing.TB, addr string) *Receiver {
 	t.Helper()
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	lis, err := net.Listen("tcp", addr)
 	if err != nil {
 		t.Fatalf("otlptest: listen: %v", err)
 	}
@@ -45,11 +52,40 @@ func Start(t testing.TB) *Receiver {
 		defer close(served)
 		_ = srv.Serve(lis) // returns when stopped
 	}()
-	t.Cleanup(func() {
-		srv.Stop()
-		<-served
-	})
+	var once sync.Once
+	r.stop = func() {
+		once.Do(func() {
+			r.Resume()
+			srv.Stop()
+			<-served
+		})
+	}
+	t.Cleanup(r.Stop)
 	return r
+}
+
+// Stop stops the receiver: its address refuses connections, as a
+// collector that is down.
+func (r *Receiver) Stop() { r.stop() }
+
+// Stall makes later requests hang, as a receiver that accepts connections
+// and never answers, until Resume or until their sender gives up.
+func (r *Receiver) Stall() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.stalled == nil {
+		r.stalled = make(chan struct{})
+	}
+}
+
+// Resume answers stalled requests and later ones again.
+func (r *Receiver) Resume() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.stalled != nil {
+		close(r.stalled)
+		r.stalled = nil
+	}
 }
 
 // Addr is the receiver's host:port.
@@ -75,10 +111,19 @@ func (r *Receiver) Reject(n int64, msg string) {
 }
 
 // Export implements collectortracepb.TraceServiceServer.
-func (r *Receiver) Export(_ context.Context, req *collectortracepb.ExportTraceServiceRequest) (*collectortracepb.ExportTraceServiceResponse, error) {
+func (r *Receiver) Export(ctx context.Context, req *collectortracepb.ExportTraceServiceRequest) (*collectortracepb.ExportTraceServiceResponse, error) {
 	r.mu.Lock()
-	defer r.mu.Unlock()
 	r.requests++
+	if stalled := r.stalled; stalled != nil {
+		r.mu.Unlock()
+		select {
+		case <-stalled:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		r.mu.Lock()
+	}
+	defer r.mu.Unlock()
 	if r.fail != nil {
 		return nil, r.fail
 	}

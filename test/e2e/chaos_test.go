@@ -4,12 +4,16 @@ package e2e
 // ConfigMaps are written. Nothing it traces notices: no component restarts,
 // every client request succeeds, no probe outlives its agent, and the next
 // agent traces whole writes. make test kills it 10 times at 2–4 s
-// intervals; docs/reliability.md has the long version's plan.
+// intervals; make soak (KPATH_SOAK_LIFECYCLES=10000) keeps killing it at
+// 2–10 s intervals until that many pods have lived and died, from four
+// churners.
 
 import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"os"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -43,7 +47,19 @@ func uprobeLinks(t *testing.T) int {
 
 func TestAgentKilledUnderLoadHurtsNothing(t *testing.T) {
 	l := needLab(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	// make test: 10 kills 2–4 s apart, one churner; the soak: kills 2–10 s
+	// apart until the churners have made lifecycles pods live and die.
+	kills, lifecycles, churners, gap := 10, int64(0), 1, 2*time.Second
+	timeout := 5 * time.Minute
+	if v := os.Getenv("KPATH_SOAK_LIFECYCLES"); v != "" && os.Getenv("KPATH_SOAK") == "1" {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || n <= 0 {
+			t.Fatalf("KPATH_SOAK_LIFECYCLES=%q: want a count", v)
+		}
+		kills, lifecycles, churners, gap = 0, n, 4, 8*time.Second
+		timeout = time.Duration(n)*time.Second + 10*time.Minute
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	ns := makeNamespace(ctx, t, l, "kpath-e2e-chaos-")
 	if n := uprobeLinks(t); n != 0 {
@@ -68,7 +84,8 @@ func TestAgentKilledUnderLoadHurtsNothing(t *testing.T) {
 		failures.Add(1)
 		firstOnce.Do(func() { firstErr = err })
 	}
-	wg.Add(2)
+	var lived atomic.Int64
+	wg.Add(1 + churners)
 	go func() {
 		defer wg.Done()
 		for i := 0; ; i++ {
@@ -84,41 +101,51 @@ func TestAgentKilledUnderLoadHurtsNothing(t *testing.T) {
 			time.Sleep(20 * time.Millisecond)
 		}
 	}()
-	go func() {
-		defer wg.Done()
-		zero := int64(0)
-		for i := 0; ; i++ {
-			select {
-			case <-stop:
-				return
-			default:
+	for c := range churners {
+		go func() {
+			defer wg.Done()
+			zero := int64(0)
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				name := fmt.Sprintf("churn-%d-%05d", c, i)
+				requests.Add(2)
+				if _, err := l.client.CoreV1().Pods(ns).Create(ctx, runningPod(name), metav1.CreateOptions{}); err != nil {
+					fail(err)
+					continue
+				}
+				time.Sleep(500 * time.Millisecond)
+				if err := l.client.CoreV1().Pods(ns).Delete(ctx, name, metav1.DeleteOptions{GracePeriodSeconds: &zero}); err != nil {
+					fail(err)
+					continue
+				}
+				lived.Add(1)
 			}
-			name := fmt.Sprintf("churn-%04d", i)
-			requests.Add(2)
-			if _, err := l.client.CoreV1().Pods(ns).Create(ctx, runningPod(name), metav1.CreateOptions{}); err != nil {
-				fail(err)
-				continue
-			}
-			time.Sleep(500 * time.Millisecond)
-			if err := l.client.CoreV1().Pods(ns).Delete(ctx, name, metav1.DeleteOptions{GracePeriodSeconds: &zero}); err != nil {
-				fail(err)
-			}
-		}
-	}()
+		}()
+	}
 
 	rcv := otlptest.Start(t)
-	const kills = 10
-	for k := range kills {
+	k := 0
+	for ; k < kills || lived.Load() < lifecycles; k++ {
+		if ctx.Err() != nil {
+			t.Fatalf("after %d kills and %d pod lifecycles: %v", k, lived.Load(), ctx.Err())
+		}
 		a := startAgent(t, rcv.Addr())
-		time.Sleep(2*time.Second + rand.N(2*time.Second))
+		time.Sleep(2*time.Second + rand.N(gap))
 		if err := a.cmd.Process.Signal(syscall.SIGKILL); err != nil {
 			t.Fatalf("kill -9 agent %d: %v", k, err)
 		}
 		a.cmd.Wait()
+		if lifecycles > 0 && k%100 == 99 {
+			t.Logf("%d kills, %d pod lifecycles, %d client requests, %d failed", k+1, lived.Load(), requests.Load(), failures.Load())
+		}
 	}
 	close(stop)
 	wg.Wait()
-	t.Logf("%d agents killed -9; %d client requests, %d failed", kills, requests.Load(), failures.Load())
+	t.Logf("%d agents killed -9; %d pod lifecycles; %d client requests, %d failed", k, lived.Load(), requests.Load(), failures.Load())
 	if failures.Load() > 0 {
 		t.Errorf("%d of %d client requests failed while the agent was killed, e.g. %v", failures.Load(), requests.Load(), firstErr)
 	}
