@@ -35,6 +35,7 @@ type Recent struct {
 	byPod map[podRef]map[*recentEntry]struct{}
 	byUID map[string]map[*recentEntry]struct{}
 	byKey map[string]map[*recentEntry]struct{}
+	byObj map[objectRef]map[*recentEntry]struct{}
 }
 
 // RecentOptions bound a Recent store.
@@ -54,6 +55,10 @@ const (
 
 type podRef struct{ ns, name string }
 
+// objectRef is an object as its etcd key names it: built-in groups are
+// stored without their group, custom resources with it.
+type objectRef struct{ group, resource, ns, name string }
+
 // recentEntry holds a trace's spans as the correlator made them: they are
 // turned into JSON only when asked for, since most are never asked for.
 type recentEntry struct {
@@ -65,6 +70,7 @@ type recentEntry struct {
 	pods     []podRef
 	uids     []string
 	keys     []string
+	objects  []objectRef
 }
 
 // NewRecent returns an empty store.
@@ -82,6 +88,7 @@ func NewRecent(o RecentOptions) *Recent {
 		byPod: map[podRef]map[*recentEntry]struct{}{},
 		byUID: map[string]map[*recentEntry]struct{}{},
 		byKey: map[string]map[*recentEntry]struct{}{},
+		byObj: map[objectRef]map[*recentEntry]struct{}{},
 	}
 }
 
@@ -157,8 +164,12 @@ func (r *Recent) index(e *recentEntry, fresh []correlate.Span) {
 		}
 		if key, _ := s.Attr(correlate.AttrKey).(string); key != "" && !slices.Contains(e.keys, key) {
 			e.keys = append(e.keys, key)
-			if o := correlate.ParseKey(key); o.Resource == "pods" && o.Group == "" && o.Namespace != "" {
+			o := correlate.ParseKey(key)
+			if o.Resource == "pods" && o.Group == "" && o.Namespace != "" {
 				e.pods = addOnce(e.pods, podRef{o.Namespace, o.Name})
+			}
+			if o.Resource != "" {
+				e.objects = addOnce(e.objects, objectRef{o.Group, o.Resource, o.Namespace, o.Name})
 			}
 		}
 	}
@@ -171,6 +182,9 @@ func (r *Recent) index(e *recentEntry, fresh []correlate.Span) {
 	for _, k := range e.keys {
 		addTo(r.byKey, k, e)
 	}
+	for _, o := range e.objects {
+		addTo(r.byObj, o, e)
+	}
 }
 
 func (r *Recent) unindex(e *recentEntry) {
@@ -182,6 +196,9 @@ func (r *Recent) unindex(e *recentEntry) {
 	}
 	for _, k := range e.keys {
 		removeFrom(r.byKey, k, e)
+	}
+	for _, o := range e.objects {
+		removeFrom(r.byObj, o, e)
 	}
 }
 
@@ -212,13 +229,20 @@ func removeFrom[K comparable](m map[K]map[*recentEntry]struct{}, k K, e *recentE
 
 // RecentQuery selects traces. Conditions are ORed: a trace matches when it
 // is about the pod Namespace/Pod (by attributes or by its etcd key), or
-// about the pod UID, or has etcd key Key. A pod query also matches the
-// traces of every UID that the pod's own traces name, so that spans which
-// carry only the UID are found. An empty query matches every trace.
+// about the pod UID, or has etcd key Key, or a key of the object
+// Group/Resource Namespace/Name. A pod query also matches the traces of
+// every UID that the pod's own traces name, so that spans which carry only
+// the UID are found. An empty query matches every trace.
 type RecentQuery struct {
 	Namespace, Pod string
 	UID            string
 	Key            string
+	// Resource (plural, e.g. deployments or widgets) and Group (apps,
+	// kpath.dev; empty for the core group) with Namespace (empty for a
+	// cluster-scoped object) and Name select one object whatever its key's
+	// prefix. Built-in groups are stored without their group in the key,
+	// so a key without one matches any group.
+	Group, Resource, Name string
 	// Limit keeps the newest Limit matches; 0 means DefaultRecentLimit.
 	Limit int
 }
@@ -251,7 +275,7 @@ func (r *Recent) Query(q RecentQuery) []RecentTrace {
 	r.evictLocked(r.now())
 
 	var hits []*recentEntry
-	if q.Namespace == "" && q.Pod == "" && q.UID == "" && q.Key == "" {
+	if q.Namespace == "" && q.Pod == "" && q.UID == "" && q.Key == "" && q.Resource == "" {
 		for el := r.order.Front(); el != nil; el = el.Next() {
 			hits = append(hits, el.Value.(*recentEntry))
 		}
@@ -279,6 +303,13 @@ func (r *Recent) Query(q RecentQuery) []RecentTrace {
 				set[e] = true
 			}
 		}
+		if q.Resource != "" {
+			for _, g := range []string{q.Group, ""} {
+				for e := range r.byObj[objectRef{g, q.Resource, q.Namespace, q.Name}] {
+					set[e] = true
+				}
+			}
+		}
 		for e := range set {
 			hits = append(hits, e)
 		}
@@ -303,8 +334,9 @@ func (r *Recent) Query(q RecentQuery) []RecentTrace {
 	return out
 }
 
-// Handler serves GET /api/v1/traces?namespace=NS&pod=NAME[&uid=UID][&key=KEY][&limit=N]
-// as a TracesResponse. pod needs namespace.
+// Handler serves GET /api/v1/traces?namespace=NS&pod=NAME[&uid=UID][&key=KEY]
+// [&resource=R&group=G&name=N][&limit=N] as a TracesResponse. pod needs
+// namespace, resource needs name.
 func (r *Recent) Handler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		if req.Method != http.MethodGet && req.Method != http.MethodHead {
@@ -313,9 +345,14 @@ func (r *Recent) Handler() http.Handler {
 			return
 		}
 		v := req.URL.Query()
-		q := RecentQuery{Namespace: v.Get("namespace"), Pod: v.Get("pod"), UID: v.Get("uid"), Key: v.Get("key")}
+		q := RecentQuery{Namespace: v.Get("namespace"), Pod: v.Get("pod"), UID: v.Get("uid"), Key: v.Get("key"),
+			Group: v.Get("group"), Resource: v.Get("resource"), Name: v.Get("name")}
 		if q.Pod != "" && q.Namespace == "" {
 			http.Error(w, "pod needs namespace", http.StatusBadRequest)
+			return
+		}
+		if (q.Resource == "") != (q.Name == "") {
+			http.Error(w, "resource and name go together", http.StatusBadRequest)
 			return
 		}
 		if s := v.Get("limit"); s != "" {

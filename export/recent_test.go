@@ -46,6 +46,11 @@ func TestRecentIndexes(t *testing.T) {
 	uidOnly.Spans[0].Attributes = []correlate.Attribute{{Key: correlate.AttrPodUID, Value: "uid-nginx"}}
 	r.Export(uidOnly)
 	r.Export(writeTrace(0x50, "/registry/pods/default/nginx", 4*time.Second, correlate.Attribute{Key: correlate.AttrPodUID, Value: "uid-nginx"}))
+	// A custom resource (stored with its group), a built-in of a named
+	// group (stored without it), a cluster-scoped one, under another prefix.
+	r.Export(writeTrace(0x60, "/registry/kpath.dev/widgets/default/w1", 5*time.Second))
+	r.Export(writeTrace(0x70, "/registry/deployments/default/nginx", 6*time.Second))
+	r.Export(writeTrace(0x80, "/kubernetes.io/namespaces/default", 7*time.Second))
 
 	for _, c := range []struct {
 		q    RecentQuery
@@ -56,8 +61,13 @@ func TestRecentIndexes(t *testing.T) {
 		{RecentQuery{Namespace: "kube-system", Pod: "nginx"}, nil},
 		{RecentQuery{UID: "uid-nginx"}, []string{hexOf(0x40), hexOf(0x50)}},
 		{RecentQuery{Key: "/registry/configmaps/default/nginx"}, []string{hexOf(0x30)}},
-		{RecentQuery{}, []string{hexOf(0x10), hexOf(0x20), hexOf(0x30), hexOf(0x40), hexOf(0x50)}},
-		{RecentQuery{Limit: 2}, []string{hexOf(0x40), hexOf(0x50)}},
+		{RecentQuery{Group: "kpath.dev", Resource: "widgets", Namespace: "default", Name: "w1"}, []string{hexOf(0x60)}},
+		{RecentQuery{Group: "other.io", Resource: "widgets", Namespace: "default", Name: "w1"}, nil},
+		{RecentQuery{Group: "apps", Resource: "deployments", Namespace: "default", Name: "nginx"}, []string{hexOf(0x70)}},
+		{RecentQuery{Resource: "configmaps", Namespace: "default", Name: "nginx"}, []string{hexOf(0x30)}},
+		{RecentQuery{Resource: "namespaces", Name: "default"}, []string{hexOf(0x80)}},
+		{RecentQuery{}, []string{hexOf(0x10), hexOf(0x20), hexOf(0x30), hexOf(0x40), hexOf(0x50), hexOf(0x60), hexOf(0x70), hexOf(0x80)}},
+		{RecentQuery{Limit: 2}, []string{hexOf(0x70), hexOf(0x80)}},
 	} {
 		if got := ids(r.Query(c.q)); !reflect.DeepEqual(got, c.want) {
 			t.Errorf("%+v: got %v, want %v", c.q, got, c.want)

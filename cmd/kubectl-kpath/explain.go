@@ -17,8 +17,12 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/discovery/cached/memory"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/restmapper"
 
 	"github.com/kpath/kpath/correlate"
 	"github.com/kpath/kpath/export"
@@ -120,6 +124,39 @@ func (e *explainer) explain(ctx context.Context, ns, name string) error {
 		}
 	}
 
+	who := fmt.Sprintf("pod %s/%s", ns, name)
+	if uid != "" {
+		who += " (uid " + uid + ")"
+	}
+	return e.askAndPrint(ctx, query, who)
+}
+
+// explainObject prints the traces the agents hold about any other object:
+// its writes, with what they led to (an operator's reconciles of it, a
+// webhook server's handling), by its resource and name.
+func (e *explainer) explainObject(ctx context.Context, resource, ns, name string) error {
+	gvr, namespaced, err := resolveResource(e.cs, resource)
+	if err != nil {
+		return err
+	}
+	query := url.Values{"resource": {gvr.Resource}, "name": {name}}
+	if gvr.Group != "" {
+		query.Set("group", gvr.Group)
+	}
+	who := gvr.GroupResource().String() + " " + name
+	if namespaced {
+		query.Set("namespace", ns)
+		who = gvr.GroupResource().String() + " " + ns + "/" + name
+	}
+	if e.opts.limit > 0 {
+		query.Set("limit", strconv.Itoa(e.opts.limit))
+	}
+	return e.askAndPrint(ctx, query, who)
+}
+
+// askAndPrint asks every agent for query's traces, merges them and prints
+// their waterfalls under who.
+func (e *explainer) askAndPrint(ctx context.Context, query url.Values, who string) error {
 	agents, err := e.cs.CoreV1().Pods(e.opts.agentNamespace).List(ctx, metav1.ListOptions{LabelSelector: e.opts.agentSelector})
 	if err != nil {
 		return fmt.Errorf("list kpath agents in namespace %s: %w", e.opts.agentNamespace, err)
@@ -146,14 +183,10 @@ func (e *explainer) explain(ctx context.Context, ns, name string) error {
 		return err
 	}
 	if len(traces) == 0 {
-		return fmt.Errorf("no traces for pod %s/%s on %d agent(s) (each keeps its last %d traces or %s; traced components run on the nodes of %s)",
-			ns, name, len(ok), export.DefaultRecentTraces, export.DefaultRecentAge, agentNodes(ok))
+		return fmt.Errorf("no traces for %s on %d agent(s) (each keeps its last %d traces or %s; traced components run on the nodes of %s)",
+			who, len(ok), export.DefaultRecentTraces, export.DefaultRecentAge, agentNodes(ok))
 	}
 	var b bytes.Buffer
-	who := fmt.Sprintf("pod %s/%s", ns, name)
-	if uid != "" {
-		who += " (uid " + uid + ")"
-	}
 	fmt.Fprintf(&b, "%s: %d trace(s) from %d of %d agent(s)\n\n", who, len(traces), len(ok), len(answers))
 	for _, t := range traces {
 		export.Waterfall(&b, t.Trace)
@@ -226,6 +259,36 @@ func (e *explainer) ask(ctx context.Context, agents []corev1.Pod, query url.Valu
 	}
 	wg.Wait()
 	return out
+}
+
+// resolveResource reads a resource type as kubectl does (deploy,
+// deployments.apps, widget, widgets.v1.kpath.dev) against the cluster's
+// discovery, and says whether its objects live in namespaces.
+func resolveResource(cs kubernetes.Interface, arg string) (schema.GroupVersionResource, bool, error) {
+	dc := memory.NewMemCacheClient(cs.Discovery())
+	m := restmapper.NewShortcutExpander(restmapper.NewDeferredDiscoveryRESTMapper(dc), dc, nil)
+	full, gr := schema.ParseResourceArg(strings.ToLower(arg))
+	var (
+		gvr schema.GroupVersionResource
+		err = errors.New("no version given")
+	)
+	if full != nil {
+		gvr, err = m.ResourceFor(*full)
+	}
+	if err != nil {
+		if gvr, err = m.ResourceFor(gr.WithVersion("")); err != nil {
+			return gvr, false, fmt.Errorf("%q is not a resource type this cluster serves: %w", arg, err)
+		}
+	}
+	gvk, err := m.KindFor(gvr)
+	if err != nil {
+		return gvr, false, fmt.Errorf("resource %s: %w", gvr.GroupResource(), err)
+	}
+	mapping, err := m.RESTMapping(gvk.GroupKind(), gvk.Version)
+	if err != nil {
+		return gvr, false, fmt.Errorf("resource %s: %w", gvr.GroupResource(), err)
+	}
+	return gvr, mapping.Scope.Name() == meta.RESTScopeNameNamespace, nil
 }
 
 // metricsPort is the container port named "metrics" of the agent pod.

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -130,6 +131,19 @@ type fakeCluster struct {
 	guarded  map[string]bool // agent pod name → it serves HTTPS (--metrics-auth=kubernetes)
 }
 
+// fakeDiscovery is the fake API server's discovery: the core group and a
+// custom resource with a short name.
+var fakeDiscovery = map[string]string{
+	"/api":  `{"kind":"APIVersions","versions":["v1"],"serverAddressByClientCIDRs":[{"clientCIDR":"0.0.0.0/0","serverAddress":"127.0.0.1:6443"}]}`,
+	"/apis": `{"kind":"APIGroupList","apiVersion":"v1","groups":[{"name":"kpath.dev","versions":[{"groupVersion":"kpath.dev/v1","version":"v1"}],"preferredVersion":{"groupVersion":"kpath.dev/v1","version":"v1"}}]}`,
+	"/api/v1": `{"kind":"APIResourceList","apiVersion":"v1","groupVersion":"v1","resources":[
+		{"name":"pods","singularName":"pod","namespaced":true,"kind":"Pod","verbs":["get","list"],"shortNames":["po"]},
+		{"name":"configmaps","singularName":"configmap","namespaced":true,"kind":"ConfigMap","verbs":["get","list"],"shortNames":["cm"]},
+		{"name":"namespaces","singularName":"namespace","namespaced":false,"kind":"Namespace","verbs":["get","list"],"shortNames":["ns"]}]}`,
+	"/apis/kpath.dev/v1": `{"kind":"APIResourceList","apiVersion":"v1","groupVersion":"kpath.dev/v1","resources":[
+		{"name":"widgets","singularName":"widget","namespaced":true,"kind":"Widget","verbs":["get","list"],"shortNames":["wd"]}]}`,
+}
+
 func agentPod(name, node string, port int32, phase corev1.PodPhase) corev1.Pod {
 	return corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "kpath", Labels: map[string]string{"app.kubernetes.io/name": "kpath-agent"}},
@@ -146,6 +160,11 @@ func (f *fakeCluster) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		json.NewEncoder(w).Encode(v)
 	}
 	p := r.URL.Path
+	if d, ok := fakeDiscovery[p]; ok {
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, d)
+		return
+	}
 	switch {
 	case p == "/api/v1/namespaces/kpath/pods":
 		if r.URL.Query().Get("labelSelector") != "app.kubernetes.io/name=kpath-agent" {
@@ -320,7 +339,7 @@ func TestExplainErrors(t *testing.T) {
 		}
 	})
 	t.Run("usage", func(t *testing.T) {
-		for _, args := range [][]string{{}, {"explain"}, {"explain", "deployment/x"}, {"frob"}, {"explain", "pod/x", "--via=ssh"}} {
+		for _, args := range [][]string{{}, {"explain"}, {"explain", "/x"}, {"frob"}, {"explain", "pod/x", "--via=ssh"}} {
 			_, _, err := runAgainst(t, &fakeCluster{}, args...)
 			if _, ok := err.(usageError); !ok {
 				t.Errorf("%v: err = %v, want a usage error", args, err)
@@ -329,16 +348,55 @@ func TestExplainErrors(t *testing.T) {
 	})
 }
 
-func TestPodName(t *testing.T) {
-	for in, want := range map[string]string{"pod/a": "a", "pods/b": "b", "po/c": "c", "d": "d"} {
-		if got, err := podName(in); err != nil || got != want {
-			t.Errorf("%s: %q %v", in, got, err)
+func TestObjectName(t *testing.T) {
+	for in, want := range map[string][2]string{"pod/a": {"", "a"}, "pods/b": {"", "b"}, "po/c": {"", "c"}, "d": {"", "d"},
+		"deploy/e": {"deploy", "e"}, "widgets.kpath.dev/f": {"widgets.kpath.dev", "f"}} {
+		if r, n, err := objectName(in); err != nil || r != want[0] || n != want[1] {
+			t.Errorf("%s: %q %q %v", in, r, n, err)
 		}
 	}
-	for _, in := range []string{"svc/a", "pod/", "pod/a/b"} {
-		if _, err := podName(in); err == nil {
+	for _, in := range []string{"/a", "pod/", "pod/a/b", "svc/"} {
+		if _, _, err := objectName(in); err == nil {
 			t.Errorf("%s: no error", in)
 		}
+	}
+}
+
+// A custom resource's trace: its write and the operator's reconcile of it.
+func widgetTraces() []correlate.Trace {
+	attrs := []correlate.Attribute{{Key: correlate.AttrKey, Value: "/registry/kpath.dev/widgets/default/w1"}}
+	attrs = append(attrs, correlate.ParseKey("/registry/kpath.dev/widgets/default/w1").Attributes()...)
+	return []correlate.Trace{{ID: traceID(7), Complete: true, Spans: []correlate.Span{
+		span(7, 1, 0, "POST /apis/kpath.dev/v1/namespaces/default/widgets", "kube-apiserver", "request", 0, 3*time.Millisecond, attrs...),
+		span(7, 2, 1, "reconcile default/w1", "widgetop", "reconcile", 5*time.Millisecond, 45*time.Millisecond, attrs...),
+	}}}
+}
+
+func TestExplainAnyObject(t *testing.T) {
+	f := &fakeCluster{
+		agents: []corev1.Pod{agentPod("kpath-agent-a", "n1", 9464, corev1.PodRunning)},
+		stores: map[string]*export.Recent{"kpath-agent-a": storeOf("n1", append(widgetTraces(), node1Traces()...))},
+	}
+	for _, arg := range []string{"widget/w1", "widgets.kpath.dev/w1", "wd/w1", "widgets.v1.kpath.dev/w1"} {
+		out, errOut, err := runAgainst(t, f, "explain", arg)
+		if err != nil {
+			t.Errorf("explain %s: %v\n%s", arg, err, errOut)
+			continue
+		}
+		for _, want := range []string{"widgets.kpath.dev default/w1: 1 trace(s)", "widgetop/reconcile", "reconcile default/"} {
+			if !strings.Contains(out, want) {
+				t.Errorf("explain %s: no %q in:\n%s", arg, want, out)
+			}
+		}
+		if strings.Contains(out, "etcd txn put") {
+			t.Errorf("explain %s printed the pod's trace:\n%s", arg, out)
+		}
+	}
+	if _, _, err := runAgainst(t, f, "explain", "gadget/g1"); err == nil || !strings.Contains(err.Error(), `"gadget" is not a resource type this cluster serves`) {
+		t.Errorf("explain gadget/g1: %v", err)
+	}
+	if _, _, err := runAgainst(t, f, "explain", "configmap/nothing"); err == nil || !strings.Contains(err.Error(), "no traces for configmaps default/nothing") {
+		t.Errorf("explain configmap/nothing: %v", err)
 	}
 }
 

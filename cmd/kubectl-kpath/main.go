@@ -31,11 +31,14 @@ const usage = `kubectl kpath: kpath's kubectl plugin.
 
 Usage:
   kubectl kpath explain pod/NAME [-n NAMESPACE] [flags]
+  kubectl kpath explain TYPE/NAME [-n NAMESPACE] [flags]
 
   explain   print every trace the kpath agents hold about a pod (its writes,
-            and as the catalogue covers them, scheduling and start-up) as a
-            waterfall with the slowest stage marked. The agents keep the last
-            2000 traces or 10 minutes.
+            and as the catalogue covers them, scheduling and start-up), or
+            about any other object (deploy/web, widgets.example.com/w1: its
+            writes with the admission webhooks' and operators' work on them,
+            reconciles included) as a waterfall with the slowest stage
+            marked. The agents keep the last 2000 traces or 10 minutes.
 
 Flags:
 `
@@ -116,7 +119,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	if len(pos) == 0 {
 		fs.Usage()
-		return usageError{"no command: want explain pod/NAME"}
+		return usageError{"no command: want explain TYPE/NAME"}
 	}
 	switch pos[0] {
 	case "explain":
@@ -127,9 +130,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return usageError{fmt.Sprintf("unknown command %q: want explain", pos[0])}
 	}
 	if len(pos) != 2 {
-		return usageError{"explain needs one argument: pod/NAME"}
+		return usageError{"explain needs one argument: TYPE/NAME, e.g. pod/web"}
 	}
-	name, err := podName(pos[1])
+	resource, name, err := objectName(pos[1])
 	if err != nil {
 		return usageError{err.Error()}
 	}
@@ -163,22 +166,26 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if o.traceStore != "" {
 		e.store = &traceStore{base: o.traceStore, client: &http.Client{Timeout: o.timeout}}
 	}
+	if resource != "" {
+		return e.explainObject(ctx, resource, o.namespace, name)
+	}
 	return e.explain(ctx, o.namespace, name)
 }
 
-// podName accepts pod/NAME, pods/NAME, po/NAME or a bare NAME.
-func podName(arg string) (string, error) {
+// objectName reads TYPE/NAME: resource is empty for a pod (pod/NAME,
+// pods/NAME, po/NAME or a bare NAME), else the type as given (deploy,
+// widgets.kpath.dev, ...).
+func objectName(arg string) (resource, name string, err error) {
 	kind, name, ok := strings.Cut(arg, "/")
 	if !ok {
 		kind, name = "pod", arg
 	}
+	if kind == "" || name == "" || strings.Contains(name, "/") {
+		return "", "", fmt.Errorf("%q: want TYPE/NAME, e.g. pod/web or widgets.kpath.dev/w1", arg)
+	}
 	switch kind {
 	case "pod", "pods", "po":
-	default:
-		return "", fmt.Errorf("%q: only pods can be explained (pod/NAME)", arg)
+		return "", name, nil
 	}
-	if name == "" || strings.Contains(name, "/") {
-		return "", fmt.Errorf("%q: want pod/NAME", arg)
-	}
-	return name, nil
+	return kind, name, nil
 }

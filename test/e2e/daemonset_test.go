@@ -209,6 +209,21 @@ patches:
 			t.Logf("kubectl kpath explain pod/%s:\n%s", names[0], out)
 		}
 	}
+	// Any object, by its type as kubectl reads it: a ConfigMap's write.
+	if _, err := l.client.CoreV1().ConfigMaps(ns).Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "ds-explained"}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	var cmOut string
+	var cmErr error
+	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	err = waitFor(wctx, "explain cm/ds-explained", func() (bool, error) {
+		cmOut, cmErr = dsRun(t, root, pathEnv, kubectl, "kpath", "explain", "cm/ds-explained", "-n", ns)
+		return cmErr == nil, nil
+	})
+	cancel()
+	if err != nil || !strings.Contains(cmOut, "configmaps "+ns+"/ds-explained: 1 trace(s)") || !strings.Contains(cmOut, "key=/registry/configmaps/"+ns+"/ds-explained") || !strings.Contains(cmOut, "etcd/apply") {
+		t.Errorf("kubectl kpath explain cm/ds-explained: %v (%v)\n%s", err, cmErr, cmOut)
+	}
 	out, err = dsRun(t, root, pathEnv, kubectl, "kpath", "explain", "pod/"+names[0], "-n", ns, "--kubeconfig="+bob)
 	if err == nil || !strings.Contains(out, `user "kpath-e2e-bob" may not get traces.kpath.dev`) {
 		t.Errorf("explain as bob, without kpath-traces-reader: err %v, output:\n%s", err, out)
