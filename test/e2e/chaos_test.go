@@ -5,8 +5,8 @@ package e2e
 // every client request succeeds, no probe outlives its agent, and the next
 // agent traces whole writes. make test kills it 10 times at 2–4 s
 // intervals; make soak (KPATH_SOAK_LIFECYCLES=10000) keeps killing it at
-// 2–10 s intervals until that many pods have lived and died, from four
-// churners.
+// 2–10 s intervals until that many pods have been created, run and been
+// deleted, from four churners.
 
 import (
 	"context"
@@ -84,7 +84,7 @@ func TestAgentKilledUnderLoadHurtsNothing(t *testing.T) {
 		failures.Add(1)
 		firstOnce.Do(func() { firstErr = err })
 	}
-	var lived atomic.Int64
+	var lived, neverRan atomic.Int64
 	wg.Add(1 + churners)
 	go func() {
 		defer wg.Done()
@@ -117,7 +117,14 @@ func TestAgentKilledUnderLoadHurtsNothing(t *testing.T) {
 					fail(err)
 					continue
 				}
-				time.Sleep(500 * time.Millisecond)
+				if lifecycles > 0 {
+					// The soak's lifecycle is whole: the pod runs before it is deleted.
+					if !podRunsWithin(ctx, l, ns, name, 30*time.Second) {
+						neverRan.Add(1)
+					}
+				} else {
+					time.Sleep(500 * time.Millisecond)
+				}
 				if err := l.client.CoreV1().Pods(ns).Delete(ctx, name, metav1.DeleteOptions{GracePeriodSeconds: &zero}); err != nil {
 					fail(err)
 					continue
@@ -145,7 +152,10 @@ func TestAgentKilledUnderLoadHurtsNothing(t *testing.T) {
 	}
 	close(stop)
 	wg.Wait()
-	t.Logf("%d agents killed -9; %d pod lifecycles; %d client requests, %d failed", k, lived.Load(), requests.Load(), failures.Load())
+	t.Logf("%d agents killed -9; %d pod lifecycles (%d not Running within 30 s); %d client requests, %d failed", k, lived.Load(), neverRan.Load(), requests.Load(), failures.Load())
+	if neverRan.Load() > 0 {
+		t.Errorf("%d pods did not run within 30 s while the agent was killed", neverRan.Load())
+	}
 	if failures.Load() > 0 {
 		t.Errorf("%d of %d client requests failed while the agent was killed, e.g. %v", failures.Load(), requests.Load(), firstErr)
 	}
@@ -167,4 +177,14 @@ func TestAgentKilledUnderLoadHurtsNothing(t *testing.T) {
 	rcv = otlptest.Start(t)
 	startAgent(t, rcv.Addr())
 	checkCreatesTraced(ctx, t, l, rcv, ns, "after-chaos", 5)
+}
+
+// podRunsWithin waits until the pod is Running, for at most d.
+func podRunsWithin(ctx context.Context, l *lab, ns, name string, d time.Duration) bool {
+	for deadline := time.Now().Add(d); time.Now().Before(deadline) && ctx.Err() == nil; time.Sleep(200 * time.Millisecond) {
+		if p, err := l.client.CoreV1().Pods(ns).Get(ctx, name, metav1.GetOptions{}); err == nil && p.Status.Phase == corev1.PodRunning {
+			return true
+		}
+	}
+	return false
 }
