@@ -171,17 +171,21 @@ func resolveMetricsAuth(mode, addr string) (string, error) {
 	case "kubernetes", "none":
 		return mode, nil
 	case "auto":
-		host, _, err := net.SplitHostPort(addr)
-		if addr == "" || err != nil {
-			return "none", nil // no endpoints, or --metrics-addr's own error when it listens
-		}
-		if ip := net.ParseIP(host); host == "localhost" || (ip != nil && ip.IsLoopback()) {
+		if _, _, err := net.SplitHostPort(addr); addr == "" || err != nil || loopbackOnly(addr) {
+			// No endpoints, or --metrics-addr's own error when it listens.
 			return "none", nil
 		}
 		return "kubernetes", nil
 	default:
 		return "", fmt.Errorf("--metrics-auth=%q: want kubernetes, none or auto", mode)
 	}
+}
+
+// loopbackOnly says whether addr (host:port) is reachable from this host only.
+func loopbackOnly(addr string) bool {
+	host, _, _ := net.SplitHostPort(addr)
+	ip := net.ParseIP(host)
+	return host == "localhost" || (ip != nil && ip.IsLoopback())
 }
 
 func envOr(k, def string) string {
@@ -446,7 +450,7 @@ func agentVersion() string {
 // --metrics-auth=kubernetes, and nil for both under none.
 func endpointAccess(ctx context.Context, c config, m *export.Metrics, log *slog.Logger) (*access.Guard, *tls.Config, error) {
 	if c.metricsAuth == "none" {
-		if host, _, _ := net.SplitHostPort(c.metricsAddr); host != "localhost" && !net.ParseIP(host).IsLoopback() {
+		if !loopbackOnly(c.metricsAddr) {
 			log.Warn("the agent's endpoints are open to anyone who reaches them (--metrics-auth=none): /api/v1/traces lists object names and URL paths", "addr", c.metricsAddr)
 		}
 		return nil, nil, nil
