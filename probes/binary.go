@@ -27,6 +27,9 @@ var (
 	// usually the function was inlined everywhere, renamed between versions,
 	// or dead-code eliminated.
 	ErrSymbolNotFound = errors.New("symbol not found")
+	// ErrNotCovered means the binary links a row's module at a version none
+	// of the row's variants covers.
+	ErrNotCovered = errors.New("not covered")
 	// ErrPacked means an executable packer (UPX) compressed the program: its
 	// function table and build info exist only once it has unpacked itself in
 	// memory, where a uprobe on the file cannot follow.

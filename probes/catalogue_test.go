@@ -1,10 +1,14 @@
 package probes
 
 import (
-	"golang.org/x/mod/semver"
+	"errors"
+	"fmt"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
+
+	"golang.org/x/mod/semver"
 )
 
 func TestCatalogueRowsAreValid(t *testing.T) {
@@ -225,6 +229,37 @@ func TestDetailRowsByIDBringTheirComponent(t *testing.T) {
 		tr := &Tracer{rows: Catalogue, opts: c.opts}
 		if got := tr.hasRows(KubeControllerManager); got != c.want {
 			t.Errorf("options %+v: kube-controller-manager has rows to attach %v, want %v", c.opts, got, c.want)
+		}
+	}
+}
+
+// TestVariantsCollapse: a probe point with version variants says one thing
+// per process: the variant tried, or once that no variant covers this
+// version, with every range and whether the version is older than all.
+func TestVariantsCollapse(t *testing.T) {
+	old := &Row{ID: "p", Module: "k8s.io/apiserver", Versions: ">=v0.33.0 <v0.36.0"}
+	cur := &Row{ID: "p", Module: "k8s.io/apiserver", Versions: ">=v0.36.0 <v0.38.0"}
+	other := &Row{ID: "q", Module: "go.etcd.io/etcd/server/v3"}
+	outside := func(r *Row, v string) RowStatus {
+		return RowStatus{Row: r, State: RowNotCovered, Version: v, Err: fmt.Errorf("%w: outside", ErrNotCovered)}
+	}
+	got := collapseVariants([]RowStatus{outside(old, "v0.36.1"), {Row: cur, State: RowAttached, Version: "v0.36.1"}, {Row: other, State: RowNotApplicable}})
+	if len(got) != 2 || got[0].Row != cur || got[1].Row != other {
+		t.Errorf("a fitting variant: %+v, want it and the row of another module", got)
+	}
+	for _, c := range []struct{ v, fix string }{
+		{"v0.38.0", "upgrade kpath, or run a version it covers"},
+		{"v0.30.2", "this version is older than kpath covers"},
+	} {
+		got := collapseVariants([]RowStatus{outside(old, c.v), outside(cur, c.v)})
+		if len(got) != 1 || got[0].State != RowNotCovered || !errors.Is(got[0].Err, ErrNotCovered) {
+			t.Fatalf("%s: %+v, want one not-covered status", c.v, got)
+		}
+		msg := got[0].Err.Error()
+		for _, want := range []string{"k8s.io/apiserver " + c.v, `">=v0.33.0 <v0.36.0", ">=v0.36.0 <v0.38.0"`, c.fix} {
+			if !strings.Contains(msg, want) {
+				t.Errorf("%s: %q lacks %q", c.v, msg, want)
+			}
 		}
 	}
 }

@@ -2,11 +2,14 @@ package probes
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -196,4 +199,84 @@ func testEtcdLive(t *testing.T, bin string) {
 		t.Errorf("no Range RPC counted as filtered by etcd.request.rpc")
 	}
 	t.Logf("txn %s rev %d took %v; raft id %#x; fsync %v", key, rev, req.Duration(), prop.RaftID, fsync.Duration())
+}
+
+// TestEtcdOfAnUncoveredVersion: a real etcd whose build info says a later
+// minor than the catalogue covers (the lab's build, its server module's
+// version rewritten in place: v3.6.16 → v3.9.16) gets every row refused as
+// not covered, by name, and nothing attached: never a row of another
+// version's layout.
+func TestEtcdOfAnUncoveredVersion(t *testing.T) {
+	needBPF(t)
+	found := false
+	for _, b := range labBinaries("etcd") {
+		if strings.Contains(b, "/v3.6.16/") {
+			found = true
+			t.Run(filepath.Base(filepath.Dir(filepath.Dir(b))), func(t *testing.T) { testEtcdUncovered(t, b) })
+		}
+	}
+	if !found {
+		t.Skip("skipped: no lab etcd v3.6.16 build under ~/.cache/kpath/bin (make lab-up builds it)")
+	}
+}
+
+func testEtcdUncovered(t *testing.T, bin string) {
+	data, err := os.ReadFile(bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Every etcd module's line of the build info (and, in some builds, of
+	// the runtime's copy of it), as a release of a later minor has them.
+	lines := regexp.MustCompile(`(go\.etcd\.io/etcd/[a-z0-9/]+\tv3\.)6(\.16)`)
+	if !lines.Match(data) {
+		t.Fatalf("%s: no build info line of an etcd module at v3.6.16", bin)
+	}
+	patched := filepath.Join(t.TempDir(), "etcd")
+	if err := os.WriteFile(patched, lines.ReplaceAll(data, []byte("${1}9${2}")), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	b, err := OpenBinary(patched)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v, err := b.ModuleVersion("go.etcd.io/etcd/server/v3"); err != nil || v != "v3.9.16" {
+		t.Fatalf("patched build info: %q %v", v, err)
+	}
+	b.Close()
+
+	dir := t.TempDir()
+	client, peer := freePort(t), freePort(t)
+	cu, pu := fmt.Sprintf("http://127.0.0.1:%d", client), fmt.Sprintf("http://127.0.0.1:%d", peer)
+	cmd := exec.Command(patched, "--data-dir", dir, "--listen-client-urls", cu, "--advertise-client-urls", cu,
+		"--listen-peer-urls", pu, "--initial-advertise-peer-urls", pu, "--initial-cluster", "default="+pu, "--log-level", "error")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	tr, err := NewTracer(Options{Detail: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tr.Close()
+	p, err := tr.Attach(cmd.Process.Pid, Etcd)
+	if err == nil || !errors.Is(err, ErrNotCovered) || !strings.Contains(err.Error(), fmt.Sprint(cmd.Process.Pid)) {
+		for _, r := range p.Rows {
+			t.Logf("row %s (%s): %s %v", r.Row.ID, r.Row.Module, r.State, r.Err)
+		}
+		t.Fatalf("attach to etcd v3.9.16: %v; want a refusal naming the pid, every row not covered", err)
+	}
+	ids := map[string]bool{}
+	for _, r := range p.Rows {
+		if r.State != RowNotCovered || !strings.Contains(r.Err.Error(), r.Row.Module+" v3.9.16") || !strings.Contains(r.Err.Error(), "upgrade kpath") {
+			t.Errorf("row %s: %s %v; want not covered, naming the version and the fix", r.Row.ID, r.State, r.Err)
+		}
+		if ids[r.Row.ID] {
+			t.Errorf("row %s reported twice", r.Row.ID)
+		}
+		ids[r.Row.ID] = true
+	}
+	if p.Attached() != 0 || len(ids) == 0 {
+		t.Errorf("%d rows attached, %d reported", p.Attached(), len(ids))
+	}
+	t.Logf("%d etcd rows not covered, e.g. %v", len(ids), p.Rows[0].Err)
 }

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf/link"
+	"golang.org/x/mod/semver"
 
 	"github.com/kpath/kpath/bpf"
 )
@@ -83,9 +84,12 @@ type RowState string
 
 const (
 	RowAttached      RowState = "attached"
-	RowNotApplicable RowState = "not-applicable" // other version, or not this component
-	RowDisabled      RowState = "disabled"       // a detail row without --detail
-	RowFailed        RowState = "failed"
+	RowNotApplicable RowState = "not-applicable" // not this component, or a module it does not link
+	// RowNotCovered: the binary links the row's module at a version none of
+	// the row's variants covers: a probe point this kpath cannot place there.
+	RowNotCovered RowState = "not-covered"
+	RowDisabled   RowState = "disabled" // a detail row without --detail
+	RowFailed     RowState = "failed"
 )
 
 // RowStatus is the outcome of one row for one process.
@@ -231,20 +235,60 @@ func (t *Tracer) AttachIn(procRoot string, pid int, comp Component) (*Process, e
 		st := t.attachRow(p, bin, ex, row, layout)
 		p.Rows = append(p.Rows, st)
 	}
-	// A row with version variants is one probe point: the variants that do
-	// not fit this binary say nothing when one that fits was tried.
-	fits := map[string]bool{}
-	for _, r := range p.Rows {
-		if r.State != RowNotApplicable {
-			fits[r.Row.ID] = true
-		}
-	}
-	p.Rows = slices.DeleteFunc(p.Rows, func(r RowStatus) bool { return r.State == RowNotApplicable && fits[r.Row.ID] })
+	p.Rows = collapseVariants(p.Rows)
 	t.procs[pid] = p
 	if p.Attached() == 0 {
 		return p, fmt.Errorf("%s pid %d (%s): no catalogue row attached: %w", comp, pid, target, rowErrors(p))
 	}
 	return p, nil
+}
+
+// collapseVariants keeps one status per probe point. A row with version
+// variants is one point: the variants that do not fit this binary say
+// nothing beside one that was tried, and a point none of whose variants
+// covers the binary's version is reported once, as not covered, with every
+// range the variants cover.
+func collapseVariants(rows []RowStatus) []RowStatus {
+	tried := map[string]bool{}
+	ranges := map[string][]string{}
+	for _, r := range rows {
+		switch r.State {
+		case RowNotApplicable:
+		case RowNotCovered:
+			ranges[r.Row.ID] = append(ranges[r.Row.ID], fmt.Sprintf("%q", r.Row.Versions))
+		default:
+			tried[r.Row.ID] = true
+		}
+	}
+	out := rows[:0]
+	reported := map[string]bool{}
+	for _, r := range rows {
+		quiet := r.State == RowNotApplicable || r.State == RowNotCovered
+		if quiet && tried[r.Row.ID] || r.State == RowNotCovered && reported[r.Row.ID] {
+			continue
+		}
+		if r.State == RowNotCovered {
+			reported[r.Row.ID] = true
+			fix := "upgrade kpath, or run a version it covers"
+			if olderThanEvery(r.Version, ranges[r.Row.ID]) {
+				fix = "this version is older than kpath covers"
+			}
+			r.Err = fmt.Errorf("%w: %s %s; this kpath's rows cover %s: %s", ErrNotCovered, r.Row.Module, r.Version, strings.Join(ranges[r.Row.ID], ", "), fix)
+		}
+		out = append(out, r)
+	}
+	return out
+}
+
+// olderThanEvery says whether v is below the lower bound of every range.
+func olderThanEvery(v string, quoted []string) bool {
+	for _, q := range quoted {
+		lo, _, err := parseRange(strings.Trim(q, `"`))
+		if err != nil || lo == "" || semver.Compare(semver.Canonical(v), lo) >= 0 {
+			return false
+		}
+	}
+	return len(quoted) > 0
 }
 
 func rowErrors(p *Process) error {
@@ -277,8 +321,8 @@ func (t *Tracer) attachRow(p *Process, bin *Binary, ex *link.Executable, row *Ro
 			return st
 		}
 		if !ok {
-			st.State = RowNotApplicable
-			st.Err = fmt.Errorf("%s %s is outside the row's range %q", row.Module, v, row.Versions)
+			st.State = RowNotCovered
+			st.Err = fmt.Errorf("%w: %s %s is outside the row's range %q", ErrNotCovered, row.Module, v, row.Versions)
 			return st
 		}
 	}

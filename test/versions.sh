@@ -2,7 +2,7 @@
 # make test-versions: the write and pod e2e on each cell (a Kubernetes and an
 # etcd version) in each flavour, one lab at a time, and docs/versions.md with
 # what each cell gave: the binaries' Go versions, the rows doctor attached
-# and those not applicable, the e2e result, probe hits per write and per pod
+# and those not applicable or not covered by their versions, the e2e result, probe hits per write and per pod
 # lifecycle.
 #
 #   KPATH_VERSION_CELLS     "K8S+ETCD ..."   (default: the lab's own set and the newest)
@@ -44,7 +44,7 @@ for cell in $cells; do
 		done)
 		bin/kpath-agent doctor --observe=0 >"$work/doctor.log" 2>&1 || true
 		attached=$(awk '$5 == "attached" {n++} END {print n+0}' "$work/doctor.log")
-		na=$(awk '$5 == "not-applicable" {printf "%s%s", sep, $3; sep=", "}' "$work/doctor.log")
+		na=$(awk '$5 == "not-applicable" || $5 == "not-covered" {printf "%s%s%s", sep, $3, ($5 == "not-covered" ? " (not covered)" : ""); sep=", "}' "$work/doctor.log")
 		result=pass
 		KPATH_E2E=1 go test -count=1 -v -timeout 20m -run 'TestWritesAreTracedThroughAPIServerAndEtcd|TestPodsAreTracedFromCreateToRunning' ./test/e2e/ >"$work/e2e.log" 2>&1 || result=FAIL
 		write=$(sed -n 's/.*probe hits per write: \(kube-apiserver [0-9.]*, etcd [0-9.]*\).*/\1/p' "$work/e2e.log" | head -n 1)

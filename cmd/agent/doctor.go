@@ -425,7 +425,7 @@ func (d *doctor) components(t *probes.Tracer, caps capSet, multi multiSupport, n
 		return
 	}
 	var attached, total int
-	var permErrs []string
+	var permErrs, uncovered []string
 	for _, f := range found {
 		pid := strconv.Itoa(f.PID)
 		p, err := t.AttachIn(d.proc, f.PID, f.Component)
@@ -453,6 +453,8 @@ func (d *doctor) components(t *probes.Tracer, caps capSet, multi multiSupport, n
 				if errors.Is(r.Err, os.ErrPermission) {
 					permErrs = append(permErrs, r.Row.ID+": "+reason)
 				}
+			case probes.RowNotCovered:
+				uncovered = append(uncovered, string(f.Component)+" "+r.Row.ID+" ("+r.Row.Module+" "+r.Version+")")
 			}
 			d.rows = append(d.rows, rowLine{comp: string(f.Component), pid: pid, row: r.Row.ID, stage: r.Row.Stage, state: string(r.State), version: r.Version, reason: reason})
 		}
@@ -473,6 +475,10 @@ func (d *doctor) components(t *probes.Tracer, caps capSet, multi multiSupport, n
 	case attached == 0:
 		c.status = statusWarn
 		c.detail += ": no row fits these binaries, nothing will be traced"
+	case len(uncovered) > 0:
+		c.status = statusWarn
+		c.detail += "; not covered by this kpath at these versions: " + strings.Join(uncovered, ", ")
+		c.fix = "their stages will be missing from traces: upgrade kpath (README, Versions), or run versions it covers"
 	}
 	d.add(c)
 }

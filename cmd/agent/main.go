@@ -542,7 +542,13 @@ func reportAttach(log *slog.Logger, m *export.Metrics, e probes.AttachEvent) {
 			m.AttachError(comp, r.Row.ID)
 		case probes.RowNotApplicable:
 			skipped = append(skipped, r.Row.ID)
-			log.Warn("probe does not apply to this version", "component", comp, "pid", p.PID, "probe", r.Row.ID, "reason", r.Err)
+			log.Info("probe does not apply to this binary", "component", comp, "pid", p.PID, "probe", r.Row.ID, "reason", r.Err)
+		case probes.RowNotCovered:
+			// Its stage will be missing from every trace of this process:
+			// as loud as a failure, and counted as one.
+			skipped = append(skipped, r.Row.ID)
+			log.Error("probe not covered for this version: its stage is missing from this process's traces", "component", comp, "pid", p.PID, "exe", p.Exe, "probe", r.Row.ID, "symbol", r.Row.Symbol, "version", r.Version, "err", r.Err)
+			m.AttachError(comp, r.Row.ID)
 		}
 	}
 	m.SetAttached(comp, p.PID, len(attached))
@@ -551,7 +557,7 @@ func reportAttach(log *slog.Logger, m *export.Metrics, e probes.AttachEvent) {
 		return
 	}
 	log.Info("attached", "component", comp, "pid", p.PID, "exe", p.Exe, "go", p.GoVersion,
-		"probes", len(attached), "not_applicable", len(skipped), "rows", strings.Join(attached, ","),
+		"probes", len(attached), "not_attached", len(skipped), "rows", strings.Join(attached, ","),
 		// Entry probes not on an emulated instruction cost a single-step each.
 		"entry_not_at_push", strings.Join(slowEntry, ","))
 }
