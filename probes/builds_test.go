@@ -92,14 +92,10 @@ func TestBuildsOfEveryKind(t *testing.T) {
 
 	t.Run(go117, func(t *testing.T) {
 		path := buildTargetAs(t, targetBuild{name: go117, env: []string{"GOTOOLCHAIN=" + go117}})
-		tr, err := NewTracer(Options{Rows: testRows})
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer tr.Close()
+		tr := newTracer(t, Options{Rows: testRows})
 		tg := startTarget(t, path)
 		pid := tg.cmd.Process.Pid
-		_, err = tr.Attach(pid, testComponent)
+		_, err := tr.Attach(pid, testComponent)
 		if err == nil || !strings.Contains(err.Error(), fmt.Sprint(pid)) || !strings.Contains(err.Error(), "runtime.g layout of go1.17.13 is not known") || !strings.Contains(err.Error(), "older than every Kubernetes and etcd release kpath covers") {
 			t.Fatalf("attach to a go1.17 build: %v; want a refusal naming the pid and the Go release", err)
 		}

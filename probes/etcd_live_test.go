@@ -253,11 +253,7 @@ func testEtcdUncovered(t *testing.T, bin string) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	tr, err := NewTracer(Options{Detail: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tr.Close()
+	tr := newTracer(t, Options{Detail: true})
 	p, err := tr.Attach(cmd.Process.Pid, Etcd)
 	if err == nil || !errors.Is(err, ErrNotCovered) || !strings.Contains(err.Error(), fmt.Sprint(cmd.Process.Pid)) {
 		for _, r := range p.Rows {

@@ -35,11 +35,7 @@ func TestTracerInNestedPIDNamespaceInner(t *testing.T) {
 	if os.Getenv("KPATH_PIDNS_INNER") != "1" {
 		t.Skip("skipped: runs only inside the namespace TestTracerInNestedPIDNamespace makes")
 	}
-	tr, err := NewTracer(Options{Rows: testRows})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tr.Close()
+	tr := newTracer(t, Options{Rows: testRows})
 	tg := startTarget(t, os.Getenv("KPATH_PIDNS_TARGET"))
 	if tg.cmd.Process.Pid > 100 {
 		t.Fatalf("target pid %d: not in a new PID namespace", tg.cmd.Process.Pid)

@@ -96,6 +96,17 @@ var testRows = []Row{
 		Entry: []Capture{withAdd(u64At(FieldRevision, RAX, 0, 16), 1)}},
 }
 
+// newTracer is NewTracer for a test, closed when the test ends.
+func newTracer(t *testing.T, o Options) *Tracer {
+	t.Helper()
+	tr, err := NewTracer(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { tr.Close() })
+	return tr
+}
+
 // traceTarget attaches rows to a fresh target, makes it run n calls, and
 // returns the tracer, the process and the events read (at least want).
 func traceTarget(t *testing.T, rows []Row, n, want int) (*Tracer, *Process, []Event) {
@@ -107,11 +118,7 @@ func traceTarget(t *testing.T, rows []Row, n, want int) (*Tracer, *Process, []Ev
 // traceTargetAt is traceTarget with the target built at path.
 func traceTargetAt(t *testing.T, path string, rows []Row, n, want int) (*Tracer, *Process, []Event) {
 	t.Helper()
-	tr, err := NewTracer(Options{Rows: rows})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { tr.Close() })
+	tr := newTracer(t, Options{Rows: rows})
 	tg := startTarget(t, path)
 	p, err := tr.Attach(tg.cmd.Process.Pid, testComponent)
 	if err != nil {
@@ -291,11 +298,7 @@ func checkCaptures(t *testing.T, tr *Tracer, p *Process, events []Event, n int) 
 
 func TestAttachBadInput(t *testing.T) {
 	needBPF(t)
-	tr, err := NewTracer(Options{Rows: testRows})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tr.Close()
+	tr := newTracer(t, Options{Rows: testRows})
 
 	t.Run("non-Go binary", func(t *testing.T) {
 		cmd := exec.Command("sleep", "30")
@@ -310,11 +313,7 @@ func TestAttachBadInput(t *testing.T) {
 	})
 	t.Run("Go binary without the symbols", func(t *testing.T) {
 		rows := []Row{{ID: "test.missing", Component: testComponent, Stage: "x", Symbol: "main.doesNotExist"}}
-		tr2, err := NewTracer(Options{Rows: rows})
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer tr2.Close()
+		tr2 := newTracer(t, Options{Rows: rows})
 		tg := startTarget(t, buildTarget(t))
 		p, err := tr2.Attach(tg.cmd.Process.Pid, testComponent)
 		if !errors.Is(err, ErrSymbolNotFound) || !strings.Contains(err.Error(), "main.doesNotExist") || p == nil || p.Rows[0].State != RowFailed {
@@ -345,11 +344,7 @@ func TestAttachBadInput(t *testing.T) {
 func TestAttachReadsTheGivenProc(t *testing.T) {
 	needBPF(t)
 	path := buildTarget(t)
-	tr, err := NewTracer(Options{Rows: testRows})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tr.Close()
+	tr := newTracer(t, Options{Rows: testRows})
 	tg := startTarget(t, path)
 	pid := tg.cmd.Process.Pid
 	root := t.TempDir()
@@ -383,11 +378,7 @@ func TestAttachNeverStallsTheReader(t *testing.T) {
 	needBPF(t)
 	lab := needPodLab(t)
 	path := buildTarget(t)
-	tr, err := NewTracer(Options{Rows: append(slices.Clone(testRows), Catalogue...), Detail: true, RingBytes: 1 << 20})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tr.Close()
+	tr := newTracer(t, Options{Rows: append(slices.Clone(testRows), Catalogue...), Detail: true, RingBytes: 1 << 20})
 	tg := startTarget(t, path)
 	if _, err := tr.Attach(tg.cmd.Process.Pid, testComponent); err != nil {
 		t.Fatal(err)
