@@ -47,7 +47,6 @@ var dwarfChecks = []dwarfCheck{
 	{"kubelet", "k8s.io/api/core/v1.Pod", "ObjectMeta.ResourceVersion", objRV, "objRevision"},
 	// etcd's request and response structs, and the apply's txn.
 	{"etcd", "google.golang.org/grpc.UnaryServerInfo", "FullMethod", 16, "etcd.request.rpc"},
-	{"etcd", "go.etcd.io/etcd/server/v3/storage/mvcc.storeTxnWrite", "beginRev", 64, "etcd.apply.*"},
 	// kube-scheduler: the queued pod, the cycle's result in register order.
 	{"kube-scheduler", "k8s.io/kubernetes/pkg/scheduler/framework.QueuedPodInfo", "PodInfo", 0, "scheduler.cycle"},
 	{"kube-scheduler", "k8s.io/kubernetes/pkg/scheduler/framework.PodInfo", "Pod", 0, "scheduler.cycle"},
@@ -67,16 +66,16 @@ var dwarfChecks = []dwarfCheck{
 }
 
 // dwarfVersionedChecks hold where rows have variants: each applies to the
-// binaries whose module is in its range. etcd's message layouts come from
-// the rows' own data (etcdMessages), one set per layout.
-var dwarfVersionedChecks = etcdMessageChecks(etcdGogo, etcdProtobuf)
+// binaries whose module is in its range. etcd's layouts come from the rows'
+// own data (etcdRelease), one set per release.
+var dwarfVersionedChecks = etcdReleaseChecks(etcdReleases...)
 
 type dwarfVersionedCheck struct {
 	dwarfCheck
 	module, versions string
 }
 
-func etcdMessageChecks(ms ...etcdMessages) []dwarfVersionedCheck {
+func etcdReleaseChecks(ms ...etcdRelease) []dwarfVersionedCheck {
 	var out []dwarfVersionedCheck
 	for _, m := range ms {
 		pb := "go.etcd.io/etcd/api/v3/etcdserverpb."
@@ -88,6 +87,7 @@ func etcdMessageChecks(ms ...etcdMessages) []dwarfVersionedCheck {
 			{"etcd", pb + "ResponseHeader", "Revision", int64(m.headerRevision), "etcd.request.*"},
 			{"etcd", pb + "PutRequest", "Key", int64(m.putKey), "etcd.request.put"},
 			{"etcd", pb + "PutResponse", "Header", int64(m.putHeader), "etcd.request.put"},
+			{"etcd", m.storage + "mvcc.storeTxnWrite", "beginRev", txnWriteBeginRev, "etcd.apply.*"},
 		} {
 			out = append(out, dwarfVersionedCheck{c, modEtcdServer, m.versions})
 		}

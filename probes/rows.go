@@ -31,48 +31,89 @@ const (
 	modEtcdPkg    = "go.etcd.io/etcd/pkg/v3"
 
 	k8s133to137  = ">=v0.33.0 <v0.38.0"
+	etcd35       = ">=v3.5.0 <v3.6.0"
 	etcd36       = ">=v3.6.0 <v3.7.0"
 	etcd37       = ">=v3.7.0 <v3.8.0"
-	etcd36to37   = ">=v3.6.0 <v3.8.0" // rows whose functions, registers and layouts did not change
+	etcd35to37   = ">=v3.5.0 <v3.8.0" // rows whose functions, registers and layouts did not change
 	etcdClient35 = ">=v3.5.0 <v3.8.0"
 )
+
+// etcdRelease is what etcd's rows read differently from one minor to the
+// next, each checked against the DWARF of a normal build (v3.5.35, v3.6.16,
+// v3.7.3; TestOffsetsAgreeWithDWARF) and live (make test-versions).
+type etcdRelease struct {
+	versions string
+	etcdMessages
+	// logUnaryRequestStats(ctx, lg, [warnLatency,] info, startTime, req,
+	// resp): v3.6 added warnLatency before info, which moves info and
+	// startTime one register on and req onto the stack.
+	info, startWall, startExt Reg
+	req, resp                 argWord // the data word of each interface
+	// mvcc and wal moved under storage/ in v3.6.
+	storage string
+}
+
+// argWord is where an argument word is at a function's entry: in Reg, or,
+// with At, in memory at Reg+At[0] (the stack, from RSP).
+type argWord struct {
+	reg Reg
+	at  []uint32
+}
+
+// path is the capture path through the word, then on through the fields.
+func (a argWord) path(fields ...uint32) []uint32 { return slices.Concat(a.at, fields) }
 
 // etcdMessages is where etcd's generated request and response types keep
 // the fields the RPC rows read. Up to v3.6 they are gogo/protobuf structs,
 // fields first; v3.7 moved to google.golang.org/protobuf, whose structs
-// begin with an 8-byte MessageState. Checked against the DWARF of v3.6.16
-// and v3.7.3 builds (TestRowOffsetsMatchDWARF on the lab's etcd).
+// begin with an 8-byte MessageState.
 type etcdMessages struct {
-	versions string
 	// TxnRequest.Compare, Compare.Key, TxnResponse.Header and .Succeeded,
 	// ResponseHeader.Revision, PutRequest.Key, PutResponse.Header.
 	txnCompare, compareKey, txnHeader, txnSucceeded, headerRevision, putKey, putHeader uint32
 }
 
 var (
-	etcdGogo     = etcdMessages{versions: etcd36, txnCompare: 0, compareKey: 8, txnHeader: 0, txnSucceeded: 8, headerRevision: 16, putKey: 0, putHeader: 0}
-	etcdProtobuf = etcdMessages{versions: etcd37, txnCompare: 8, compareKey: 16, txnHeader: 8, txnSucceeded: 16, headerRevision: 24, putKey: 8, putHeader: 8}
+	gogoMessages     = etcdMessages{txnCompare: 0, compareKey: 8, txnHeader: 0, txnSucceeded: 8, headerRevision: 16, putKey: 0, putHeader: 0}
+	protobufMessages = etcdMessages{txnCompare: 8, compareKey: 16, txnHeader: 8, txnSucceeded: 16, headerRevision: 24, putKey: 8, putHeader: 8}
+
+	// v3.5: info in RDI, startTime in RSI,R8,R9, req in R10,R11 and resp
+	// on the stack (type @8, data @16).
+	etcdV35 = etcdRelease{versions: etcd35, etcdMessages: gogoMessages,
+		info: RDI, startWall: RSI, startExt: R8, req: argWord{R11, nil}, resp: argWord{RSP, []uint32{16}},
+		storage: "go.etcd.io/etcd/server/v3/"}
+	// v3.6 and v3.7: info in RSI, startTime in R8,R9,R10, req and resp on
+	// the stack (type @8, data @16; type @24, data @32).
+	etcdV36 = etcdRelease{versions: etcd36, etcdMessages: gogoMessages,
+		info: RSI, startWall: R8, startExt: R9, req: argWord{RSP, []uint32{16}}, resp: argWord{RSP, []uint32{32}},
+		storage: "go.etcd.io/etcd/server/v3/storage/"}
+	etcdV37 = func() etcdRelease {
+		r := etcdV36
+		r.versions, r.etcdMessages = etcd37, protobufMessages
+		return r
+	}()
+	etcdReleases = []etcdRelease{etcdV35, etcdV36, etcdV37}
 )
 
-// etcdRequestRows are etcd's RPC rows for one message layout.
-func etcdRequestRows(m etcdMessages) []Row {
+// etcdRequestRows are etcd's RPC rows for one release.
+func etcdRequestRows(m etcdRelease) []Row {
 	return []Row{
 		// etcd's side of every unary RPC: the logging interceptor defers
-		// logUnaryRequestStats(ctx, lg, warnLatency, info, startTime, req,
-		// resp) to the handler's end, on its goroutine: one entry hit holds
-		// the whole RPC. info in RSI (FullMethod @16), startTime in R8,R9,R10
-		// (wall, ext, loc); req and resp are on the stack (type @8, data @16;
-		// type @24, data @32): *TxnRequest Compare → [0] → Key, *TxnResponse
-		// Header → Revision, and Succeeded. Only Txn calls are kept: the
-		// others have other layouts, and writes from the apiserver are all
-		// Txn (the BPF program drops the rest before the ring buffer).
+		// logUnaryRequestStats to the handler's end, on its goroutine: one
+		// entry hit holds the whole RPC. From info (FullMethod @16), the
+		// start time's wall and ext words, *TxnRequest req: Compare → [0] →
+		// Key, *TxnResponse resp: Header → Revision, and Succeeded. Only
+		// Txn calls are kept: the others have other layouts, and writes from
+		// the apiserver are all Txn (the BPF program drops the rest before
+		// the ring buffer).
 		{ID: "etcd.request.rpc", Span: "etcd Txn", Component: Etcd, Stage: StageEtcdRequest,
 			Symbol: "go.etcd.io/etcd/server/v3/etcdserver/api/v3rpc.logUnaryRequestStats",
 			Module: modEtcdServer, Versions: m.versions, Hits: "once per unary RPC (every txn, range, lease grant, ...)",
 			Only: &Match{FieldMethod, []string{"/etcdserverpb.KV/Txn"}},
-			Entry: []Capture{strAt(FieldMethod, RSI, 16), strAt(FieldKey, RSP, 16, m.txnCompare, 0, m.compareKey),
-				u64At(FieldRevision, RSP, 32, m.txnHeader, m.headerRevision), boolAt(FieldSucceeded, RSP, 32, m.txnSucceeded),
-				u64(FieldBeginWall, R8), u64(FieldBeginExt, R9)}},
+			Entry: []Capture{strAt(FieldMethod, m.info, 16), strAt(FieldKey, m.req.reg, m.req.path(m.txnCompare, 0, m.compareKey)...),
+				u64At(FieldRevision, m.resp.reg, m.resp.path(m.txnHeader, m.headerRevision)...),
+				boolAt(FieldSucceeded, m.resp.reg, m.resp.path(m.txnSucceeded)...),
+				u64(FieldBeginWall, m.startWall), u64(FieldBeginExt, m.startExt)}},
 
 		// etcd, the gRPC request: *TxnRequest in RDI; at a RET *TxnResponse
 		// in RAX. Detail: the RPC stats above hold the whole request, with no
@@ -88,6 +129,40 @@ func etcdRequestRows(m etcdMessages) []Row {
 			Entry: []Capture{strAt(FieldKey, RDI, m.putKey)},
 			Exit:  []Capture{u64At(FieldRevision, RAX, m.putHeader, m.headerRevision)}},
 	}
+}
+
+// etcdStorageRows are etcd's WAL and apply rows for one release (their
+// package moved in v3.6; functions, registers and layouts did not change).
+func etcdStorageRows(m etcdRelease) []Row {
+	return []Row{
+		// Detail: its two hits come per raft batch, which on a quiet cluster
+		// is per write; the etcd request span already holds the commit.
+		{ID: "etcd.wal.fsync", Span: "wal fsync", Component: Etcd, Stage: StageWALFsync, Timed: true, Detail: true,
+			Symbol: m.storage + "wal.(*WAL).sync",
+			Module: modEtcdServer, Versions: m.versions, Hits: "once per raft batch"},
+		// Apply: tw in RAX (beginRev @64; the write lands at beginRev+1), key in
+		// RBX,RCX.
+		{ID: "etcd.apply.put", Span: "apply put", Component: Etcd, Stage: StageApply,
+			Symbol: m.storage + "mvcc.(*storeTxnWrite).put",
+			Module: modEtcdServer, Versions: m.versions, Hits: "once per key written",
+			Entry: []Capture{str(FieldKey, RBX, RCX), withAdd(u64At(FieldRevision, RAX, txnWriteBeginRev), 1)}},
+		{ID: "etcd.apply.delete", Span: "apply delete", Component: Etcd, Stage: StageApply,
+			Symbol: m.storage + "mvcc.(*storeTxnWrite).delete",
+			Module: modEtcdServer, Versions: m.versions, Hits: "once per key deleted",
+			Entry: []Capture{str(FieldKey, RBX, RCX), withAdd(u64At(FieldRevision, RAX, txnWriteBeginRev), 1)}},
+	}
+}
+
+// storeTxnWrite.beginRev, in every release v3.5–v3.7.
+const txnWriteBeginRev = 64
+
+// etcdRows are the rows of every etcd release, each with its range.
+func etcdRows(f func(etcdRelease) []Row) []Row {
+	var out []Row
+	for _, r := range etcdReleases {
+		out = append(out, f(r)...)
+	}
+	return out
 }
 
 // Stages: the values of kpath.stage.
@@ -124,7 +199,7 @@ var (
 )
 
 // writeRows follow one object write through kube-apiserver and etcd.
-var writeRows = slices.Concat(writeRowsFixed, etcdRequestRows(etcdGogo), etcdRequestRows(etcdProtobuf))
+var writeRows = slices.Concat(writeRowsFixed, etcdRows(etcdRequestRows), etcdRows(etcdStorageRows))
 
 var writeRowsFixed = []Row{
 	// kube-apiserver: one handler closure per verb; the closure receives
@@ -235,28 +310,14 @@ var writeRowsFixed = []Row{
 	// Detail: etcd's RPC stats above hold the whole request.
 	{ID: "etcd.raft.propose", Component: Etcd, Stage: StagePropose, Detail: true,
 		Symbol: "go.etcd.io/etcd/pkg/v3/wait.(*list).Register",
-		Module: modEtcdPkg, Versions: etcd36to37, Hits: "once per proposal (every write, lease grant, compaction, ...)",
+		Module: modEtcdPkg, Versions: etcd35to37, Hits: "once per proposal (every write, lease grant, compaction, ...)",
 		Entry: []Capture{u64(FieldRaftID, RBX)}},
-	// Detail: its two hits come per raft batch, which on a quiet cluster
-	// is per write; the etcd request span already holds the commit.
-	{ID: "etcd.wal.fsync", Span: "wal fsync", Component: Etcd, Stage: StageWALFsync, Timed: true, Detail: true,
-		Symbol: "go.etcd.io/etcd/server/v3/storage/wal.(*WAL).sync",
-		Module: modEtcdServer, Versions: etcd36to37, Hits: "once per raft batch"},
-	// Apply: tw in RAX (beginRev @64; the write lands at beginRev+1), key in
-	// RBX,RCX.
-	{ID: "etcd.apply.put", Span: "apply put", Component: Etcd, Stage: StageApply,
-		Symbol: "go.etcd.io/etcd/server/v3/storage/mvcc.(*storeTxnWrite).put",
-		Module: modEtcdServer, Versions: etcd36to37, Hits: "once per key written",
-		Entry: []Capture{str(FieldKey, RBX, RCX), withAdd(u64At(FieldRevision, RAX, 64), 1)}},
-	{ID: "etcd.apply.delete", Span: "apply delete", Component: Etcd, Stage: StageApply,
-		Symbol: "go.etcd.io/etcd/server/v3/storage/mvcc.(*storeTxnWrite).delete",
-		Module: modEtcdServer, Versions: etcd36to37, Hits: "once per key deleted",
-		Entry: []Capture{str(FieldKey, RBX, RCX), withAdd(u64At(FieldRevision, RAX, 64), 1)}},
+	// The apply rows (etcdStorageRows) come between: put and delete.
 	// It ends the apply and etcd's part of the write: the result goes back
 	// to the request goroutine registered under the same raft ID.
 	{ID: "etcd.apply.done", Component: Etcd, Stage: StageApplied,
 		Symbol: "go.etcd.io/etcd/pkg/v3/wait.(*list).Trigger",
-		Module: modEtcdPkg, Versions: etcd36to37, Hits: "once per applied entry with a waiter",
+		Module: modEtcdPkg, Versions: etcd35to37, Hits: "once per applied entry with a waiter",
 		Entry: []Capture{u64(FieldRaftID, RBX)}},
 }
 

@@ -9,10 +9,10 @@ package probes
 // lab (pods_live_test.go). For 1.33 and 1.34 the signatures, bodies where
 // inlining could change, and the structs read were compared in the sources
 // (k8s.io/kubernetes v1.33.13 and v1.34.4, staging v0.33.13 and v0.34.4): a
-// range reaches back only as far as they are identical. Left out: the
-// scheduling cycle on 1.33 (state was a *CycleState: podInfo in R9) and the
-// kubelet status manager on 1.33 (no logger / no ctx: the pod in RBX, the
-// UID in RBX,RCX), which would need rows of their own.
+// range reaches back only as far as they are identical; where 1.33 differs
+// (the scheduling cycle's state was a *CycleState; the kubelet status
+// manager took no logger and no ctx), the row has a variant for it, checked
+// against the DWARF of a v1.33.13 build and live (make test-versions).
 //
 // Join keys: the pod UID everywhere but the watch cache's key; namespace and
 // name where the slots allow (the BPF event has three string slots); the
@@ -32,6 +32,7 @@ const (
 	modKubernetes = "k8s.io/kubernetes"
 	modClientGo   = "k8s.io/client-go"
 
+	kube133      = ">=v1.33.0 <v1.34.0"
 	kube133to135 = ">=v1.33.0 <v1.36.0"
 	kube133to137 = ">=v1.33.0 <v1.38.0"
 	kube134to137 = ">=v1.34.0 <v1.38.0"
@@ -142,25 +143,20 @@ var podRows = []Row{
 	// v1.36 passes a context instead of the logger: Add(ctx, pod), pod in RDI.
 	queueAddRow(kube136to137, RDI),
 	// schedulingCycle(ctx, state, fwk, podInfo *QueuedPodInfo, start,
-	// podsToActivate): podInfo in R10 → PodInfo @0 → Pod @0. Its entry
-	// opens the cycle; the binding cycle's start (success) or the failure
-	// handler closes it, joined by the pod's UID.
-	{ID: "scheduler.cycle", Component: KubeScheduler, Stage: StageSchedule,
-		Role: Opens, Pair: PairCycle, By: ByUID,
-		Symbol: "k8s.io/kubernetes/pkg/scheduler.(*Scheduler).schedulingCycle",
-		Module: modKubernetes, Versions: kube134to137, Hits: "once per scheduling attempt (retries of unschedulable pods included)",
-		Entry: []Capture{strAt(FieldUID, R10, 0, 0, objUID)}},
+	// podsToActivate): podInfo → PodInfo @0 → Pod @0. Its entry opens the
+	// cycle; the binding cycle's start (success) or the failure handler
+	// closes it, joined by the pod's UID. v1.34 made state an interface
+	// (it was a *CycleState): podInfo in R10, in R9 before.
+	cycleRow(kube133, R9),
+	cycleRow(kube134to137, R10),
 	// bindingCycle(ctx, state, fwk, scheduleResult ScheduleResult,
 	// assumedPodInfo *QueuedPodInfo, start, podsToActivate) starts on its
 	// own goroutine as soon as a cycle succeeded: scheduleResult is on the
-	// stack (SuggestedHost, the node, @8), assumedPodInfo in R10. The cycle
-	// span ends here instead of at schedulingCycle's RET: a goroutine start
-	// later, no single-step.
-	{ID: "scheduler.cycle.done", Component: KubeScheduler, Stage: StageSchedule,
-		Role: Closes, Pair: PairCycle, By: ByUID,
-		Symbol: "k8s.io/kubernetes/pkg/scheduler.(*Scheduler).bindingCycle",
-		Module: modKubernetes, Versions: kube134to137, Hits: "once per pod scheduled",
-		Entry: []Capture{strAt(FieldUID, R10, 0, 0, objUID), strAt(FieldNode, RSP, 8)}},
+	// stack (SuggestedHost, the node, @8), assumedPodInfo in R10 (R9 on
+	// v1.33, as above). The cycle span ends here instead of at
+	// schedulingCycle's RET: a goroutine start later, no single-step.
+	cycleDoneRow(kube133, R9),
+	cycleDoneRow(kube134to137, R10),
 	// handleSchedulingFailure(ctx, fwk, podInfo, status *Status,
 	// nominatingInfo, start): podInfo in R8, status (non-nil) in R9. It also
 	// handles binding failures, after the cycle was closed: counted
@@ -168,7 +164,7 @@ var podRows = []Row{
 	{ID: "scheduler.cycle.failed", Component: KubeScheduler, Stage: StageSchedule,
 		Role: Closes, Pair: PairCycle, By: ByUID, Unpaired: "binding-failed",
 		Symbol: "k8s.io/kubernetes/pkg/scheduler.(*Scheduler).handleSchedulingFailure",
-		Module: modKubernetes, Versions: kube134to137, Hits: "once per failed scheduling or binding attempt",
+		Module: modKubernetes, Versions: kube133to137, Hits: "once per failed scheduling or binding attempt",
 		Entry: []Capture{strAt(FieldUID, R8, 0, 0, objUID), u64(FieldFailed, R9)}},
 	// bind(ctx, fwk, assumed *v1.Pod, targetNode string, state) *Status:
 	// pod in R8, node in R9,R10; the RET comes after the POST pods/binding
@@ -232,30 +228,63 @@ var podRows = []Row{
 		Role: Closes, Pair: PairContainer, By: ByGoroutine,
 		Symbol: "k8s.io/kubernetes/pkg/kubelet/kuberuntime.instrumentedRuntimeService.StartContainer.deferwrap1",
 		Module: modKubernetes, Versions: kube133to137, Hits: "once per container started"},
-	// SetPodStatus(logger, pod, status v1.PodStatus): pod in RSI, status on
-	// the stack at RSP+8. The status is the kubelet's view after a sync,
-	// before the status manager truncates its times to seconds: each running
-	// container's State.Running.StartedAt is the runtime's own start time in
-	// nanoseconds (CRI ContainerStatus). Read for the first two containers:
-	// ContainerStatuses @208 (len @216), ContainerStatus is 208 bytes,
-	// State.Running @24, StartedAt @0 (time.Time wall @0, ext @8); the same
-	// in k8s.io/api v0.34 and v0.35.
-	{ID: "kubelet.status.set", Component: Kubelet, Stage: StageStatusSet,
+	// SetPodStatus(logger, pod, status v1.PodStatus): pod in RSI (v1.33 has
+	// no logger: RBX), status on the stack at RSP+8. The status is the
+	// kubelet's view after a sync, before the status manager truncates its
+	// times to seconds: each running container's State.Running.StartedAt is
+	// the runtime's own start time in nanoseconds (CRI ContainerStatus).
+	// Read for the first two containers: ContainerStatuses @208 (len @216),
+	// ContainerStatus is 208 bytes, State.Running @24, StartedAt @0
+	// (time.Time wall @0, ext @8); the same in k8s.io/api v0.33–v0.37.
+	statusSetRow(kube133, RBX),
+	statusSetRow(kube134to137, RSI),
+	// syncPod(ctx, uid types.UID, status versionedPodStatus): UID in RDI,RSI
+	// (v1.33 has no ctx: RBX,RCX); status on the stack at RSP+8: podName @8,
+	// podNamespace @24. Detail: the PATCH it sends is traced in
+	// kube-apiserver.
+	statusWriteRow(kube133, RBX, RCX),
+	statusWriteRow(kube134to137, RDI, RSI),
+}
+
+// cycleRow is kube-scheduler's schedulingCycle, the *QueuedPodInfo in pi.
+func cycleRow(versions string, pi Reg) Row {
+	return Row{ID: "scheduler.cycle", Component: KubeScheduler, Stage: StageSchedule,
+		Role: Opens, Pair: PairCycle, By: ByUID,
+		Symbol: "k8s.io/kubernetes/pkg/scheduler.(*Scheduler).schedulingCycle",
+		Module: modKubernetes, Versions: versions, Hits: "once per scheduling attempt (retries of unschedulable pods included)",
+		Entry: []Capture{strAt(FieldUID, pi, 0, 0, objUID)}}
+}
+
+// cycleDoneRow is kube-scheduler's bindingCycle, the assumed *QueuedPodInfo
+// in pi.
+func cycleDoneRow(versions string, pi Reg) Row {
+	return Row{ID: "scheduler.cycle.done", Component: KubeScheduler, Stage: StageSchedule,
+		Role: Closes, Pair: PairCycle, By: ByUID,
+		Symbol: "k8s.io/kubernetes/pkg/scheduler.(*Scheduler).bindingCycle",
+		Module: modKubernetes, Versions: versions, Hits: "once per pod scheduled",
+		Entry: []Capture{strAt(FieldUID, pi, 0, 0, objUID), strAt(FieldNode, RSP, 8)}}
+}
+
+// statusSetRow is the kubelet's SetPodStatus, the pod in pod.
+func statusSetRow(versions string, pod Reg) Row {
+	return Row{ID: "kubelet.status.set", Component: Kubelet, Stage: StageStatusSet,
 		Symbol: "k8s.io/kubernetes/pkg/kubelet/status.(*manager).SetPodStatus",
-		Module: modKubernetes, Versions: kube134to137, Hits: "once per pod sync (the pod's arrival, each container change, about once a minute while it runs)",
-		Entry: append(objMeta(RSI),
+		Module: modKubernetes, Versions: versions, Hits: "once per pod sync (the pod's arrival, each container change, about once a minute while it runs)",
+		Entry: append(objMeta(pod),
 			u64At(FieldStatuses, RSP, 8+podStatusContainers+8),
 			optional(u64At(FieldStartedWall0, RSP, 8+podStatusContainers, containerRunning, 0)),
 			optional(u64At(FieldStartedExt0, RSP, 8+podStatusContainers, containerRunning, 8)),
 			optional(u64At(FieldStartedWall1, RSP, 8+podStatusContainers, containerStatusSize+containerRunning, 0)),
-			optional(u64At(FieldStartedExt1, RSP, 8+podStatusContainers, containerStatusSize+containerRunning, 8)))},
-	// syncPod(ctx, uid types.UID, status versionedPodStatus): UID in RDI,RSI;
-	// status on the stack at RSP+8: podName @8, podNamespace @24. Detail:
-	// the PATCH it sends is traced in kube-apiserver.
-	{ID: "kubelet.status.write", Component: Kubelet, Stage: StageStatusWrite, Detail: true,
+			optional(u64At(FieldStartedExt1, RSP, 8+podStatusContainers, containerStatusSize+containerRunning, 8)))}
+}
+
+// statusWriteRow is the kubelet status manager's syncPod, the UID in
+// uid, uidLen.
+func statusWriteRow(versions string, uid, uidLen Reg) Row {
+	return Row{ID: "kubelet.status.write", Component: Kubelet, Stage: StageStatusWrite, Detail: true,
 		Symbol: "k8s.io/kubernetes/pkg/kubelet/status.(*manager).syncPod",
-		Module: modKubernetes, Versions: kube134to137, Hits: "once per new pod status version (and per reconcile of a stale one, checked every 10 s)",
-		Entry: []Capture{str(FieldUID, RDI, RSI), strAt(FieldNamespace, RSP, 8+24), strAt(FieldName, RSP, 8+8)}},
+		Module: modKubernetes, Versions: versions, Hits: "once per new pod status version (and per reconcile of a stale one, checked every 10 s)",
+		Entry: []Capture{str(FieldUID, uid, uidLen), strAt(FieldNamespace, RSP, 8+24), strAt(FieldName, RSP, 8+8)}}
 }
 
 // optional marks a capture whose pointer is nil when what it reads is

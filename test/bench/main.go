@@ -73,11 +73,18 @@ func cacheDir() string {
 	return filepath.Join(home, ".cache", "kpath")
 }
 
+// The lab's default set (test/lab/versions.env), which make lab-up builds.
+// docs/benchmarks.md says which set each of its results ran on.
+const (
+	labEtcd       = "v3.7.3"
+	labKubernetes = "v1.37.2"
+)
+
 func parseFlags() (config, error) {
 	var c config
 	cache := cacheDir()
-	flag.StringVar(&c.etcdBin, "etcd", filepath.Join(cache, "bin/normal/v3.6.16/etcd"), "etcd binary (e.g. the release flavour under "+filepath.Join(cache, "bin/release")+")")
-	flag.StringVar(&c.apiserverBin, "apiserver", filepath.Join(cache, "bin/normal/v1.35.4/kube-apiserver"), "kube-apiserver binary")
+	flag.StringVar(&c.etcdBin, "etcd", filepath.Join(cache, "bin/normal/"+labEtcd+"/etcd"), "etcd binary (e.g. the release flavour under "+filepath.Join(cache, "bin/release")+")")
+	flag.StringVar(&c.apiserverBin, "apiserver", filepath.Join(cache, "bin/normal/"+labKubernetes+"/kube-apiserver"), "kube-apiserver binary")
 	flag.StringVar(&c.agentBin, "agent", "", "kpath-agent binary; empty: go build ./cmd/agent into the temp dir")
 	modes := flag.String("modes", "none,kpath,native", "modes each round runs, in this order")
 	flag.IntVar(&c.rounds, "rounds", 3, "rounds; each runs every mode once")

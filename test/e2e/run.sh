@@ -1,10 +1,15 @@
 #!/usr/bin/env bash
 # Runs the end-to-end tests on the lab in both flavours: the normal builds,
-# then the release-like stripped etcd and kube-apiserver. A lab that was up
-# before is left up (in the normal flavour); one this script started is
-# stopped again.
+# then the release-like stripped etcd and kube-apiserver, on the default
+# (newest) Kubernetes × etcd set; then the catalogue's oldest set
+# (test/lab/versions.env) in the normal flavour: the live probes tests,
+# every row attached, and the write and pod chains. A lab that was up
+# before is left up (in the normal flavour, default set); one this script
+# started is stopped again.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+# shellcheck source=../lab/versions.env
+. test/lab/versions.env
 
 lab_dir=${KPATH_LAB_DIR:-$HOME/.cache/kpath/lab}
 was_up=no
@@ -16,7 +21,9 @@ fi
 run_flavour() {
 	local flavour=$1
 	echo "=== e2e: lab flavour $flavour"
-	if [ -f "$lab_dir/env" ] && ! grep -q "KPATH_LAB_FLAVOUR='$flavour'" "$lab_dir/env"; then
+	if [ -f "$lab_dir/env" ] && { ! grep -q "KPATH_LAB_FLAVOUR='$flavour'" "$lab_dir/env" ||
+		! grep -q "KPATH_LAB_KUBERNETES_VERSION='$KUBERNETES_VERSION'" "$lab_dir/env" ||
+		! grep -q "KPATH_LAB_ETCD_VERSION='$ETCD_VERSION'" "$lab_dir/env"; }; then
 		test/lab/down.sh
 	fi
 	KPATH_LAB_FLAVOUR=$flavour test/lab/up.sh
@@ -31,16 +38,36 @@ run_flavour() {
 	fi
 }
 
+# The oldest cell, normal flavour: the probes package whole (its live
+# tests and the DWARF checks of every build in the cache), then the e2e
+# that prove a cell.
+run_oldest() {
+	local k8s=$OLDEST_KUBERNETES_VERSION etcd=$OLDEST_ETCD_VERSION log=/tmp/kpath-e2e-oldest.log
+	echo "=== e2e: the oldest cell, Kubernetes $k8s × etcd $etcd, normal flavour"
+	test/lab/down.sh
+	KPATH_LAB_KUBERNETES=$k8s KPATH_LAB_ETCD=$etcd KPATH_LAB_FLAVOUR=normal test/lab/up.sh
+	if ! { KPATH_E2E=1 go test -count=1 -v -timeout 20m ./probes/ &&
+		KPATH_E2E=1 go test -count=1 -v -timeout 20m \
+			-run 'TestDoctorAttachesEveryRow|TestWritesAreTracedThroughAPIServerAndEtcd|TestPodsAreTracedFromCreateToRunning' ./test/e2e/; } 2>&1 | tee "$log"; then
+		echo "=== e2e: the oldest cell FAILED (log: $log)"
+		return 1
+	fi
+}
+
 # The chart's tests need Helm (built from the module proxy, cached).
 test/lab/build.sh helm
-# The etcd the catalogue covers beside the lab's own, for the live etcd
-# rows test and the DWARF checks, which run on every etcd build in the cache.
-KPATH_LAB_ETCD=v3.7.3 test/lab/build.sh --flavour normal etcd
-KPATH_LAB_ETCD=v3.7.3 test/lab/build.sh --flavour release etcd
+# The etcd minors the catalogue covers beside the lab's own, for the live
+# etcd rows test and the DWARF checks, which run on every etcd build in the
+# cache (the oldest cell builds its Kubernetes when it comes up).
+for v in v3.5.35 v3.6.16; do
+	KPATH_LAB_ETCD=$v test/lab/build.sh --flavour normal etcd
+	KPATH_LAB_ETCD=$v test/lab/build.sh --flavour release etcd
+done
 
 status=0
 run_flavour normal || status=1
 run_flavour release || status=1
+run_oldest || status=1
 test/lab/down.sh
 if [ "$was_up" = yes ]; then
 	KPATH_LAB_FLAVOUR=normal test/lab/up.sh

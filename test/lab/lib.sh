@@ -136,7 +136,7 @@ resolve_flavour() {
 		LAB_ID=normal
 	fi
 	# Another pinned set is another lab: switching needs make lab-down.
-	if [ "$KUBERNETES_VERSION" != v1.35.4 ] || [ "$ETCD_VERSION" != v3.6.16 ]; then
+	if [ "$KUBERNETES_VERSION" != "$DEFAULT_KUBERNETES_VERSION" ] || [ "$ETCD_VERSION" != "$DEFAULT_ETCD_VERSION" ]; then
 		LAB_ID="$LAB_ID@$KUBERNETES_VERSION+etcd$ETCD_VERSION"
 	fi
 }

@@ -8,8 +8,8 @@
 #   KPATH_LAB_DIR                 lab state (default ~/.cache/kpath/lab)
 #   KPATH_CACHE_DIR               binary cache (default ~/.cache/kpath)
 #   KPATH_LAB_FLAVOUR             normal (default) | release
-#   KPATH_LAB_KUBERNETES          Kubernetes version to build and run (default v1.35.4)
-#   KPATH_LAB_ETCD                etcd version to build and run (default v3.6.16)
+#   KPATH_LAB_KUBERNETES          Kubernetes version to build and run (default v1.37.2)
+#   KPATH_LAB_ETCD                etcd version to build and run (default v3.7.3)
 #   KPATH_LAB_RELEASE_COMPONENTS  release flavour: components taken from the release
 #                                 build besides etcd and kube-apiserver (or "all")
 #   KPATH_LAB_TIMEOUT             seconds to wait for each component (default 120)
