@@ -312,8 +312,8 @@ var writeRowsFixed = []Row{
 		Symbol: "go.etcd.io/etcd/pkg/v3/wait.(*list).Register",
 		Module: modEtcdPkg, Versions: etcd35to37, Hits: "once per proposal (every write, lease grant, compaction, ...)",
 		Entry: []Capture{u64(FieldRaftID, RBX)}},
-	// The apply rows (etcdStorageRows) come between: put and delete.
-	// It ends the apply and etcd's part of the write: the result goes back
+	// Trigger ends the apply (the per-release put and delete rows,
+	// etcdStorageRows) and etcd's part of the write: the result goes back
 	// to the request goroutine registered under the same raft ID.
 	{ID: "etcd.apply.done", Component: Etcd, Stage: StageApplied,
 		Symbol: "go.etcd.io/etcd/pkg/v3/wait.(*list).Trigger",
