@@ -3,6 +3,7 @@ package probes
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -28,6 +29,52 @@ type Found struct {
 	Component Component
 	Exe       string
 	StartTime uint64
+	// Refused says why a process that calls itself a component is not
+	// traced: its command name is the component's but its executable is
+	// not (a wrapper script, whose exe is the shell). Empty for the rest.
+	Refused string
+}
+
+// TargetOfComm is the component a process's command name (/proc/PID/comm)
+// names; the kernel cuts comm to 15 bytes (kube-controller-manager reads
+// "kube-controller").
+func TargetOfComm(comm string) (Component, bool) {
+	for name, c := range Targets {
+		if name == comm || len(name) > 15 && name[:15] == comm {
+			return c, true
+		}
+	}
+	return "", false
+}
+
+// impostor is the Found for a process whose comm names a component that
+// its executable does not run: a script (comm is the script's name, exe
+// the interpreter's) or a renamed program. It is listed, not skipped, so
+// that the agent says why a "kube-apiserver" it can see is not traced.
+func impostor(procRoot string, pid int, exe string) (Found, bool) {
+	dir := filepath.Join(procRoot, strconv.Itoa(pid))
+	comm, err := os.ReadFile(filepath.Join(dir, "comm"))
+	if err != nil {
+		return Found{}, false
+	}
+	name := strings.TrimSpace(string(comm))
+	comp, ok := TargetOfComm(name)
+	if !ok {
+		return Found{}, false
+	}
+	st, err := startTimeIn(procRoot, pid)
+	if err != nil {
+		return Found{}, false
+	}
+	runs := exe
+	if cmd, err := os.ReadFile(filepath.Join(dir, "cmdline")); err == nil {
+		if args := strings.Split(strings.TrimRight(string(cmd), "\x00"), "\x00"); len(args) > 1 && strings.HasSuffix(args[1], name) {
+			runs = exe + " " + args[1] // the interpreter and the script it runs
+		}
+	}
+	return Found{PID: pid, Component: comp, Exe: exe, StartTime: st,
+		Refused: fmt.Sprintf("pid %d is named %s but runs %s, not a %s binary (a wrapper script?): not traced; "+
+			"have the script exec the real %s so that the process runs it", pid, name, runs, comp, comp)}, true
 }
 
 // FindProcesses lists the processes under procRoot (normally /proc, the
@@ -65,6 +112,9 @@ func FindProcessesWith(procRoot string, ops *Operators, programs ...string) ([]F
 			comp, ok = Component(filepath.Base(exe)), true
 		}
 		if !ok {
+			if f, bad := impostor(procRoot, pid, exe); bad {
+				out = append(out, f)
+			}
 			continue
 		}
 		st, err := startTimeIn(procRoot, pid)
@@ -158,6 +208,11 @@ func (t *Tracer) Watch(ctx context.Context, procRoot string, interval time.Durat
 		}
 		for _, f := range found {
 			if attached[f.PID] || failed[f] || !t.hasRows(f.Component) {
+				continue
+			}
+			if f.Refused != "" {
+				failed[f] = true
+				report(AttachEvent{Found: f, Err: errors.New(f.Refused)})
 				continue
 			}
 			p, err := t.AttachIn(procRoot, f.PID, f.Component)

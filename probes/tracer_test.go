@@ -339,6 +339,100 @@ func TestAttachBadInput(t *testing.T) {
 	})
 }
 
+// TestWatchRefusesAScriptNamedAsAComponent: a wrapper script called
+// kube-apiserver is a process named kube-apiserver that runs the shell. The
+// watcher names it, the shell and the script once, and traces the rest.
+func TestWatchRefusesAScriptNamedAsAComponent(t *testing.T) {
+	needBPF(t)
+	var rows []Row
+	for _, c := range []Component{KubeAPIServer, Etcd} {
+		for _, r := range testRows {
+			r.Component = c
+			rows = append(rows, r)
+		}
+	}
+	tr := newTracer(t, Options{Rows: rows})
+
+	dir := t.TempDir()
+	script := filepath.Join(dir, "kube-apiserver")
+	if err := os.WriteFile(script, []byte("#!/bin/sh\nwhile :; do sleep 1; done\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	sh := exec.Command(script)
+	if err := sh.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sh.Process.Kill(); sh.Wait() })
+	etcd := filepath.Join(dir, "etcd") // the test target under a component's name
+	b, err := os.ReadFile(buildTarget(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(etcd, b, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	tg := startTarget(t, etcd)
+
+	// A /proc holding just these two, so that no other process of the
+	// machine is looked at.
+	root := t.TempDir()
+	for _, pid := range []int{sh.Process.Pid, tg.cmd.Process.Pid} {
+		if err := os.Symlink(fmt.Sprintf("/proc/%d", pid), filepath.Join(root, fmt.Sprint(pid))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Until the shell has exec'd the script, its comm is the test's.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		c, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", sh.Process.Pid))
+		if strings.TrimSpace(string(c)) == "kube-apiserver" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the script's comm is %q", c)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+
+	var events []AttachEvent
+	scans := 0
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	err = tr.Watch(ctx, root, 10*time.Millisecond, func(e AttachEvent) { events = append(events, e) }, func() {
+		if scans++; scans == 3 {
+			cancel()
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(events) != 2 {
+		t.Fatalf("%d attach events in 3 scans, want 2 (the script once, the target once): %+v", len(events), events)
+	}
+	for _, e := range events {
+		switch e.Found.PID {
+		case sh.Process.Pid:
+			msg := fmt.Sprint(e.Err)
+			shell, _ := filepath.EvalSymlinks("/bin/sh")
+			for _, want := range []string{fmt.Sprint(sh.Process.Pid), shell + " " + script, "not traced", "exec"} {
+				if !strings.Contains(msg, want) {
+					t.Errorf("the script's refusal %q does not name %q", msg, want)
+				}
+			}
+			if e.Process != nil || e.Found.Component != KubeAPIServer {
+				t.Errorf("the script was attached as %s", e.Found.Component)
+			}
+			t.Logf("%v", e.Err)
+		case tg.cmd.Process.Pid:
+			if e.Err != nil || e.Process == nil || e.Process.Attached() != len(testRows) || e.Found.Component != Etcd {
+				t.Errorf("the target: %v, %+v", e.Err, e.Found)
+			}
+		default:
+			t.Errorf("an event for pid %d", e.Found.PID)
+		}
+	}
+}
+
 // TestAttachReadsTheGivenProc: with the host's /proc elsewhere (--proc),
 // the binary and the start time come from there, as discovery saw them.
 func TestAttachReadsTheGivenProc(t *testing.T) {

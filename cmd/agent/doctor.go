@@ -364,14 +364,7 @@ func unreadable(procRoot string) []string {
 			continue
 		}
 		name := strings.TrimSpace(string(comm))
-		known := false
-		for target := range probes.Targets {
-			// comm is cut to 15 bytes: kube-controller-manager reads "kube-controller".
-			if target == name || len(target) > 15 && target[:15] == name {
-				known = true
-			}
-		}
-		if !known {
+		if _, known := probes.TargetOfComm(name); !known {
 			continue
 		}
 		if _, err := os.Readlink(filepath.Join(procRoot, e.Name(), "exe")); err != nil && errors.Is(err, os.ErrPermission) {
@@ -414,11 +407,21 @@ func (d *doctor) components(t *probes.Tracer, caps capSet, multi multiSupport, n
 		}
 		return found[i].PID < found[j].PID
 	})
-	var names []string
+	var names, refused []string
 	for _, f := range found {
+		if f.Refused != "" {
+			refused = append(refused, f.Refused)
+			continue
+		}
 		names = append(names, fmt.Sprintf("%s pid %d %s", f.Component, f.PID, binaryVersions(d.proc, f)))
 	}
-	d.add(check{name: "components", status: statusOK, detail: strings.Join(names, "; ")})
+	if len(names) > 0 {
+		d.add(check{name: "components", status: statusOK, detail: strings.Join(names, "; ")})
+	}
+	if len(refused) > 0 {
+		d.add(check{name: "component binaries", status: statusFail, detail: strings.Join(refused, "; "),
+			fix: "a component must run as its own Go executable: exec it from a wrapper script instead of running it as the script's child"})
+	}
 
 	if t == nil {
 		d.add(check{name: "catalogue rows", status: statusSkip, detail: "the BPF program did not load"})
@@ -428,6 +431,10 @@ func (d *doctor) components(t *probes.Tracer, caps capSet, multi multiSupport, n
 	var permErrs, uncovered []string
 	for _, f := range found {
 		pid := strconv.Itoa(f.PID)
+		if f.Refused != "" {
+			d.rows = append(d.rows, rowLine{comp: string(f.Component), pid: pid, row: "-", stage: "-", state: "not traced", reason: f.Refused})
+			continue
+		}
 		p, err := t.AttachIn(d.proc, f.PID, f.Component)
 		if p == nil {
 			reason := fmt.Sprint(err)

@@ -226,7 +226,8 @@ build_helm() {
 # ---------- Kubernetes ----------
 prepare_kube_module() {
 	local dir="$CACHE_DIR/work/kubernetes-$KUBERNETES_VERSION"
-	if [ ! -f "$dir/.ready" ]; then
+	# .ready-golines: modules prepared before the go line came from the release are remade.
+	if [ ! -f "$dir/.ready-golines" ]; then
 		log "preparing Kubernetes build module in $dir"
 		rm -rf "$dir"
 		mkdir -p "$dir"
@@ -238,12 +239,16 @@ prepare_kube_module() {
 		local staging
 		staging="$(awk '$2 == "=>" && $3 ~ /^\.\/staging\// {print $1}' "$kmod" | sed 's/^replace //' | sort -u)"
 		[ -n "$staging" ] || die "found no '=> ./staging/' replace lines in $kmod"
+		# The release's own go and godebug lines: a main module's go line bounds the
+		# toolchain that may build it (v1.34's release Go is 1.24), and its godebug
+		# line sets the runtime defaults the release ships with.
+		local golines
+		golines="$(grep -E '^(go|godebug) ' "$kmod")"
+		[ -n "$golines" ] || die "found no go line in $kmod"
 		{
 			echo "module kpath.local/lab/kubernetes"
 			echo
-			echo "go 1.25.0"
-			echo
-			echo "godebug default=go1.25"
+			echo "$golines"
 			echo
 			echo "require k8s.io/kubernetes $KUBERNETES_VERSION"
 			echo
@@ -270,7 +275,7 @@ EOF
 		log "  $(echo "$staging" | wc -l) staging modules replaced by $stver; running go mod tidy (downloads modules)"
 		(cd "$dir" && GOTOOLCHAIN=local GOFLAGS=-mod=mod go mod tidy) >"$dir/prepare.log" 2>&1 ||
 			{ tail -n 30 "$dir/prepare.log" >&2; die "go mod tidy failed for Kubernetes (log: $dir/prepare.log)"; }
-		touch "$dir/.ready"
+		touch "$dir/.ready-golines"
 	fi
 	MODDIR="$dir"
 }
