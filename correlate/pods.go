@@ -89,6 +89,10 @@ type PodOptions struct {
 	// Meta, when set, adds what the API knows of a pod (node, owner) to
 	// its root span.
 	Meta func(uid string) (PodMeta, bool)
+	// Creator, when set, says which controller's sync created a pod of
+	// namespace ns whose controller owner is kind/name, its create having
+	// begun at t (Syncs.Creator): it names it on the root and links to it.
+	Creator func(ns, kind, name string, t time.Time) (Creator, bool)
 }
 
 // WithDefaults fills in the documented defaults.
@@ -157,6 +161,7 @@ type podLife struct {
 	containers []containerStart
 	statusSets []probes.Event // the kubelet's status after each sync (SetPodStatus)
 	sent       *lagsSent
+	creator    *Creator // looked up once, as the root is first built
 }
 
 // lagsSent is what an emitted pod trace already holds, for the late lags.
@@ -458,7 +463,7 @@ func (p *Pods) late(t *Assembly, ev *probes.Event) {
 	if l.sent == nil || ev.Revision == 0 || ev.Revision > l.sent.lastRev {
 		return
 	}
-	full := l.trace(l.startup(), p.opts.Meta)
+	full := l.trace(l.startup(), p.opts)
 	late := PodTrace{UID: full.UID, Namespace: full.Namespace, Name: full.Name, Late: true, Trace: Trace{ID: full.Trace.ID, Complete: true}}
 	for _, s := range l.newLags(full.Trace.Spans) {
 		late.Trace.Spans = append(late.Trace.Spans, s)
@@ -473,7 +478,7 @@ func (p *Pods) late(t *Assembly, ev *probes.Event) {
 func (p *Pods) emitTrace(t *Assembly, complete bool) {
 	l := p.life(t)
 	st := l.startup()
-	pt := l.trace(st, p.opts.Meta)
+	pt := l.trace(st, p.opts)
 	l.sent = &lagsSent{keys: map[string]bool{}}
 	t.Data = l.sent
 	if st.status != nil {
@@ -508,7 +513,8 @@ func (p *Pods) emitTrace(t *Assembly, complete bool) {
 // trace builds the pod's trace: a root over the whole startup, the stage
 // partition under it, the probe spans under their stage, and the pod's
 // create, binding and status writes with their own spans.
-func (l *podLife) trace(st startup, meta func(string) (PodMeta, bool)) PodTrace {
+func (l *podLife) trace(st startup, opts PodOptions) PodTrace {
+	meta := opts.Meta
 	uid := l.uid
 	if uid == "" && l.create != nil {
 		uid = "unknown:" + l.create.Key + fmt.Sprintf("@%d", l.create.Revision)
@@ -537,6 +543,23 @@ func (l *podLife) trace(st startup, meta func(string) (PodMeta, bool)) PodTrace 
 	if ok && m.OwnerKind != "" {
 		rootAttrs = append(rootAttrs, Attribute{"k8s." + strings.ToLower(m.OwnerKind) + ".name", m.OwnerName})
 	}
+	var links []Link
+	if ok && m.OwnerKind != "" && l.create != nil && opts.Creator != nil {
+		if l.creator == nil {
+			c, found := opts.Creator(l.ns, m.OwnerKind, m.OwnerName, l.create.Start)
+			if !found {
+				c.AfterOwnerWrite = -1
+			}
+			l.creator = &c
+		}
+		if c := l.creator; c.Controller != "" {
+			rootAttrs = append(rootAttrs, Attribute{AttrCreator, c.Component + "/" + c.Controller})
+			if c.AfterOwnerWrite >= 0 {
+				rootAttrs = append(rootAttrs, Attribute{AttrAfterOwnerWrite, float64(c.AfterOwnerWrite) / float64(time.Millisecond)})
+			}
+			links = c.Links
+		}
+	}
 	add := func(parent SpanID, name, stage, comp string, start, end time.Time, extra ...Attribute) SpanID {
 		h := sha256.New()
 		fmt.Fprintf(h, "%x|%x|%s|%s|%d|%d", id, parent, name, stage, start.UnixNano(), end.UnixNano())
@@ -557,7 +580,8 @@ func (l *podLife) trace(st startup, meta func(string) (PodMeta, bool)) PodTrace 
 		// The root: emitted only by the agent that saw the create.
 		tr.Spans = append(tr.Spans, Span{TraceID: id, SpanID: root, Name: "pod " + l.ns + "/" + l.name + " startup",
 			Start: l.create.Start, End: end,
-			Attributes: append(append([]Attribute{{AttrComponent, string(probes.KubeAPIServer)}, {AttrStage, "pod-startup"}}, podAttrs...), rootAttrs...)})
+			Attributes: append(append([]Attribute{{AttrComponent, string(probes.KubeAPIServer)}, {AttrStage, "pod-startup"}}, podAttrs...), rootAttrs...),
+			Links:      links})
 		graft(l.create, root)
 	}
 	// Watch delivery of the pod's writes to each consumer.

@@ -238,6 +238,35 @@ func TestPodMetadataOnTheRoot(t *testing.T) {
 	}
 }
 
+// The creator of a pod, asked once for the owner the API names, as of the
+// create's start, is on the root with its links.
+func TestPodCreatorOnTheRoot(t *testing.T) {
+	var got []PodTrace
+	meta := func(uid string) (PodMeta, bool) {
+		return PodMeta{OwnerKind: "ReplicaSet", OwnerName: "web-7d9"}, true
+	}
+	var asked []string
+	link := Link{TraceID: WriteTraceID(7), SpanID: WriteRootID(7)}
+	creator := func(ns, kind, name string, t time.Time) (Creator, bool) {
+		asked = append(asked, ns+"/"+kind+"/"+name+"@"+t.Sub(t0).String())
+		return Creator{Component: "kube-controller-manager", Controller: "replicaset", AfterOwnerWrite: 3 * time.Millisecond, Links: []Link{link}}, true
+	}
+	p := NewPods(PodOptions{Meta: meta, Creator: creator}, func(pt PodTrace) { got = append(got, pt) })
+	feedStartup(t, p, 0)
+	p.Flush(at(5000))
+	if len(got) != 1 {
+		t.Fatalf("%d traces", len(got))
+	}
+	root := got[0].Trace.Spans[0]
+	if root.Attr(AttrCreator) != "kube-controller-manager/replicaset" || root.Attr(AttrAfterOwnerWrite) != 3.0 ||
+		len(root.Links) != 1 || root.Links[0].TraceID != link.TraceID {
+		t.Errorf("root %v, links %v: want the creator and its link", root.Attributes, root.Links)
+	}
+	if want := "ns/ReplicaSet/web-7d9@" + got[0].Trace.Spans[0].Start.Sub(t0).String(); len(asked) != 1 || asked[0] != want {
+		t.Errorf("asked %v, want once %s", asked, want)
+	}
+}
+
 // Without the runtime's StartedAt (a pod with more containers than the
 // probe reads) the container start ends at the kubelet's CRI reply, says
 // so on the stage, and is counted.

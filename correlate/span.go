@@ -22,6 +22,17 @@ type Span struct {
 	Name       string
 	Start, End time.Time
 	Attributes []Attribute
+	// Links point at spans of other traces that caused this one (the
+	// controller's sync that created a pod, in its owner's write's trace):
+	// one trace per object change would otherwise break the chain there.
+	Links []Link
+}
+
+// Link is an OpenTelemetry span link.
+type Link struct {
+	TraceID    TraceID
+	SpanID     SpanID
+	Attributes []Attribute
 }
 
 // Attr returns the value of the attribute named key, or nil.
@@ -64,4 +75,6 @@ const (
 	AttrPodName   = "k8s.pod.name"
 	AttrPodUID    = "k8s.pod.uid"
 	AttrNodeName  = "k8s.node.name"
+	// AttrLink says what a span link points at (Link.Attributes).
+	AttrLink = "kpath.link"
 )

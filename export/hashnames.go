@@ -58,6 +58,11 @@ func (h *nameHasher) Export(t correlate.Trace) {
 		if r, ok := s.Attr(correlate.AttrResource).(string); ok {
 			resources[r] = true
 		}
+		// "NS/NAME" in a reconcile's or a sync's span name: a name comes
+		// after its namespace too.
+		if ns, ok := s.Attr(correlate.AttrNamespace).(string); ok && ns != "" {
+			resources[ns] = true
+		}
 		spans[i] = s
 	}
 	for i := range spans {
@@ -113,10 +118,11 @@ func spanNames(s *correlate.Span) []string {
 }
 
 // isObjectNameKey: k8s.pod.name, k8s.configmap.name…, but not the
-// namespace's or the node's.
+// namespace's or the node's; and the name of what a reconcile or a
+// controller's sync acted on.
 func isObjectNameKey(k string) bool {
 	return strings.HasPrefix(k, "k8s.") && strings.HasSuffix(k, ".name") &&
-		k != correlate.AttrNamespace && k != correlate.AttrNodeName
+		k != correlate.AttrNamespace && k != correlate.AttrNodeName || k == correlate.AttrObjectName
 }
 
 // replaceNames replaces the names in a request path, or in a span name

@@ -61,6 +61,23 @@ func TestHashNamesHidesNamesAndKeepsTheRest(t *testing.T) {
 	}
 }
 
+// A reconcile's or a controller's sync names its object in an attribute
+// of its own and after the namespace in its span name.
+func TestHashNamesHidesWhatASyncActedOn(t *testing.T) {
+	var k keepTraces
+	hn, _ := HashNames(&k, []byte("0123456789abcdef"))
+	hn.Export(correlate.Trace{Spans: []correlate.Span{{Name: "sync replicaset shop/web-abc", Attributes: []correlate.Attribute{
+		{Key: correlate.AttrNamespace, Value: "shop"},
+		{Key: correlate.AttrObjectName, Value: "web-abc"},
+		{Key: correlate.AttrController, Value: "replicaset"},
+	}}}})
+	s := k.got[0].Spans[0]
+	h, _ := s.Attr(correlate.AttrObjectName).(string)
+	if !strings.HasPrefix(h, "h-") || s.Name != "sync replicaset shop/"+h || s.Attr(correlate.AttrController) != "replicaset" {
+		t.Errorf("span %q, %s = %q: want the name hashed, the namespace and controller kept", s.Name, correlate.AttrObjectName, h)
+	}
+}
+
 // A name that is also a word of the API's paths is replaced only where
 // the path puts a name.
 func TestHashNamesKeepsThePathsWords(t *testing.T) {

@@ -36,6 +36,14 @@ type JSONSpan struct {
 	StartTimeUnixNano string         `json:"startTimeUnixNano"` // decimal, as OTLP/JSON writes fixed64
 	EndTimeUnixNano   string         `json:"endTimeUnixNano"`
 	Attributes        map[string]any `json:"attributes"`
+	Links             []JSONLink     `json:"links,omitempty"` // absent when the span has none
+}
+
+// JSONLink is a span link in the JSONL output, attributes flattened too.
+type JSONLink struct {
+	TraceID    string         `json:"traceId"`
+	SpanID     string         `json:"spanId"`
+	Attributes map[string]any `json:"attributes,omitempty"`
 }
 
 // NewJSONSpan converts s to its JSONL form.
@@ -55,6 +63,18 @@ func NewJSONSpan(s *correlate.Span) JSONSpan {
 		if a.Value != nil {
 			j.Attributes[a.Key] = attrValue(a.Value)
 		}
+	}
+	for _, l := range s.Links {
+		jl := JSONLink{TraceID: hex.EncodeToString(l.TraceID[:]), SpanID: hex.EncodeToString(l.SpanID[:])}
+		if len(l.Attributes) > 0 {
+			jl.Attributes = make(map[string]any, len(l.Attributes))
+			for _, a := range l.Attributes {
+				if a.Value != nil {
+					jl.Attributes[a.Key] = attrValue(a.Value)
+				}
+			}
+		}
+		j.Links = append(j.Links, jl)
 	}
 	return j
 }

@@ -3,6 +3,7 @@ package export
 import (
 	"bytes"
 	"context"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"math"
@@ -79,6 +80,26 @@ func TestJSONLFields(t *testing.T) {
 	}
 	if got := child["attributes"].(map[string]any)["kpath.succeeded"]; got != true {
 		t.Errorf("kpath.succeeded = %#v, want JSON true", got)
+	}
+	if _, ok := child["links"]; ok {
+		t.Errorf("a span without links has a links field: %s", lines[2])
+	}
+
+	// Links: OTLP/JSON's names, attributes flat.
+	tr := podTrace(1)
+	tr.Spans = tr.Spans[:1]
+	tr.Spans[0].Links = []correlate.Link{{TraceID: tid(3), SpanID: sid(4), Attributes: []correlate.Attribute{{Key: correlate.AttrLink, Value: "creator"}}}}
+	buf.Reset()
+	e = NewJSONL(&buf)
+	e.Export(tr)
+	e.Close(context.Background())
+	links, _ := decodeLine(t, buf.String())["links"].([]any)
+	if len(links) != 1 {
+		t.Fatalf("links = %v: %s", links, buf.String())
+	}
+	l := links[0].(map[string]any)
+	if wt, ws := tid(3), sid(4); l["traceId"] != hex.EncodeToString(wt[:]) || l["spanId"] != hex.EncodeToString(ws[:]) || l["attributes"].(map[string]any)["kpath.link"] != "creator" {
+		t.Errorf("link %v", l)
 	}
 }
 

@@ -38,6 +38,11 @@ const (
 	fSpanStart        = 7
 	fSpanEnd          = 8
 	fSpanAttributes   = 9
+	fSpanLinks        = 13
+
+	fLinkTraceID    = 1
+	fLinkSpanID     = 2
+	fLinkAttributes = 4
 
 	fKeyValueKey   = 1
 	fKeyValueValue = 2
@@ -73,7 +78,25 @@ func appendSpan(b []byte, s *correlate.Span) []byte {
 	for i := range s.Attributes {
 		b = appendAttribute(b, fSpanAttributes, &s.Attributes[i])
 	}
+	for i := range s.Links {
+		l := &s.Links[i]
+		b = protowire.AppendTag(b, fSpanLinks, protowire.BytesType)
+		b = protowire.AppendVarint(b, uint64(linkSize(l)))
+		b = appendBytesField(b, fLinkTraceID, l.TraceID[:])
+		b = appendBytesField(b, fLinkSpanID, l.SpanID[:])
+		for j := range l.Attributes {
+			b = appendAttribute(b, fLinkAttributes, &l.Attributes[j])
+		}
+	}
 	return b
+}
+
+func linkSize(l *correlate.Link) int {
+	n := bytesFieldSize(fLinkTraceID, len(l.TraceID)) + bytesFieldSize(fLinkSpanID, len(l.SpanID))
+	for j := range l.Attributes {
+		n += attributeSize(fLinkAttributes, &l.Attributes[j])
+	}
+	return n
 }
 
 func spanSize(s *correlate.Span) int {
@@ -86,6 +109,9 @@ func spanSize(s *correlate.Span) int {
 	}
 	for i := range s.Attributes {
 		n += attributeSize(fSpanAttributes, &s.Attributes[i])
+	}
+	for i := range s.Links {
+		n += bytesFieldSize(fSpanLinks, linkSize(&s.Links[i]))
 	}
 	return n
 }

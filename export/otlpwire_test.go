@@ -36,6 +36,10 @@ func TestOTLPWireMatchesTheGeneratedCode(t *testing.T) {
 		{Key: "false", Value: false},
 		{Key: "long", Value: string(bytes.Repeat([]byte("k"), 300))},
 	}}
+	odd.Links = []correlate.Link{
+		{TraceID: tid(3), SpanID: sid(4), Attributes: []correlate.Attribute{{Key: correlate.AttrLink, Value: "creator"}, {Key: correlate.AttrRevision, Value: int64(42)}}},
+		{TraceID: tid(5), SpanID: sid(6)},
+	}
 	tr.Spans = append(tr.Spans, odd)
 
 	b := newOTLPBatch(newResources(map[string]string{"k8s.node.name": "node-1"}, "v9"))
@@ -114,6 +118,22 @@ func TestOTLPWireMatchesTheGeneratedCode(t *testing.T) {
 		}
 		if len(attrs) != n {
 			t.Errorf("%s: %d attributes, want %d", want.Name, len(attrs), n)
+		}
+		if len(s.GetLinks()) != len(want.Links) {
+			t.Errorf("%s: %d links, want %d", want.Name, len(s.GetLinks()), len(want.Links))
+			continue
+		}
+		for i, wl := range want.Links {
+			l := s.GetLinks()[i]
+			la := attrMap(l.GetAttributes())
+			if !bytes.Equal(l.GetTraceId(), wl.TraceID[:]) || !bytes.Equal(l.GetSpanId(), wl.SpanID[:]) || len(la) != len(wl.Attributes) {
+				t.Errorf("%s: link %d decoded as %v, want %v", want.Name, i, l, wl)
+			}
+			for _, a := range wl.Attributes {
+				if la[a.Key] != attrValue(a.Value) {
+					t.Errorf("%s: link %d: %s = %#v, want %#v", want.Name, i, a.Key, la[a.Key], a.Value)
+				}
+			}
 		}
 	}
 

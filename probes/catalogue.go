@@ -12,12 +12,13 @@ import (
 
 // Catalogue is every row kpath knows: the write path (rows.go), feeding
 // the write traces, what follows a pod from the watch to its node
-// (rows_pods.go), feeding the pod traces, and the reconciles of operators
-// (rows_operators.go), and the webhook servers' answers, feeding the write
-// traces (rows_webhooks.go).
+// (rows_pods.go), feeding the pod traces, the reconciles of operators
+// (rows_operators.go), the webhook servers' answers, feeding the write
+// traces (rows_webhooks.go), and the syncs of kube-controller-manager's
+// controllers (rows_controllers.go).
 var Catalogue = func() []Row {
 	rows := slices.Concat(feeding(writeRows, FeedsWrites), feeding(podRows, FeedsPods), feeding(operatorRows, FeedsReconciles),
-		feeding(webhookServerRows, FeedsWrites))
+		feeding(webhookServerRows, FeedsWrites), feeding(controllerRows, FeedsSyncs))
 	for i := range rows {
 		if rows[i].ID == "client-go.informer.receive" {
 			// An operator's receipt of an object is where its reconcile's
@@ -36,6 +37,7 @@ const (
 	FeedsWrites     Feed = 1 << iota // one trace per object write (its revision)
 	FeedsPods                        // one trace per pod (UID)
 	FeedsReconciles                  // one per reconcile, in the trace of the write it reconciled
+	FeedsSyncs                       // one per sync of a kube-controller-manager controller, in the trace of the write it acted on
 )
 
 func feeding(rows []Row, f Feed) []Row {
@@ -111,6 +113,10 @@ type Row struct {
 	// Span names the spans the row's events make, where its stage's Join
 	// does not (rows of one stage that do different things).
 	Span string
+	// Controller names the controller whose work the row's events are,
+	// where no capture reads it (kube-controller-manager's controllers do
+	// not hold their names); a FieldController capture wins.
+	Controller string
 
 	// Span building (correlate.Pairs): an Opens or Closes row names the
 	// span it builds (Pair) and what joins its two ends (By).
@@ -192,12 +198,13 @@ const (
 	FieldBeginExt
 	FieldController  // a controller's name (controller-runtime's Controller.Name)
 	FieldWebhookType // a webhook call's kind as the apiserver's metric names it: admit (mutating) or validating
+	FieldOwner       // the name in an object's first ownerReference
 )
 
 var fieldNames = [...]string{"none", "method", "path", "key", "revision", "succeeded", "raft-id", "webhook", "namespace", "name", "uid",
 	"node", "container", "failed", "rv-text0", "rv-text1", "rv-len",
 	"statuses", "started-wall0", "started-ext0", "started-wall1", "started-ext1",
-	"verb", "subresource", "code", "elapsed", "begin-wall", "begin-ext", "controller", "webhook-type"}
+	"verb", "subresource", "code", "elapsed", "begin-wall", "begin-ext", "controller", "webhook-type", "owner"}
 
 // FieldNamed is the field whose String is name.
 func FieldNamed(name string) (Field, bool) {

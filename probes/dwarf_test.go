@@ -63,6 +63,19 @@ var dwarfChecks = []dwarfCheck{
 	{"kubelet", "time.Time", "ext", 8, "kubelet.status.set"},
 	{"kubelet", "k8s.io/kubernetes/pkg/kubelet/status.versionedPodStatus", "podName", 8, "kubelet.status.write"},
 	{"kubelet", "k8s.io/kubernetes/pkg/kubelet/status.versionedPodStatus", "podNamespace", 24, "kubelet.status.write"},
+	// kube-controller-manager: the controller's kind, and the objects its
+	// syncs read (versioned, as its listers hold them).
+	{"kube-controller-manager", "k8s.io/kubernetes/pkg/controller/replicaset.ReplicaSetController", "GroupVersionKind.Kind", rsControllerKind, "controller-manager.replicaset.sync"},
+	{"kube-controller-manager", "k8s.io/api/apps/v1.ReplicaSet", "ObjectMeta.Namespace", objNamespace, "controller-manager.*"},
+	{"kube-controller-manager", "k8s.io/api/apps/v1.ReplicaSet", "ObjectMeta.Name", objName, "controller-manager.*"},
+	{"kube-controller-manager", "k8s.io/api/apps/v1.ReplicaSet", "ObjectMeta.ResourceVersion", objRV, "controller-manager.*"},
+	{"kube-controller-manager", "k8s.io/api/apps/v1.ReplicaSet", "ObjectMeta.OwnerReferences", objOwnerRefs, "controller-manager.*"},
+	{"kube-controller-manager", "k8s.io/api/apps/v1.Deployment", "ObjectMeta.Namespace", objNamespace, "controller-manager.deployment.object"},
+	{"kube-controller-manager", "k8s.io/api/apps/v1.Deployment", "ObjectMeta.Name", objName, "controller-manager.deployment.object"},
+	{"kube-controller-manager", "k8s.io/api/apps/v1.Deployment", "ObjectMeta.ResourceVersion", objRV, "controller-manager.deployment.object"},
+	{"kube-controller-manager", "k8s.io/api/apps/v1.Deployment", "ObjectMeta.OwnerReferences", objOwnerRefs, "controller-manager.deployment.object"},
+	{"kube-controller-manager", "k8s.io/apimachinery/pkg/apis/meta/v1.OwnerReference", "Name", ownerRefName, "controller-manager.*"},
+	{"kube-controller-manager", "k8s.io/apimachinery/pkg/apis/meta/v1.OwnerReference", "", ownerRefsSize, "controller-manager.*"},
 }
 
 // dwarfVersionedChecks hold where rows have variants: each applies to the
@@ -101,7 +114,7 @@ func etcdReleaseChecks(ms ...etcdRelease) []dwarfVersionedCheck {
 func normalLabBinaries(t *testing.T) map[string][]string {
 	t.Helper()
 	out := map[string][]string{}
-	for _, name := range []string{"kube-apiserver", "etcd", "kube-scheduler", "kubelet"} {
+	for _, name := range []string{"kube-apiserver", "etcd", "kube-scheduler", "kubelet", "kube-controller-manager"} {
 		for _, path := range labBinaries(name) {
 			if filepath.Base(filepath.Dir(filepath.Dir(path))) == "normal" {
 				out[name] = append(out[name], path)

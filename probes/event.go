@@ -57,6 +57,7 @@ type Event struct {
 	Node         string // node name (scheduler bind)
 	Container    string // container name (kubelet container start)
 	Controller   string // a controller's name (an operator's reconcile)
+	Owner        string // the name of the object's first owner (its controller, as Kubernetes sets it)
 	Failed       bool   // the call returned an error or a failure status (rows that capture FieldFailed)
 	// Truncated is set when a captured string was longer than the BPF buffer.
 	Truncated bool
@@ -148,6 +149,8 @@ func (e *Event) str(f Field) *string {
 		return &e.Container
 	case FieldController:
 		return &e.Controller
+	case FieldOwner:
+		return &e.Owner
 	case FieldVerb:
 		return &e.Verb
 	case FieldSubresource:

@@ -8,7 +8,7 @@ import (
 // Every row's events have a place: the shape of the trace its row feeds
 // declares how its stage joins, and the shapes themselves are sound.
 func TestEveryRowHasAJoin(t *testing.T) {
-	shapes := map[Feed]*Shape{FeedsWrites: &WriteShape, FeedsPods: &PodShape, FeedsReconciles: &ReconcileShape}
+	shapes := map[Feed]*Shape{FeedsWrites: &WriteShape, FeedsPods: &PodShape, FeedsReconciles: &ReconcileShape, FeedsSyncs: &SyncShape}
 	for f, s := range shapes {
 		if err := s.Check(); err != nil {
 			t.Errorf("feed %d: %v", f, err)
@@ -23,7 +23,7 @@ func TestEveryRowHasAJoin(t *testing.T) {
 				t.Errorf("row %s: stage %q has no join in the shape of feed %d: its events would join nothing", r.ID, r.Stage, f)
 			}
 		}
-		if r.Feeds&^(FeedsWrites|FeedsPods|FeedsReconciles) != 0 {
+		if r.Feeds&^(FeedsWrites|FeedsPods|FeedsReconciles|FeedsSyncs) != 0 {
 			t.Errorf("row %s feeds %d, which has no shape", r.ID, r.Feeds)
 		}
 	}

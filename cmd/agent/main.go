@@ -278,7 +278,14 @@ func run(args []string) error {
 	if err != nil {
 		return err
 	}
-	pods := correlate.NewPods(correlate.PodOptions{Meta: meta}, func(pt correlate.PodTrace) {
+	// kube-controller-manager's syncs, in the traces of the writes they
+	// acted on; kept 10 min to name the creator of the pods they made.
+	syncs := correlate.NewSyncs(10*time.Minute, func(s correlate.Sync) {
+		if selected(s.Trace, c.keyPrefixes) {
+			exp.Export(s.Trace)
+		}
+	})
+	pods := correlate.NewPods(correlate.PodOptions{Meta: meta, Creator: syncs.Creator}, func(pt correlate.PodTrace) {
 		if !pt.Late {
 			metrics.TraceDone(pt.Trace.Complete)
 		}
@@ -297,6 +304,7 @@ func run(args []string) error {
 			exp.Export(t)
 		}
 		pods.AddWrite(w, time.Now())
+		syncs.AddWrite(w)
 	})
 
 	reconciles := correlate.NewReconciles(func(r correlate.Reconcile) {
@@ -342,6 +350,9 @@ func run(args []string) error {
 			if feeds&probes.FeedsReconciles != 0 {
 				reconciles.Add(ev, now)
 			}
+			if feeds&probes.FeedsSyncs != 0 {
+				syncs.Add(ev, now)
+			}
 		}
 		errc <- tracer.Read(ctx, func(ev probes.Event) { pairs.Add(ev, time.Now(), dispatch) })
 	}()
@@ -361,9 +372,10 @@ func run(args []string) error {
 				os.Exit(1)
 			})
 			writes.Flush(time.Now().Add(c.maxWait)) // everything still waiting goes out as it is
+			syncs.Flush(time.Now().Add(time.Hour)) // before the pods: they ask it for their creators
 			pods.Flush(time.Now().Add(24 * time.Hour))
 			reconciles.Flush(time.Now().Add(time.Hour))
-			counters.update(log, metrics, tracer, pairs, writes, pods, reconciles)
+			counters.update(log, metrics, tracer, pairs, writes, pods, reconciles, syncs)
 			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			defer cancel()
 			return exp.Close(sctx)
@@ -374,10 +386,11 @@ func run(args []string) error {
 		case now := <-flush.C:
 			pairs.Flush(now)
 			writes.Flush(now)
+			syncs.Flush(now)
 			pods.Flush(now)
 			reconciles.Flush(now)
 		case <-stats.C:
-			counters.update(log, metrics, tracer, pairs, writes, pods, reconciles)
+			counters.update(log, metrics, tracer, pairs, writes, pods, reconciles, syncs)
 		}
 	}
 }
@@ -592,11 +605,11 @@ func (d *dropCounters) warnBroken(log *slog.Logger, rs probes.ReadStats) {
 	}
 }
 
-func (d *dropCounters) update(log *slog.Logger, m *export.Metrics, t *probes.Tracer, pairs *correlate.Pairs, w *correlate.Writes, p *correlate.Pods, r *correlate.Reconciles) {
+func (d *dropCounters) update(log *slog.Logger, m *export.Metrics, t *probes.Tracer, pairs *correlate.Pairs, w *correlate.Writes, p *correlate.Pods, r *correlate.Reconciles, s *correlate.Syncs) {
 	for k, n := range pairs.Unjoined() {
 		m.SetUnjoined(k.Row, k.Reason, n)
 	}
-	for _, u := range []map[correlate.Unjoined]uint64{w.Unjoined(), p.Unjoined(), r.Unjoined()} {
+	for _, u := range []map[correlate.Unjoined]uint64{w.Unjoined(), p.Unjoined(), r.Unjoined(), s.Unjoined()} {
 		for k, n := range u {
 			m.SetUnjoined(k.Row, k.Reason, n)
 		}
@@ -629,6 +642,9 @@ func (d *dropCounters) update(log *slog.Logger, m *export.Metrics, t *probes.Tra
 	now["pod_evicted"], now["pod_stages_disordered"] = ps.Evicted, ps.Disordered
 	// Not lost, but less exact: the container-start stage ended at the CRI reply.
 	now["pod_runtime_start_unread"] = ps.StartedByCRI
+	// A pod whose owner's controller kpath follows, created while no sync
+	// of that owner was seen: its trace names no creator.
+	now["pod_creator_unknown"] = s.CreatorLookups()["no-sync"]
 	if n, err := t.SweepStash(time.Minute); err == nil {
 		now["stash_expired"] = d.last["stash_expired"] + uint64(n)
 	}
