@@ -372,7 +372,7 @@ func run(args []string) error {
 				os.Exit(1)
 			})
 			writes.Flush(time.Now().Add(c.maxWait)) // everything still waiting goes out as it is
-			syncs.Flush(time.Now().Add(time.Hour)) // before the pods: they ask it for their creators
+			syncs.Flush(time.Now().Add(time.Hour))  // before the pods: they ask it for their creators
 			pods.Flush(time.Now().Add(24 * time.Hour))
 			reconciles.Flush(time.Now().Add(time.Hour))
 			counters.update(log, metrics, tracer, pairs, writes, pods, reconciles, syncs)
