@@ -223,12 +223,15 @@ func TestDetailRowsByIDBringTheirComponent(t *testing.T) {
 	}{
 		{Options{}, false},
 		{Options{Detail: true}, true},
-		{Options{DetailRows: []string{"controller-manager.informer.receive"}}, true},
+		{Options{DetailRows: []string{"watcher.informer.receive"}}, true},
 		{Options{DetailRows: []string{"etcd.wal.fsync"}}, false},
 	} {
-		tr := &Tracer{rows: Catalogue, opts: c.opts}
-		if got := tr.hasRows(KubeControllerManager); got != c.want {
-			t.Errorf("options %+v: kube-controller-manager has rows to attach %v, want %v", c.opts, got, c.want)
+		// A component whose only row is a detail row, beside the catalogue.
+		const watcher Component = "watcher"
+		rows := append(slices.Clone(Catalogue), Row{ID: "watcher.informer.receive", Component: watcher, Detail: true})
+		tr := &Tracer{rows: rows, opts: c.opts}
+		if got := tr.hasRows(watcher); got != c.want {
+			t.Errorf("options %+v: a component with only a detail row has rows to attach %v, want %v", c.opts, got, c.want)
 		}
 	}
 }
