@@ -22,7 +22,13 @@ type Reconcile struct {
 	// that receipt carried: the reconcile's spans are in its trace.
 	Received time.Time
 	Revision int64
-	Trace    Trace
+	// Queued is when its wait in the queue began: the receipt, or, when
+	// the same object's previous reconcile ended after it (a retry, a
+	// requeue), that end, as the handler adds the request back there
+	// (the retry's backoff or requeue delay is part of its wait). Zero
+	// when neither is known.
+	Queued time.Time
+	Trace  Trace
 }
 
 // Results of a reconcile, as reconcileHandler acted on them (the values
@@ -49,22 +55,34 @@ const (
 type Reconciles struct {
 	locked
 	emit func(Reconcile)
+	// ended is the end of each object's last reconcile, by trace name,
+	// kept for Retain.
+	ended map[string]time.Time
+	sweep time.Time
 }
 
 // NewReconciles returns a correlator calling emit with each reconcile;
 // emit runs with its lock held.
 func NewReconciles(emit func(Reconcile)) *Reconciles {
-	r := &Reconciles{emit: emit}
+	r := &Reconciles{emit: emit, ended: map[string]time.Time{}}
 	r.a = NewAssembler(&probes.ReconcileShape, AssemblerOptions{
 		// A reconcile names its trace; what follows it (its result's
 		// branch) comes microseconds later, on its goroutine.
-		Settle: 50 * time.Millisecond, MaxWait: time.Second, Retain: time.Minute, MaxPending: 20000,
+		Settle: 50 * time.Millisecond, MaxWait: time.Second, Retain: reconcileRetain, MaxPending: 20000,
 		Name: func(e *probes.Event) (string, int64) {
-			return string(e.Component) + "\x00" + e.Controller + "\x00" + e.Namespace + "/" + e.Name, e.Start.UnixNano()
+			return reconcileName(e), e.Start.UnixNano()
 		},
 		Emit: r.emitReconcile,
 	})
 	return r
+}
+
+// reconcileRetain is how long a receipt waits for its reconcile, and an
+// object's last reconcile end is kept for the next one's wait.
+const reconcileRetain = time.Minute
+
+func reconcileName(e *probes.Event) string {
+	return string(e.Component) + "\x00" + e.Controller + "\x00" + e.Namespace + "/" + e.Name
 }
 
 // Add takes one event of an operator.
@@ -90,27 +108,61 @@ func (r *Reconciles) emitReconcile(t *Assembly, _ bool) {
 		out.Result = ResultRequeue
 	}
 	shared := []Attribute{{AttrController, ev.Controller}, {AttrResult, out.Result}, {AttrNamespace, ev.Namespace}, {AttrObjectName, ev.Name}}
+	key := reconcileName(ev)
+	prev, requeued := r.ended[key]
+	requeued = requeued && !prev.After(ev.Start) && ev.Start.Sub(prev) < reconcileRetain
+	r.remember(key, ev.End)
 	rcv := t.Event(probes.StageInformer)
 	if rcv == nil {
 		// No receipt: a trace of its own.
+		if requeued {
+			out.Queued = prev
+		}
 		out.Trace = t.Trace(reconcileTraceID(ev), SpanID{}, shared)
 		out.Trace.Complete = true
 		r.emit(out)
 		return
 	}
-	out.Received, out.Revision = rcv.Start, rcv.Revision
+	out.Received, out.Revision, out.Queued = rcv.Start, rcv.Revision, rcv.Start
+	waitFrom := "receipt"
+	if requeued && prev.After(rcv.Start) {
+		// A retry or a requeue of the object since the receipt: added back
+		// as the previous reconcile ended, not waiting through it.
+		out.Queued, waitFrom = prev, "previous-reconcile"
+	}
 	id, parent := WriteTraceID(rcv.Revision), WriteRootID(rcv.Revision)
 	out.Trace = t.TraceUnder(id, parent, append(shared, Attribute{AttrRevision, rcv.Revision}))
 	out.Trace.Complete = true
-	if rcv.Start.Before(ev.Start) {
+	if out.Queued.Before(ev.Start) {
 		// The wait in the queue: beside the reconcile, under the write.
 		q := *rcv
-		q.Stage = "queue-wait"
+		q.Stage, q.Start = "queue-wait", out.Queued
 		out.Trace.Spans = append(out.Trace.Spans, Span{TraceID: id, SpanID: spanID(id, &q, "queue wait"), Parent: parent,
-			Name: "queue wait " + ev.Controller, Start: rcv.Start, End: ev.Start,
-			Attributes: append([]Attribute{{AttrComponent, box(string(ev.Component))}, {AttrStage, "queue-wait"}, {AttrProbe, box(rcv.Probe)}}, shared...)})
+			Name: "queue wait " + ev.Controller, Start: out.Queued, End: ev.Start,
+			Attributes: append([]Attribute{{AttrComponent, box(string(ev.Component))}, {AttrStage, "queue-wait"}, {AttrProbe, box(rcv.Probe)},
+				{AttrWaitFrom, waitFrom}}, shared...)})
 	}
 	r.emit(out)
+}
+
+// AttrWaitFrom says where a queue wait began: "receipt" (the operator's
+// informer received the write) or "previous-reconcile" (the object's last
+// reconcile ended, and the handler added it back: a retry or a requeue).
+const AttrWaitFrom = "kpath.wait_from"
+
+// remember keeps an object's last reconcile end, forgetting, once a
+// Retain, those older than it.
+func (r *Reconciles) remember(key string, end time.Time) {
+	r.ended[key] = end
+	if end.Sub(r.sweep) < reconcileRetain {
+		return
+	}
+	r.sweep = end
+	for k, e := range r.ended {
+		if end.Sub(e) > reconcileRetain {
+			delete(r.ended, k)
+		}
+	}
 }
 
 func reconcileTraceID(ev *probes.Event) TraceID {

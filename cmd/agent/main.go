@@ -309,8 +309,8 @@ func run(args []string) error {
 
 	reconciles := correlate.NewReconciles(func(r correlate.Reconcile) {
 		wait := time.Duration(-1)
-		if !r.Received.IsZero() {
-			wait = r.Start.Sub(r.Received)
+		if !r.Queued.IsZero() {
+			wait = r.Start.Sub(r.Queued)
 		}
 		metrics.ObserveReconcile(r.Component, r.Controller, r.Result, r.End.Sub(r.Start), wait)
 		if selected(r.Trace, c.keyPrefixes) {
