@@ -37,6 +37,9 @@ type Assembler struct {
 
 	heldSlab  slab[held]
 	traceSlab slab[Assembly]
+	helds     chunk[held]
+	assembled chunk[Assembly]
+	names     spanNames
 }
 
 // pendingEvent names its trace but may not open it (a receipt of a pod
@@ -84,6 +87,7 @@ type held struct {
 	joined bool        // placed in a trace
 	gone   bool        // taken (not Shared) or expired
 	in     []*Assembly // Waits stages: the traces it is in, to wake when it ends
+	in1    [1]*Assembly
 }
 
 // stageState is what the assembler holds for one stage of its shape.
@@ -119,7 +123,8 @@ func NewAssembler(shape *probes.Shape, opts AssemblerOptions) *Assembler {
 		panic("correlate: a shape of more than 16 stages")
 	}
 	a := &Assembler{shape: shape, opts: opts, pos: map[string]int{}, traces: map[traceKey]*Assembly{},
-		pending: map[traceKey][]pendingEvent{}, unjoined: map[Unjoined]uint64{}}
+		pending: map[traceKey][]pendingEvent{}, unjoined: map[Unjoined]uint64{},
+		helds: chunk[held]{n: 64}, assembled: chunk[Assembly]{n: 16}}
 	a.stages = make([]stageState, len(shape.Joins))
 	for i := range shape.Joins {
 		j := &shape.Joins[i]
@@ -191,7 +196,8 @@ func (a *Assembler) count(row, reason string) { a.unjoined[Unjoined{row, reason}
 func (a *Assembler) Add(event probes.Event, now time.Time) {
 	// The one copy of the event: everything below points into it (taking
 	// the parameter's address would move a second copy to the heap).
-	h := &held{ev: event, seen: now}
+	h := a.helds.next()
+	*h = held{ev: event, seen: now}
 	ev := &h.ev
 	h.row = rowOf(ev)
 	si, ok := a.pos[ev.Stage]
@@ -369,7 +375,8 @@ func (a *Assembler) trace(k traceKey, now time.Time) *Assembly {
 			}
 		}
 	}
-	t := &Assembly{key: k, a: a, created: now, changed: now}
+	t := a.assembled.next()
+	*t = Assembly{key: k, a: a, created: now, changed: now}
 	a.traces[k] = t
 	a.order = append(a.order, t)
 	return t

@@ -17,6 +17,7 @@ type Assembly struct {
 	created, changed time.Time
 	emitted          bool
 	stood            *probes.Event // the event a Stands join made, for stage stoodAt
+	stoodEv          probes.Event  // what stood points at: kept in the trace, not allocated apart
 	stoodAt          int
 	// Data is the feed's own state of the trace (what it already sent).
 	Data any
@@ -168,9 +169,9 @@ func (t *Assembly) settle() {
 		if from == nil {
 			continue
 		}
-		e := t.one[si].ev
-		e.Stage, e.End = st.join.Stands, from.End
-		t.stood, t.stoodAt = &e, st.stands
+		t.stoodEv = t.one[si].ev
+		t.stoodEv.Stage, t.stoodEv.End = st.join.Stands, from.End
+		t.stood, t.stoodAt = &t.stoodEv, st.stands
 	}
 }
 

@@ -89,7 +89,7 @@ func (t *Assembly) build(id TraceID, root, under SpanID, shared []Attribute) Tra
 	var each [maxStages][]SpanID
 	span := func(si, k int, e *probes.Event, parent SpanID) {
 		j := a.stages[si].join
-		sid := add(e, j, parent, spanName(e, j), e.Start, e.End)
+		sid := add(e, j, parent, a.names.of(e, j), e.Start, e.End)
 		if ids[si] == (SpanID{}) {
 			ids[si] = sid
 		}
@@ -158,6 +158,63 @@ func (t *Assembly) foundFrom(si, u int, e *probes.Event) int {
 		}
 	}
 	return -1
+}
+
+// spanNames keeps the names made from templates: the same few names come
+// again for every write ("POST /api/v1/namespaces/NS/configmaps"), and
+// building each anew is an allocation a span. Keyed by the template and
+// its first two fields' values; names of more fields are built each time.
+type spanNames struct {
+	m      map[spanNameKey]string
+	fields map[*probes.Join][]probes.Field // each template's fields, in order
+}
+
+type spanNameKey struct {
+	tmpl *probes.Join
+	a, b string
+}
+
+const maxSpanNames = 4096
+
+func (c *spanNames) of(e *probes.Event, j *probes.Join) string {
+	if e.Row != nil && e.Row.Span != "" && e.Stage == j.Stage || e.Stage != j.Stage && j.StandsSpan != "" ||
+		!strings.Contains(j.Span, "{") {
+		return spanName(e, j)
+	}
+	fs, ok := c.fields[j]
+	if !ok {
+		for t := j.Span; ; {
+			i, k := strings.IndexByte(t, '{'), strings.IndexByte(t, '}')
+			if i < 0 || k < i {
+				break
+			}
+			f, _ := probes.FieldNamed(t[i+1 : k])
+			fs, t = append(fs, f), t[k+1:]
+		}
+		if c.fields == nil {
+			c.fields = map[*probes.Join][]probes.Field{}
+		}
+		c.fields[j] = fs
+	}
+	if len(fs) > 2 {
+		return spanName(e, j)
+	}
+	k := spanNameKey{tmpl: j}
+	if len(fs) > 0 {
+		k.a = e.StringField(fs[0])
+	}
+	if len(fs) > 1 {
+		k.b = e.StringField(fs[1])
+	}
+	if n, ok := c.m[k]; ok {
+		return n
+	}
+	if c.m == nil || len(c.m) >= maxSpanNames {
+		c.m = make(map[spanNameKey]string, 64) // the names in use come back at once
+	}
+	n := spanName(e, j)
+	c.m[k] = n
+	return n
 }
 
 // spanName is the row's name for its spans, else its join's with {field}

@@ -248,6 +248,9 @@ func (a *Assembler) place(t *Assembly, si int, h *held, now time.Time) {
 	t.put(si, h)
 	h.joined = true
 	if j.Waits {
+		if h.in == nil {
+			h.in = h.in1[:0] // most are in one trace
+		}
 		h.in = append(h.in, t)
 	}
 	if !j.Shared {
@@ -264,6 +267,25 @@ func (a *Assembler) place(t *Assembly, si int, h *held, now time.Time) {
 // (its capacity is one). Slots are cleared as their entry leaves, so that
 // a slab kept alive by one list holds nothing else alive.
 type slab[T any] struct{ free []*T }
+
+// chunk hands out values cut from arrays of n: an event held, a trace
+// opened, one allocation for n of them instead of one each. An array lives
+// while any of its values is reachable, so what the others pointed at may
+// live as long: at most n-1 dead events per live one, and they die within
+// the feed's Retain as traffic goes on.
+type chunk[T any] struct {
+	free []T
+	n    int
+}
+
+func (c *chunk[T]) next() *T {
+	if len(c.free) == 0 {
+		c.free = make([]T, c.n)
+	}
+	v := &c.free[0]
+	c.free = c.free[1:]
+	return v
+}
 
 func (s *slab[T]) one(v *T) []*T {
 	if len(s.free) == 0 {

@@ -17,7 +17,21 @@ type Object struct {
 // before the second-to-last or third-to-last segment, so keys are read
 // from the end.
 func ParseKey(key string) Object {
-	parts := strings.Split(strings.Trim(key, "/"), "/")
+	// Split into at most 6 parts without allocating: every write's key.
+	var buf [6]string
+	parts := buf[:0]
+	rest := strings.Trim(key, "/")
+	for rest != "" || len(parts) == 0 {
+		if len(parts) == len(buf) {
+			return Object{}
+		}
+		var p string
+		p, rest, _ = strings.Cut(rest, "/")
+		parts = append(parts, p)
+		if rest == "" {
+			break
+		}
+	}
 	if len(parts) < 3 || parts[0] == "" {
 		return Object{}
 	}

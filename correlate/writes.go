@@ -113,7 +113,8 @@ func (w *Writes) emitWrite(t *Assembly, complete bool) {
 	id := WriteTraceID(rev)
 	// What every span of the write says, built once: the agent does this
 	// for every write of the cluster.
-	shared := obj.AppendAttributes(append(make([]Attribute, 0, 5), Attribute{AttrKey, key}, Attribute{AttrRevision, rev}))
+	var sh [5]Attribute // copied into each span's attributes: not kept
+	shared := obj.AppendAttributes(append(sh[:0], Attribute{AttrKey, key}, Attribute{AttrRevision, rev}))
 	tr := t.Trace(id, WriteRootID(rev), shared)
 	tr.Complete = complete
 	if m := t.missing(); !complete && m != "" && len(tr.Spans) > 0 {
