@@ -90,20 +90,6 @@ const (
 	maxOwnerWrites = 100_000
 )
 
-// ownerKinds maps the kind of a controller owner reference to the
-// controller that syncs that kind, and the storage prefix of its writes.
-var ownerKinds = map[string]struct{ controller, prefix string }{
-	"ReplicaSet": {probes.ControllerReplicaSet, "/registry/replicasets/"},
-	"Deployment": {probes.ControllerDeployment, "/registry/deployments/"},
-}
-
-// ownersController is the controller that syncs the owners of the objects
-// a controller syncs: a ReplicaSet's owner is a Deployment. The sync reads
-// only the owner's name, so an owner of another kind (a custom rollout
-// controller's) is looked for as this kind and, having no sync running
-// as the write began, links nothing.
-var ownersController = map[string]string{probes.ControllerReplicaSet: probes.ControllerDeployment}
-
 // NewSyncs returns a correlator calling emit with each sync; emit runs with
 // its lock held. Syncs and owner writes are kept retain for Creator.
 func NewSyncs(retain time.Duration, emit func(Sync)) *Syncs {
@@ -138,8 +124,8 @@ func (s *Syncs) Add(ev probes.Event, now time.Time) {
 // Creator: the time from it to what its controller created.
 func (s *Syncs) AddWrite(w Write) {
 	owner := false
-	for _, k := range ownerKinds {
-		owner = owner || strings.HasPrefix(w.Key, k.prefix)
+	for _, c := range probes.Controllers {
+		owner = owner || strings.HasPrefix(w.Key, c.Prefix)
 	}
 	if !owner {
 		return
@@ -248,13 +234,13 @@ type Creator struct {
 // It is false, and counted by reason, when the owner's controller is one
 // kpath follows but no sync of the owner was running then.
 func (s *Syncs) Creator(ns, ownerKind, ownerName string, t time.Time) (Creator, bool) {
-	k, ok := ownerKinds[ownerKind]
+	k, ok := probes.ControllerOfKind(ownerKind)
 	if !ok || ownerName == "" {
 		return Creator{}, false
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	sy, ok := s.enclosing(k.controller, ns, ownerName, t)
+	sy, ok := s.enclosing(k.Name, ns, ownerName, t)
 	if !ok {
 		s.creator["no-sync"]++
 		return Creator{}, false
@@ -275,11 +261,14 @@ func (s *Syncs) Creator(ns, ownerKind, ownerName string, t time.Time) (Creator, 
 	// The owner's own creator: the sync of its owner that was running as
 	// the owner's write began (a Deployment's sync creating or scaling the
 	// ReplicaSet).
-	upc, ok := ownersController[sy.controller]
-	if !ok || sy.owner == "" {
+	// The sync reads only the owner's name: an owner of another kind than
+	// the one its controller expects (a custom rollout controller's) has
+	// no sync running as the write began, and links nothing.
+	own, _ := probes.ControllerNamed(sy.controller)
+	if own.OwnedBy == "" || sy.owner == "" {
 		return c, true
 	}
-	up, ok := s.enclosing(upc, ns, sy.owner, w.start)
+	up, ok := s.enclosing(own.OwnedBy, ns, sy.owner, w.start)
 	if !ok {
 		return c, true
 	}

@@ -111,8 +111,8 @@ func TestSyncsJoinTheWriteTheyActedOnAndNameThePodsCreator(t *testing.T) {
 	if _, ok := s.Creator("ns", "ReplicaSet", "web-abc", at(51.5)); ok {
 		t.Error("a creator found outside the sync")
 	}
-	if _, ok := s.Creator("ns", "StatefulSet", "db", at(9)); ok {
-		t.Error("a creator found for a StatefulSet's pod")
+	if _, ok := s.Creator("ns", "CronJob", "db", at(9)); ok {
+		t.Error("a creator found for a pod of a kind no followed controller syncs")
 	}
 	if n := s.CreatorLookups(); n["found"] != 1 || n["no-sync"] != 1 || len(n) != 2 {
 		t.Errorf("lookups %v", n)

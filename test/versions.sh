@@ -52,7 +52,7 @@ for cell in $cells; do
 		attached=$(awk '$5 == "attached" {n++} END {print n+0}' "$work/doctor.log")
 		na=$(awk '$5 == "not-applicable" || $5 == "not-covered" {printf "%s%s%s", sep, $3, ($5 == "not-covered" ? " (not covered)" : ""); sep=", "}' "$work/doctor.log")
 		result=pass
-		KPATH_E2E=1 go test -count=1 -v -timeout 20m -run 'TestDoctorAttachesEveryRow|TestWritesAreTracedThroughAPIServerAndEtcd|TestPodsAreTracedFromCreateToRunning|TestDeploymentPodsNameTheirCreator' ./test/e2e/ >"$work/e2e.log" 2>&1 || result=FAIL
+		KPATH_E2E=1 go test -count=1 -v -timeout 20m -run 'TestDoctorAttachesEveryRow|TestWritesAreTracedThroughAPIServerAndEtcd|TestPodsAreTracedFromCreateToRunning|TestDeploymentPodsNameTheirCreator|TestWorkloadPodsNameTheirCreator' ./test/e2e/ >"$work/e2e.log" 2>&1 || result=FAIL
 		write=$(sed -n 's/.*probe hits per write: \(kube-apiserver [0-9.]*, etcd [0-9.]*\).*/\1/p' "$work/e2e.log" | head -n 1)
 		pod=$(sed -n 's/.*probe hits per pod lifecycle: \([0-9.]*\).*/\1 hits/p' "$work/e2e.log" | head -n 1)
 		if [ "$result" = FAIL ]; then
@@ -71,7 +71,7 @@ test/lab/down.sh >/dev/null
 	echo "used), \`kpath-agent doctor --detail\` on its components (rows attached: default and detail rows), then the"
 	echo "end-to-end tests TestDoctorAttachesEveryRow (every row attaches, none not covered or not applicable),"
 	echo "TestWritesAreTracedThroughAPIServerAndEtcd, TestPodsAreTracedFromCreateToRunning and"
-	echo "TestDeploymentPodsNameTheirCreator."
+	echo "TestDeploymentPodsNameTheirCreator, TestWorkloadPodsNameTheirCreator."
 	echo
 	echo "| Kubernetes | etcd | flavour | Go of the binaries | rows attached | not applicable | e2e | hits per write | pod lifecycle |"
 	echo "|---|---|---|---|---|---|---|---|---|"

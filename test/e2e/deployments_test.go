@@ -9,6 +9,7 @@ import (
 	commonpb "go.opentelemetry.io/proto/otlp/common/v1"
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
 	appsv1 "k8s.io/api/apps/v1"
+	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
@@ -51,60 +52,14 @@ func TestDeploymentPodsNameTheirCreator(t *testing.T) {
 	rs := rsl.Items[0].Name
 	rsKey, dKey := "/registry/replicasets/"+ns+"/"+rs, "/registry/deployments/"+ns+"/web"
 
-	// What a link must point at, among the spans received.
-	type want struct {
-		kind, name, key, method string
-	}
-	wants := []want{
+	wants := []linkWant{
 		{kind: correlate.LinkCreator, name: "sync replicaset " + ns + "/" + rs},
 		{kind: correlate.LinkOwnerWrite, key: rsKey},
 		{kind: correlate.LinkOwnerCreator, name: "sync deployment " + ns + "/web"},
 		{kind: correlate.LinkOwnerOwnerWrite, key: dKey, method: "POST"},
 	}
 	check := func(spans map[string]*tracepb.Span, root *tracepb.Span) error {
-		ra := attrs(root)
-		if ra["kpath.creator"] != "kube-controller-manager/replicaset" {
-			return fmt.Errorf("kpath.creator = %v", ra["kpath.creator"])
-		}
-		if _, ok := doubleAttr(root, correlate.AttrAfterOwnerWrite); !ok {
-			return fmt.Errorf("no %s", correlate.AttrAfterOwnerWrite)
-		}
-		if len(root.Links) != len(wants) {
-			return fmt.Errorf("%d links, want %d", len(root.Links), len(wants))
-		}
-		for i, w := range wants {
-			l := root.Links[i]
-			la := map[string]any{}
-			for _, kv := range l.Attributes {
-				la[kv.Key] = value(kv.Value)
-			}
-			if la[correlate.AttrLink] != w.kind {
-				return fmt.Errorf("link %d is %v, want %s", i, la[correlate.AttrLink], w.kind)
-			}
-			s, ok := spans[fmt.Sprintf("%x/%x", l.TraceId, l.SpanId)]
-			if !ok {
-				return fmt.Errorf("link %s: span %x of trace %x not received", w.kind, l.SpanId, l.TraceId)
-			}
-			sa := attrs(s)
-			if w.name != "" && s.Name != w.name {
-				return fmt.Errorf("link %s: span %q, want %q", w.kind, s.Name, w.name)
-			}
-			if w.key != "" && sa["kpath.key"] != w.key {
-				return fmt.Errorf("link %s: span %q of key %v, want %s", w.kind, s.Name, sa["kpath.key"], w.key)
-			}
-			if w.method != "" && !strings.HasPrefix(s.Name, w.method+" ") {
-				return fmt.Errorf("link %s: span %q, want the %s that created it", w.kind, s.Name, w.method)
-			}
-			// A sync is in the trace of the write it acted on, under its root.
-			if strings.HasPrefix(s.Name, "sync ") {
-				rev, _ := sa["kpath.revision"].(int64)
-				tid, rid := correlate.WriteTraceID(rev), correlate.WriteRootID(rev)
-				if rev == 0 || string(s.TraceId) != string(tid[:]) || string(s.ParentSpanId) != string(rid[:]) {
-					return fmt.Errorf("link %s: sync %q (revision %v) is not under the root of its write's trace", w.kind, s.Name, sa["kpath.revision"])
-				}
-			}
-		}
-		return nil
+		return checkCreator(spans, root, "replicaset", wants)
 	}
 	var last error
 	err = waitFor(ctx, "every pod's trace naming its creator", func() (bool, error) {
@@ -137,7 +92,7 @@ func TestDeploymentPodsNameTheirCreator(t *testing.T) {
 		t.Logf("pod %s: created by %v, %.1f ms after the ReplicaSet's write", p.Name, attrs(pt.root())["kpath.creator"], ms)
 	}
 	var hits float64
-	for _, row := range []string{"replicaset.sync", "replicaset.sync.done", "replicaset.manage", "deployment.sync", "deployment.sync.done", "deployment.object"} {
+	for _, row := range []string{"replicaset.sync", "replicaset.sync.done", "replicaset.object", "deployment.sync", "deployment.sync.done", "deployment.object"} {
 		hits += after.sum("kpath_probe_hits_total", "probe", "controller-manager."+row) - before.sum("kpath_probe_hits_total", "probe", "controller-manager."+row)
 	}
 	t.Logf("kube-controller-manager sync hits for a Deployment of %d pods: %.0f", replicas, hits)
@@ -156,4 +111,132 @@ func doubleAttr(s *tracepb.Span, key string) (float64, bool) {
 		}
 	}
 	return 0, false
+}
+
+// linkWant is what a link of a pod's root must point at, among the spans
+// received: a span of that name, or the root of a write of that key (made
+// by that method).
+type linkWant struct {
+	kind, name, key, method string
+}
+
+// checkCreator says what is wrong with a pod's root as the pod of a
+// controller's sync: kpath.creator, the time after its owner's write, and
+// its links in order.
+func checkCreator(spans map[string]*tracepb.Span, root *tracepb.Span, controller string, wants []linkWant) error {
+	ra := attrs(root)
+	if want := "kube-controller-manager/" + controller; ra["kpath.creator"] != want {
+		return fmt.Errorf("kpath.creator = %v, want %s", ra["kpath.creator"], want)
+	}
+	if _, ok := doubleAttr(root, correlate.AttrAfterOwnerWrite); !ok {
+		return fmt.Errorf("no %s", correlate.AttrAfterOwnerWrite)
+	}
+	if len(root.Links) != len(wants) {
+		return fmt.Errorf("%d links, want %d", len(root.Links), len(wants))
+	}
+	for i, w := range wants {
+		l := root.Links[i]
+		la := map[string]any{}
+		for _, kv := range l.Attributes {
+			la[kv.Key] = value(kv.Value)
+		}
+		if la[correlate.AttrLink] != w.kind {
+			return fmt.Errorf("link %d is %v, want %s", i, la[correlate.AttrLink], w.kind)
+		}
+		s, ok := spans[fmt.Sprintf("%x/%x", l.TraceId, l.SpanId)]
+		if !ok {
+			return fmt.Errorf("link %s: span %x of trace %x not received", w.kind, l.SpanId, l.TraceId)
+		}
+		sa := attrs(s)
+		if w.name != "" && s.Name != w.name {
+			return fmt.Errorf("link %s: span %q, want %q", w.kind, s.Name, w.name)
+		}
+		if w.key != "" && sa["kpath.key"] != w.key {
+			return fmt.Errorf("link %s: span %q of key %v, want %s", w.kind, s.Name, sa["kpath.key"], w.key)
+		}
+		if w.method != "" && !strings.HasPrefix(s.Name, w.method+" ") {
+			return fmt.Errorf("link %s: span %q, want the %s that created it", w.kind, s.Name, w.method)
+		}
+		// A sync is in the trace of the write it acted on, under its root.
+		if strings.HasPrefix(s.Name, "sync ") {
+			rev, _ := sa["kpath.revision"].(int64)
+			tid, rid := correlate.WriteTraceID(rev), correlate.WriteRootID(rev)
+			if rev == 0 || string(s.TraceId) != string(tid[:]) || string(s.ParentSpanId) != string(rid[:]) {
+				return fmt.Errorf("link %s: sync %q (revision %v) is not under the root of its write's trace", w.kind, s.Name, sa["kpath.revision"])
+			}
+		}
+	}
+	return nil
+}
+
+// TestWorkloadPodsNameTheirCreator: a Job's, a StatefulSet's and a
+// DaemonSet's pod each name their controller's sync as their creator and
+// link to it and to their owner's write (the create the test made).
+func TestWorkloadPodsNameTheirCreator(t *testing.T) {
+	se := begin(t, 4*time.Minute, "kpath-e2e-workloads-")
+	l, ctx, rcv, ns := se.l, se.ctx, se.rcv, se.ns
+	waitQuiet(ctx, t, l)
+
+	spec := func(app string, restart corev1.RestartPolicy) corev1.PodTemplateSpec {
+		p := runningPod("")
+		p.Spec.RestartPolicy = restart
+		return corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"app": app}}, Spec: p.Spec}
+	}
+	one := int32(1)
+	sel := func(app string) *metav1.LabelSelector { return &metav1.LabelSelector{MatchLabels: map[string]string{"app": app}} }
+	if _, err := l.client.BatchV1().Jobs(ns).Create(ctx, &batchv1.Job{ObjectMeta: metav1.ObjectMeta{Name: "batch"},
+		Spec: batchv1.JobSpec{Template: spec("batch", corev1.RestartPolicyNever)}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l.client.AppsV1().StatefulSets(ns).Create(ctx, &appsv1.StatefulSet{ObjectMeta: metav1.ObjectMeta{Name: "db"},
+		Spec: appsv1.StatefulSetSpec{Replicas: &one, ServiceName: "db", Selector: sel("db"), Template: spec("db", corev1.RestartPolicyAlways)}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l.client.AppsV1().DaemonSets(ns).Create(ctx, &appsv1.DaemonSet{ObjectMeta: metav1.ObjectMeta{Name: "node-agent"},
+		Spec: appsv1.DaemonSetSpec{Selector: sel("node-agent"), Template: spec("node-agent", corev1.RestartPolicyAlways)}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	pods, err := waitRunning(ctx, l, ns, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	owners := map[string]struct{ controller, key string }{
+		"Job":         {"job", "/registry/jobs/" + ns + "/batch"},
+		"StatefulSet": {"statefulset", "/registry/statefulsets/" + ns + "/db"},
+		"DaemonSet":   {"daemonset", "/registry/daemonsets/" + ns + "/node-agent"},
+	}
+	var last error
+	err = waitFor(ctx, "every workload pod's trace naming its creator", func() (bool, error) {
+		spans := map[string]*tracepb.Span{}
+		for _, s := range rcv.Spans() {
+			spans[fmt.Sprintf("%x/%x", s.TraceId, s.SpanId)] = s
+		}
+		traces := l.podTraces(rcv, pods)
+		for _, p := range pods {
+			ref := metav1.GetControllerOf(p)
+			if ref == nil {
+				return false, fmt.Errorf("pod %s has no controller", p.Name)
+			}
+			o := owners[ref.Kind]
+			pt, ok := traces[string(p.UID)]
+			if !ok || pt.root() == nil {
+				last = fmt.Errorf("pod %s: no trace root", p.Name)
+				return false, nil
+			}
+			wants := []linkWant{{kind: correlate.LinkCreator, name: "sync " + o.controller + " " + ns + "/" + ref.Name}, {kind: correlate.LinkOwnerWrite, key: o.key}}
+			if last = checkCreator(spans, pt.root(), o.controller, wants); last != nil {
+				last = fmt.Errorf("pod %s of %s %s: %w", p.Name, ref.Kind, ref.Name, last)
+				return false, nil
+			}
+		}
+		return true, nil
+	})
+	if err != nil {
+		t.Fatalf("%v: %v", err, last)
+	}
+	for _, p := range pods {
+		pt := l.podTraces(rcv, pods)[string(p.UID)]
+		ms, _ := doubleAttr(pt.root(), correlate.AttrAfterOwnerWrite)
+		t.Logf("pod %s: created by %v, %.1f ms after its owner's write", p.Name, attrs(pt.root())["kpath.creator"], ms)
+	}
 }

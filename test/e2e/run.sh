@@ -48,7 +48,7 @@ run_oldest() {
 	KPATH_LAB_KUBERNETES=$k8s KPATH_LAB_ETCD=$etcd KPATH_LAB_FLAVOUR=normal test/lab/up.sh
 	if ! { KPATH_E2E=1 go test -count=1 -v -timeout 20m ./probes/ &&
 		KPATH_E2E=1 go test -count=1 -v -timeout 20m \
-			-run 'TestDoctorAttachesEveryRow|TestWritesAreTracedThroughAPIServerAndEtcd|TestPodsAreTracedFromCreateToRunning|TestDeploymentPodsNameTheirCreator' ./test/e2e/; } 2>&1 | tee "$log"; then
+			-run 'TestDoctorAttachesEveryRow|TestWritesAreTracedThroughAPIServerAndEtcd|TestPodsAreTracedFromCreateToRunning|TestDeploymentPodsNameTheirCreator|TestWorkloadPodsNameTheirCreator' ./test/e2e/; } 2>&1 | tee "$log"; then
 		echo "=== e2e: the oldest cell FAILED (log: $log)"
 		return 1
 	fi
