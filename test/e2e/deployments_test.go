@@ -183,7 +183,9 @@ func TestWorkloadPodsNameTheirCreator(t *testing.T) {
 		return corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"app": app}}, Spec: p.Spec}
 	}
 	one := int32(1)
-	sel := func(app string) *metav1.LabelSelector { return &metav1.LabelSelector{MatchLabels: map[string]string{"app": app}} }
+	sel := func(app string) *metav1.LabelSelector {
+		return &metav1.LabelSelector{MatchLabels: map[string]string{"app": app}}
+	}
 	if _, err := l.client.BatchV1().Jobs(ns).Create(ctx, &batchv1.Job{ObjectMeta: metav1.ObjectMeta{Name: "batch"},
 		Spec: batchv1.JobSpec{Template: spec("batch", corev1.RestartPolicyNever)}}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
