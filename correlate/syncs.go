@@ -1,6 +1,7 @@
 package correlate
 
 import (
+	"maps"
 	"slices"
 	"sort"
 	"strings"
@@ -286,9 +287,5 @@ func (s *Syncs) Creator(ns, ownerKind, ownerName string, t time.Time) (Creator, 
 func (s *Syncs) CreatorLookups() map[string]uint64 {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	out := make(map[string]uint64, len(s.creator))
-	for k, v := range s.creator {
-		out[k] = v
-	}
-	return out
+	return maps.Clone(s.creator)
 }

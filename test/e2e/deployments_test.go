@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"context"
 	"fmt"
 	"strings"
 	"testing"
@@ -14,6 +15,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/kpath/kpath/correlate"
+	"github.com/kpath/kpath/export/otlptest"
 )
 
 // TestDeploymentPodsNameTheirCreator: the Deployment `kubectl create
@@ -58,39 +60,9 @@ func TestDeploymentPodsNameTheirCreator(t *testing.T) {
 		{kind: correlate.LinkOwnerCreator, name: "sync deployment " + ns + "/web"},
 		{kind: correlate.LinkOwnerOwnerWrite, key: dKey, method: "POST"},
 	}
-	check := func(spans map[string]*tracepb.Span, root *tracepb.Span) error {
-		return checkCreator(spans, root, "replicaset", wants)
-	}
-	var last error
-	err = waitFor(ctx, "every pod's trace naming its creator", func() (bool, error) {
-		spans := map[string]*tracepb.Span{}
-		for _, s := range rcv.Spans() {
-			spans[fmt.Sprintf("%x/%x", s.TraceId, s.SpanId)] = s
-		}
-		traces := l.podTraces(rcv, pods)
-		for _, p := range pods {
-			pt, ok := traces[string(p.UID)]
-			if !ok || pt.root() == nil {
-				last = fmt.Errorf("pod %s: no trace root", p.Name)
-				return false, nil
-			}
-			if last = check(spans, pt.root()); last != nil {
-				last = fmt.Errorf("pod %s: %w", p.Name, last)
-				return false, nil
-			}
-		}
-		return true, nil
-	})
-	if err != nil {
-		t.Fatalf("%v: %v", err, last)
-	}
+	waitCreators(ctx, t, l, rcv, pods, func(*corev1.Pod) (string, []linkWant) { return "replicaset", wants })
 	time.Sleep(2500 * time.Millisecond)
 	after, _ := a.scrape()
-	for _, p := range pods {
-		pt := l.podTraces(rcv, pods)[string(p.UID)]
-		ms, _ := doubleAttr(pt.root(), correlate.AttrAfterOwnerWrite)
-		t.Logf("pod %s: created by %v, %.1f ms after the ReplicaSet's write", p.Name, attrs(pt.root())["kpath.creator"], ms)
-	}
 	var hits float64
 	for _, row := range []string{"replicaset.sync", "replicaset.sync.done", "replicaset.object", "deployment.sync", "deployment.sync.done", "deployment.object"} {
 		hits += after.sum("kpath_probe_hits_total", "probe", "controller-manager."+row) - before.sum("kpath_probe_hits_total", "probe", "controller-manager."+row)
@@ -207,27 +179,36 @@ func TestWorkloadPodsNameTheirCreator(t *testing.T) {
 		"StatefulSet": {"statefulset", "/registry/statefulsets/" + ns + "/db"},
 		"DaemonSet":   {"daemonset", "/registry/daemonsets/" + ns + "/node-agent"},
 	}
+	waitCreators(ctx, t, l, rcv, pods, func(p *corev1.Pod) (string, []linkWant) {
+		ref := metav1.GetControllerOf(p)
+		if ref == nil {
+			t.Fatalf("pod %s has no controller", p.Name)
+		}
+		o := owners[ref.Kind]
+		return o.controller, []linkWant{{kind: correlate.LinkCreator, name: "sync " + o.controller + " " + ns + "/" + ref.Name}, {kind: correlate.LinkOwnerWrite, key: o.key}}
+	})
+}
+
+// waitCreators waits until each pod's trace names its creator and links as
+// want says, and logs how long after its owner's write each was created.
+func waitCreators(ctx context.Context, t *testing.T, l *lab, rcv *otlptest.Receiver, pods []*corev1.Pod, want func(*corev1.Pod) (string, []linkWant)) {
+	t.Helper()
 	var last error
-	err = waitFor(ctx, "every workload pod's trace naming its creator", func() (bool, error) {
+	err := waitFor(ctx, "every pod's trace naming its creator", func() (bool, error) {
 		spans := map[string]*tracepb.Span{}
 		for _, s := range rcv.Spans() {
 			spans[fmt.Sprintf("%x/%x", s.TraceId, s.SpanId)] = s
 		}
 		traces := l.podTraces(rcv, pods)
 		for _, p := range pods {
-			ref := metav1.GetControllerOf(p)
-			if ref == nil {
-				return false, fmt.Errorf("pod %s has no controller", p.Name)
-			}
-			o := owners[ref.Kind]
 			pt, ok := traces[string(p.UID)]
 			if !ok || pt.root() == nil {
 				last = fmt.Errorf("pod %s: no trace root", p.Name)
 				return false, nil
 			}
-			wants := []linkWant{{kind: correlate.LinkCreator, name: "sync " + o.controller + " " + ns + "/" + ref.Name}, {kind: correlate.LinkOwnerWrite, key: o.key}}
-			if last = checkCreator(spans, pt.root(), o.controller, wants); last != nil {
-				last = fmt.Errorf("pod %s of %s %s: %w", p.Name, ref.Kind, ref.Name, last)
+			controller, links := want(p)
+			if last = checkCreator(spans, pt.root(), controller, links); last != nil {
+				last = fmt.Errorf("pod %s: %w", p.Name, last)
 				return false, nil
 			}
 		}
@@ -236,9 +217,10 @@ func TestWorkloadPodsNameTheirCreator(t *testing.T) {
 	if err != nil {
 		t.Fatalf("%v: %v", err, last)
 	}
+	traces := l.podTraces(rcv, pods)
 	for _, p := range pods {
-		pt := l.podTraces(rcv, pods)[string(p.UID)]
-		ms, _ := doubleAttr(pt.root(), correlate.AttrAfterOwnerWrite)
-		t.Logf("pod %s: created by %v, %.1f ms after its owner's write", p.Name, attrs(pt.root())["kpath.creator"], ms)
+		root := traces[string(p.UID)].root()
+		ms, _ := doubleAttr(root, correlate.AttrAfterOwnerWrite)
+		t.Logf("pod %s: created by %v, %.1f ms after its owner's write", p.Name, attrs(root)["kpath.creator"], ms)
 	}
 }
