@@ -87,7 +87,7 @@ const (
 	// A ReplicaSet syncs on every change of each of its pods: a rollout of
 	// 100 replicas is some 400 syncs before its last pod runs.
 	syncsPerObject = 2048
-	maxSyncs       = 500_000 // about 60 MB
+	maxSyncs       = 200_000 // 128 bytes each: about 25 MB
 	maxOwnerWrites = 100_000
 )
 
