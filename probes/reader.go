@@ -30,7 +30,8 @@ type DecodeErrors struct {
 
 // Read delivers every event from the ring buffer to fn until ctx ends. fn
 // runs on the reading goroutine: keep it quick, or the ring fills and the
-// kernel drops (counted as ringbuf_full).
+// kernel drops (counted as ringbuf_full). One goroutine reads a tracer
+// (its decoding state is its own).
 func (t *Tracer) Read(ctx context.Context, fn func(Event)) error {
 	rd, err := ringbuf.NewReader(t.objs.Events())
 	if err != nil {
@@ -109,7 +110,7 @@ func (t *Tracer) decode(raw []byte) (Event, bool) {
 		Truncated:       be.Flags&0xff != 0,
 	}
 	for i, c := range row.Entry {
-		setField(&ev, c, be, info.fields[c.Field])
+		t.setField(&ev, c, be, info.fields[c.Field])
 		if be.Flags&(1<<(8+i)) != 0 {
 			ev.Unread |= 1 << c.Field
 		}
@@ -118,7 +119,7 @@ func (t *Tracer) decode(raw []byte) (Event, bool) {
 	exitBit := 8 + bpf.MaxCaptures
 	if !ev.InFlight {
 		for i, c := range row.Exit {
-			setField(&ev, c, be, info.fields[c.Field])
+			t.setField(&ev, c, be, info.fields[c.Field])
 			if be.Flags&(1<<(exitBit+i)) != 0 {
 				ev.Unread |= 1 << c.Field
 			}
@@ -250,12 +251,15 @@ func (t *Tracer) ReadStats() []ReadStats {
 	return out
 }
 
-func setField(ev *Event, c Capture, be *bpf.Event, slot uint8) {
-	if c.Field.IsString() {
+func (t *Tracer) setField(ev *Event, c Capture, be *bpf.Event, slot uint8) {
+	if p := ev.str(c.Field); p != nil {
 		n := min(int(be.StrLen[slot]), bpf.StrLen)
 		b := unsafe.Slice((*byte)(unsafe.Pointer(&be.Str[slot][0])), n)
-		if p := ev.str(c.Field); p != nil {
-			*p = string(b)
+		switch c.Field {
+		case FieldKey, FieldName, FieldUID:
+			*p = string(b) // one per object: nothing to share
+		default:
+			*p = t.names.of(b)
 		}
 		return
 	}
@@ -293,6 +297,24 @@ func setField(ev *Event, c Capture, be *bpf.Event, slot uint8) {
 		i := int(c.Field-FieldStartedWall0) / 2
 		ev.started[i][int(c.Field-FieldStartedWall0)%2] = uint64(v)
 	}
+}
+
+// interned maps the strings of the captures that repeat to one copy each,
+// so that decoding them allocates nothing; it starts over when full.
+type interned struct{ m map[string]string }
+
+const maxInterned = 4096
+
+func (in *interned) of(b []byte) string {
+	if s, ok := in.m[string(b)]; ok {
+		return s
+	}
+	if in.m == nil || len(in.m) >= maxInterned {
+		in.m = make(map[string]string, 256)
+	}
+	s := string(b)
+	in.m[s] = s
+	return s
 }
 
 // finish derives what needs several captures together.

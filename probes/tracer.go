@@ -57,6 +57,9 @@ type Tracer struct {
 	free  []uint32
 
 	clock *clock
+	// names interns the strings of few values that every record carries
+	// again (methods, URL paths, verbs, nodes): the reader's own, unlocked.
+	names interned
 	// statsMu guards what the reader counts: decodeErrs and reads. The
 	// reader never takes mu.
 	statsMu    sync.Mutex
