@@ -69,6 +69,9 @@ type AssemblerOptions struct {
 	Late   func(a *Assembly, ev *probes.Event)
 	// Forget, when set, is told of each trace the assembler lets go of.
 	Forget func(a *Assembly)
+	// Alone takes each event of a stage whose Join has Alone that joined
+	// no trace within its Keep; the event is valid during the call.
+	Alone func(ev *probes.Event, j *probes.Join)
 }
 
 // AssemblerStats counts the traces emitted.
@@ -474,7 +477,11 @@ func (a *Assembler) forget(si int, h *held) {
 	if h.joined {
 		return
 	}
-	a.count(h.row, a.stages[si].join.Unjoined)
+	if j := a.stages[si].join; j.Alone && a.opts.Alone != nil {
+		a.opts.Alone(&h.ev, j)
+	} else {
+		a.count(h.row, j.Unjoined)
+	}
 	if a.stages[si].join.Names {
 		a.unanchor(si, h)
 		k, n := a.opts.Name(&h.ev)

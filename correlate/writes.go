@@ -26,6 +26,10 @@ type Options struct {
 	// MaxPending caps the writes waiting to complete; past it the oldest
 	// is emitted as it is and counted as evicted. Default 50000.
 	MaxPending int
+	// Alone, when set, takes the traces of events that belong to a write
+	// whose agent is elsewhere: a webhook server's answer to a call this
+	// agent does not see, in the trace its call's span links to.
+	Alone func(Trace)
 }
 
 func (o *Options) defaults() {
@@ -97,9 +101,68 @@ func NewWrites(opts Options, emit func(Write)) *Writes {
 		Settle: opts.Settle, Grace: opts.ApiserverGrace, MaxWait: opts.MaxWait, Retain: opts.Retain, MaxPending: opts.MaxPending,
 		Name: func(e *probes.Event) (string, int64) { return e.Key, e.Revision },
 		Emit: w.emitWrite,
+		Alone: func(ev *probes.Event, j *probes.Join) {
+			if opts.Alone != nil && ev.UID != "" {
+				opts.Alone(answerTrace(ev, j))
+			}
+		},
 	})
 	return w
 }
+
+// WebhookTraceID and WebhookServerSpanID name the trace and the span of a
+// webhook server's answer that its agent could not put in its write's
+// trace: derived from the review's UID, which both the apiserver's call
+// and the server's answer carry, so the agent that sees the call links to
+// it without asking the one that saw the answer.
+func WebhookTraceID(uid string) TraceID {
+	h := sha256.Sum256([]byte("kpath/webhook\x00" + uid))
+	var id TraceID
+	copy(id[:], h[:])
+	return id
+}
+
+// WebhookServerSpanID: see WebhookTraceID.
+func WebhookServerSpanID(uid string) SpanID {
+	h := sha256.Sum256([]byte("kpath/webhook-server\x00" + uid))
+	var id SpanID
+	copy(id[:], h[:])
+	return id
+}
+
+// answerTrace is a webhook server's answer as a trace of its own.
+func answerTrace(ev *probes.Event, j *probes.Join) Trace {
+	id := WebhookTraceID(ev.UID)
+	attrs := appendFieldAttrs([]Attribute{{AttrComponent, box(string(ev.Component))}, {AttrStage, box(ev.Stage)}, {AttrProbe, box(ev.Probe)},
+		{probes.AttrKeys[probes.FieldUID], ev.UID}}, ev, j.Attrs)
+	return Trace{ID: id, Complete: true, Spans: []Span{{TraceID: id, SpanID: WebhookServerSpanID(ev.UID), Name: spanName(ev, j),
+		Start: ev.Start, End: ev.End, Attributes: attrs}}}
+}
+
+// linkAnswersElsewhere links each webhook call of tr that no answer in tr
+// hangs under to where its server's agent puts the answer (answerTrace):
+// the server runs on a node whose agent does not see the call.
+func linkAnswersElsewhere(tr *Trace) {
+	answered := map[SpanID]bool{}
+	for i := range tr.Spans {
+		if tr.Spans[i].Attr(AttrStage) == probes.StageWebhookServer {
+			answered[tr.Spans[i].Parent] = true
+		}
+	}
+	for i := range tr.Spans {
+		s := &tr.Spans[i]
+		uid, _ := s.Attr(probes.AttrKeys[probes.FieldUID]).(string)
+		if s.Attr(AttrStage) != probes.StageAdmission || uid == "" || answered[s.SpanID] {
+			continue
+		}
+		s.Links = append(s.Links, Link{TraceID: WebhookTraceID(uid), SpanID: WebhookServerSpanID(uid),
+			Attributes: []Attribute{{AttrLink, LinkWebhookServer}}})
+	}
+}
+
+// LinkWebhookServer is the AttrLink of a webhook call's link to its
+// server's answer in a trace of its own.
+const LinkWebhookServer = "webhook-server"
 
 // Stats returns a copy of the counters.
 func (w *Writes) Stats() Stats {
@@ -117,6 +180,9 @@ func (w *Writes) emitWrite(t *Assembly, complete bool) {
 	shared := obj.AppendAttributes(append(sh[:0], Attribute{AttrKey, key}, Attribute{AttrRevision, rev}))
 	tr := t.Trace(id, WriteRootID(rev), shared)
 	tr.Complete = complete
+	if t.Event(probes.StageAdmission) != nil {
+		linkAnswersElsewhere(&tr)
+	}
 	if m := t.missing(); !complete && m != "" && len(tr.Spans) > 0 {
 		tr.Spans[0].Attributes = append(tr.Spans[0].Attributes, Attribute{AttrMissing, m})
 	}

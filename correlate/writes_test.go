@@ -412,7 +412,8 @@ func TestProposalWithoutWriteEndsAtItsTrigger(t *testing.T) {
 // from another process, and hangs under that call, not under the first of
 // the write's calls. Answers come before their calls end.
 func TestWebhookServerAnswersHangUnderTheirCall(t *testing.T) {
-	w, out := collect(Options{})
+	var alone []Trace
+	w, out := collect(Options{Alone: func(tr Trace) { alone = append(alone, tr) }})
 	const serverPID = 9
 	evs := oneWrite("/registry/configmaps/ns/hooked", 90, 0, 300)
 	for i := range evs {
@@ -426,7 +427,7 @@ func TestWebhookServerAnswersHangUnderTheirCall(t *testing.T) {
 		{Component: "widgetop", Stage: probes.StageWebhookServer, Probe: "operator.webhook.serve", PID: serverPID, Goroutine: 6,
 			Start: at(2.3), End: at(2.9), UID: "v.example.com-uid", Path: "/validate"},
 		// An answer to a call no write holds (a dry run, another node's
-		// apiserver): counted when its Keep is over.
+		// apiserver): a trace of its own when its Keep is over.
 		{Component: "widgetop", Stage: probes.StageWebhookServer, Probe: "operator.webhook.serve", PID: serverPID, Goroutine: 7,
 			Start: at(2.4), End: at(2.5), UID: "someone-else", Path: "/validate"},
 	}
@@ -475,7 +476,52 @@ func TestWebhookServerAnswersHangUnderTheirCall(t *testing.T) {
 	if served != 2 {
 		t.Errorf("%d webhook server spans, want 2", served)
 	}
-	if got := w.Unjoined()[Unjoined{"operator.webhook.serve", "answer-without-write"}]; got != 1 {
-		t.Errorf("answers without a write: %d, want 1 (%v)", got, w.Unjoined())
+	for _, s := range tr.Spans {
+		if s.Attr(AttrStage) == probes.StageAdmission && len(s.Links) != 0 {
+			t.Errorf("call %s, answered here, links elsewhere: %v", s.Name, s.Links)
+		}
+	}
+	if len(alone) != 1 || len(alone[0].Spans) != 1 {
+		t.Fatalf("answers alone: %+v, want the one no call here made", alone)
+	}
+	a := alone[0].Spans[0]
+	if alone[0].ID != WebhookTraceID("someone-else") || a.SpanID != WebhookServerSpanID("someone-else") || a.Parent != (SpanID{}) ||
+		a.Name != "webhook server /validate" || a.Attr("kpath.uid") != "someone-else" || !a.Start.Equal(at(2.4)) {
+		t.Errorf("the answer alone: trace %x %+v", alone[0].ID, a)
+	}
+	if u := w.Unjoined(); u[Unjoined{"operator.webhook.serve", "answer-without-write"}] != 0 {
+		t.Errorf("an answer emitted alone counted as unjoined: %v", u)
+	}
+}
+
+// A call whose answer this agent never sees (the webhook server runs on
+// another node) links to where that node's agent puts it.
+func TestWebhookCallsLinkToAnswersElsewhere(t *testing.T) {
+	w, out := collect(Options{})
+	evs := oneWrite("/registry/configmaps/ns/far", 91, 0, 310)
+	for i := range evs {
+		if evs[i].Stage == probes.StageAdmission {
+			evs[i].UID = evs[i].Webhook + "-uid"
+		}
+		w.Add(evs[i], at(0))
+	}
+	w.Flush(at(0).Add(time.Minute))
+	if len(*out) != 1 {
+		t.Fatalf("%d traces, want 1", len(*out))
+	}
+	calls := 0
+	for _, s := range (*out)[0].Spans {
+		if s.Attr(AttrStage) != probes.StageAdmission {
+			continue
+		}
+		calls++
+		uid := s.Attr("kpath.uid").(string)
+		if len(s.Links) != 1 || s.Links[0].TraceID != WebhookTraceID(uid) || s.Links[0].SpanID != WebhookServerSpanID(uid) ||
+			s.Links[0].Attributes[0].Value != LinkWebhookServer {
+			t.Errorf("call %s: links %+v, want one to its answer's trace", s.Name, s.Links)
+		}
+	}
+	if calls != 2 {
+		t.Errorf("%d calls, want 2", calls)
 	}
 }

@@ -59,6 +59,12 @@ type Join struct {
 	// feed's default); Unjoined is the reason counted when it never joins.
 	Keep     time.Duration
 	Unjoined string
+	// Alone: an event that joined no trace within Keep is not lost but
+	// emitted by itself (correlate.AssemblerOptions.Alone), and not
+	// counted as unjoined: a webhook server's answer on a node whose
+	// agent does not see the call, in a trace derived from the review's
+	// UID that the call's span links to.
+	Alone bool
 	// NoSpan: the event says something of its trace (a result, where a
 	// wait began) and makes no span of its own.
 	NoSpan bool

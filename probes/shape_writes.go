@@ -31,8 +31,11 @@ var WriteShape = Shape{
 		// A webhook server's answer, under the call it answered: the UID
 		// the apiserver made for the call. Its answer comes before the
 		// call's end, and the write after every call.
+		// One that finds no call (the server on another node than the
+		// apiserver, or a review whose write never came: denied) is a
+		// trace of its own, derived from the UID, which the call links to.
 		{Stage: StageWebhookServer, Found: []Relation{{Of: StageAdmission, AnyProcess: true, Same: []Same{{KeyUID, KeyUID}}}},
-			Many: true, Under: []string{StageAdmission}, Keep: 10 * time.Second, Unjoined: "answer-without-write",
+			Many: true, Under: []string{StageAdmission}, Keep: 10 * time.Second, Unjoined: "answer-without-write", Alone: true,
 			Span: "webhook server {path}", Attrs: []Field{FieldPath}},
 		// The detail storage rows: etcd3.store's call around the txn, on the
 		// writing goroutine.

@@ -296,7 +296,14 @@ func run(args []string) error {
 			exp.Export(pt.Trace)
 		}
 	})
-	writes := correlate.NewWrites(correlate.Options{MaxWait: c.maxWait}, func(w correlate.Write) {
+	// A webhook server's answer to a call another node's agent sees goes
+	// out alone, where that call's span links.
+	alone := func(t correlate.Trace) {
+		if selected(t, c.keyPrefixes) {
+			exp.Export(t)
+		}
+	}
+	writes := correlate.NewWrites(correlate.Options{MaxWait: c.maxWait, Alone: alone}, func(w correlate.Write) {
 		t := w.Trace
 		metrics.TraceDone(t.Complete)
 		observeStages(metrics, t)
