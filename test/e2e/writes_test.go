@@ -216,6 +216,9 @@ func TestWritesAreTracedThroughAPIServerAndEtcd(t *testing.T) {
 	se := begin(t, 5*time.Minute, "kpath-e2e-writes-")
 	l, ctx, rcv, a, ns := se.l, se.ctx, se.rcv, se.a, se.ns
 
+	// The agent copies the hit counters out of BPF every 2 s, and the
+	// trace count as each trace goes: scrape both once the counters caught up.
+	time.Sleep(2500 * time.Millisecond)
 	before, err := a.scrape()
 	if err != nil {
 		t.Fatal(err)
@@ -237,7 +240,8 @@ func TestWritesAreTracedThroughAPIServerAndEtcd(t *testing.T) {
 		}
 		return len(missing) == 0, nil
 	})
-	time.Sleep(time.Second) // a duplicate would come now
+	// A duplicate would come now, and the hit counters catch up.
+	time.Sleep(2500 * time.Millisecond)
 	traces = groupTraces(rcv.Spans())
 	after, _ := a.scrape()
 
