@@ -19,7 +19,10 @@ type Pairs struct {
 	maxOpen int
 
 	mu       sync.Mutex
-	open     map[probes.PairKey]openEnd
+	open     map[probes.PairKey]*openEnd
+	// opens: an open span's event is larger than a map keeps in place, so
+	// each insert would allocate one; cut them from chunks instead.
+	opens chunk[openEnd]
 	unjoined map[Unjoined]uint64
 }
 
@@ -50,7 +53,8 @@ func NewPairs(ttl time.Duration, maxOpen int) *Pairs {
 	if maxOpen == 0 {
 		maxOpen = 100_000
 	}
-	return &Pairs{ttl: ttl, maxOpen: maxOpen, open: map[probes.PairKey]openEnd{}, unjoined: map[Unjoined]uint64{}}
+	return &Pairs{ttl: ttl, maxOpen: maxOpen, open: map[probes.PairKey]*openEnd{}, unjoined: map[Unjoined]uint64{},
+		opens: chunk[openEnd]{n: 64}}
 }
 
 // Add takes one event and passes on what it makes: the event itself, the
@@ -79,7 +83,9 @@ func (p *Pairs) Add(ev probes.Event, now time.Time, out func(probes.Event)) {
 			p.mu.Unlock()
 			return
 		}
-		p.open[k] = openEnd{ev, now}
+		o := p.opens.next()
+		*o = openEnd{ev, now}
+		p.open[k] = o
 		p.mu.Unlock()
 		if r.Announce {
 			a := ev
