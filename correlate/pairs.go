@@ -18,11 +18,11 @@ type Pairs struct {
 	ttl     time.Duration
 	maxOpen int
 
-	mu       sync.Mutex
-	open     map[probes.PairKey]*openEnd
+	mu   sync.Mutex
+	open map[probes.PairKey]*openEnd
 	// opens: an open span's event is larger than a map keeps in place, so
 	// each insert would allocate one; cut them from chunks instead.
-	opens chunk[openEnd]
+	opens    chunk[openEnd]
 	unjoined map[Unjoined]uint64
 }
 
