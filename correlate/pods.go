@@ -207,21 +207,11 @@ func (p *Pods) Stats() PodStats {
 const orphanTTL = 30 * time.Second
 
 // PodTraceID names the trace of a pod's startup.
-func PodTraceID(uid string) TraceID {
-	h := sha256.Sum256([]byte("kpath/pod\x00" + uid))
-	var id TraceID
-	copy(id[:], h[:])
-	return id
-}
+func PodTraceID(uid string) TraceID { return derivedTraceID("pod", uid) }
 
 // podRootID is the root span's ID: derived, so an agent that does not see
 // the create (a node agent) can still hang its spans under it.
-func podRootID(uid string) SpanID {
-	h := sha256.Sum256([]byte("kpath/pod-root\x00" + uid))
-	var id SpanID
-	copy(id[:], h[:])
-	return id
-}
+func podRootID(uid string) SpanID { return derivedSpanID("pod-root", uid) }
 
 // AddWrite takes a finished write; writes of pods go to their pod's trace,
 // others are ignored.

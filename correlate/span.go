@@ -1,6 +1,9 @@
 package correlate
 
-import "time"
+import (
+	"crypto/sha256"
+	"time"
+)
 
 // TraceID and SpanID follow OpenTelemetry: 16 and 8 bytes, all zero = unset.
 type (
@@ -78,3 +81,20 @@ const (
 	// AttrLink says what a span link points at (Link.Attributes).
 	AttrLink = "kpath.link"
 )
+
+// derivedTraceID and derivedSpanID name a trace or a span by what every
+// agent that sees its object knows alike (a pod's UID, a review's UID), so
+// that agents put their spans together without talking.
+func derivedTraceID(kind, of string) TraceID {
+	h := sha256.Sum256([]byte("kpath/" + kind + "\x00" + of))
+	var id TraceID
+	copy(id[:], h[:])
+	return id
+}
+
+func derivedSpanID(kind, of string) SpanID {
+	h := sha256.Sum256([]byte("kpath/" + kind + "\x00" + of))
+	var id SpanID
+	copy(id[:], h[:])
+	return id
+}

@@ -115,20 +115,10 @@ func NewWrites(opts Options, emit func(Write)) *Writes {
 // trace: derived from the review's UID, which both the apiserver's call
 // and the server's answer carry, so the agent that sees the call links to
 // it without asking the one that saw the answer.
-func WebhookTraceID(uid string) TraceID {
-	h := sha256.Sum256([]byte("kpath/webhook\x00" + uid))
-	var id TraceID
-	copy(id[:], h[:])
-	return id
-}
+func WebhookTraceID(uid string) TraceID { return derivedTraceID("webhook", uid) }
 
 // WebhookServerSpanID: see WebhookTraceID.
-func WebhookServerSpanID(uid string) SpanID {
-	h := sha256.Sum256([]byte("kpath/webhook-server\x00" + uid))
-	var id SpanID
-	copy(id[:], h[:])
-	return id
-}
+func WebhookServerSpanID(uid string) SpanID { return derivedSpanID("webhook-server", uid) }
 
 // answerTrace is a webhook server's answer as a trace of its own.
 func answerTrace(ev *probes.Event, j *probes.Join) Trace {
