@@ -93,6 +93,16 @@ type PodOptions struct {
 	// namespace ns whose controller owner is kind/name, its create having
 	// begun at t (Syncs.Creator): it names it on the root and links to it.
 	Creator func(ns, kind, name string, t time.Time) (Creator, bool)
+	// Node is this agent's node. A pod bound to another node is started by
+	// that node's kubelet, and that node's agent emits that part of its
+	// trace (the same trace, under the same root): here the pod is done
+	// once bound. Empty: every kubelet the agent follows is its node's.
+	Node string
+	// SeesAPIServer says whether the agent follows a kube-apiserver, whose
+	// writes are a pod's create, binding and status. Without one (an agent
+	// on a worker node) a pod is done once its kubelet started it, and the
+	// control-plane agent's root is its spans' parent. Nil: it does.
+	SeesAPIServer func() bool
 }
 
 // WithDefaults fills in the documented defaults.
@@ -150,6 +160,7 @@ type containerStart struct {
 // meaning.
 type podLife struct {
 	uid, ns, name string
+	opts          *PodOptions
 
 	create     *Write
 	writes     []Write // later writes of this pod, by revision
@@ -263,7 +274,7 @@ func (p *Pods) forget(t *Assembly) {
 // life reads the pod's story out of its assembled trace.
 func (p *Pods) life(t *Assembly) *podLife {
 	uid, _ := t.Key()
-	l := &podLife{uid: uid}
+	l := &podLife{uid: uid, opts: &p.opts}
 	l.sent, _ = t.Data.(*lagsSent)
 	if c := t.Event(probes.StagePodCreate); c != nil {
 		if w, ok := p.writes[c.Revision]; ok {
@@ -328,6 +339,10 @@ type startup struct {
 	runtimeStarted time.Time
 	status         *Write // the status write after the last container started
 	missing        []string
+	// whole says this agent sees every part of the startup (the API
+	// server's and the pod's kubelet's): only then is there a partition.
+	whole     bool
+	elsewhere string // the node whose agent sees the pod's kubelet, when not this one
 }
 
 // startedAt is when the last container started: the runtime's own time
@@ -389,15 +404,29 @@ func (l *podLife) startup() startup {
 			}
 		}
 	}
+	// What this agent is to see of the pod: the API server's part when it
+	// follows one, the kubelet's when the pod is on its node.
+	apiserver := l.opts == nil || l.opts.SeesAPIServer == nil || l.opts.SeesAPIServer()
+	node := ""
+	if s.cycle != nil {
+		node = s.cycle.Node
+	}
+	kubelet := !apiserver || l.opts == nil || l.opts.Node == "" || node == "" || node == l.opts.Node
+	s.whole = apiserver && kubelet
+	if !kubelet {
+		s.elsewhere = node
+	}
 	for _, m := range []struct {
+		mine bool
 		have bool
 		what string
 	}{
-		{l.create != nil, "create-write"}, {s.cycle != nil, "scheduling-cycle"},
-		{s.bindingWrite != nil, "binding-write"}, {l.kubeletRcv != nil, "kubelet-receive"}, {l.sandbox != nil, "sandbox"},
-		{s.lastContainer != nil, "container-start"}, {s.status != nil, "status-write"},
+		{apiserver, l.create != nil, "create-write"}, {apiserver, s.cycle != nil, "scheduling-cycle"},
+		{apiserver, s.bindingWrite != nil, "binding-write"}, {kubelet, l.kubeletRcv != nil, "kubelet-receive"},
+		{kubelet, l.sandbox != nil, "sandbox"}, {kubelet, s.lastContainer != nil, "container-start"},
+		{apiserver && kubelet, s.status != nil, "status-write"},
 	} {
-		if !m.have {
+		if m.mine && !m.have {
 			s.missing = append(s.missing, m.what)
 		}
 	}
@@ -476,7 +505,7 @@ func (p *Pods) emitTrace(t *Assembly, complete bool) {
 	}
 	l.newLags(pt.Trace.Spans) // what the trace holds now is sent
 	pt.Trace.Complete = complete
-	if complete && pt.Stages == nil {
+	if complete && st.whole && pt.Stages == nil {
 		pt.Trace.Complete = false
 		p.stats.Disordered++
 	}
@@ -486,6 +515,9 @@ func (p *Pods) emitTrace(t *Assembly, complete bool) {
 			sp.Attributes = append(sp.Attributes, Attribute{AttrComplete, pt.Trace.Complete})
 			if len(st.missing) > 0 {
 				sp.Attributes = append(sp.Attributes, Attribute{AttrMissing, strings.Join(st.missing, ",")})
+			}
+			if st.elsewhere != "" {
+				sp.Attributes = append(sp.Attributes, Attribute{AttrKubeletElsewhere, st.elsewhere})
 			}
 		}
 	}
@@ -629,7 +661,7 @@ func (l *podLife) trace(st startup, opts PodOptions) PodTrace {
 	}
 
 	// The partition, when every boundary is known and in causal order.
-	if st.done && !l.create.StorageWrite.IsZero() && !l.create.EtcdRequest.IsZero() {
+	if st.done && st.whole && !l.create.StorageWrite.IsZero() && !l.create.EtcdRequest.IsZero() {
 		bounds := []time.Time{l.create.Start}
 		for _, p := range podPartition {
 			bounds = append(bounds, p.end(l, &st))

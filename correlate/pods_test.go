@@ -47,13 +47,20 @@ func pev(stage string, comp probes.Component, start, end float64, f func(*probes
 
 // startupEvents is one pod's way to Running, shifted by gap ms after the
 // create committed (the scheduler is late) — with writes from podWrite.
-func feedStartup(t *testing.T, p *Pods, schedGap float64) { feed(t, p, schedGap, false, true) }
+func feedStartup(t *testing.T, p podSink, schedGap float64) { feed(t, p, schedGap, false, true) }
+
+// podSink is what feed gives a pod's events to: one agent's Pods, or two
+// agents' (splitAgents).
+type podSink interface {
+	Add(probes.Event, time.Time)
+	AddWrite(Write, time.Time)
+}
 
 // feed gives p one pod's startup as the default rows see it; with
 // lateWrites the writes come after every probe event, as when their
 // requests return late; with runtimeStart the kubelet's status carries the
 // runtime's StartedAt.
-func feed(t *testing.T, p *Pods, schedGap float64, lateWrites, runtimeStart bool) {
+func feed(t *testing.T, p podSink, schedGap float64, lateWrites, runtimeStart bool) {
 	key := "/registry/pods/ns/web"
 	create := podWrite(t, key, 10, 0, "POST", "/api/v1/namespaces/ns/pods")
 	now := at(0)
@@ -362,4 +369,90 @@ func (t *Trace) span(stage string) *Span {
 		}
 	}
 	return nil
+}
+
+// splitAgents gives the kubelet's events to the agent of the pod's node
+// and the rest (the API server's writes, the scheduler's) to the
+// control-plane agent, as two agents on two nodes see one pod.
+type splitAgents struct{ controlPlane, node *Pods }
+
+func (s splitAgents) Add(e probes.Event, now time.Time) {
+	if e.Component == probes.Kubelet {
+		s.node.Add(e, now)
+	} else {
+		s.controlPlane.Add(e, now)
+	}
+}
+func (s splitAgents) AddWrite(w Write, now time.Time) { s.controlPlane.AddWrite(w, now) }
+
+// TestPodOnAnotherNodeIsOneTraceFromTwoAgents: the control-plane agent
+// (its node node-0) and the agent of node-1, where the pod runs, each emit
+// their part as soon as it is done, not after MaxWait; together they are
+// one trace, every span's parent in it, with no partition from either (none
+// sees every boundary) and nothing counted as disordered.
+func TestPodOnAnotherNodeIsOneTraceFromTwoAgents(t *testing.T) {
+	var cpGot, nodeGot []PodTrace
+	cp := NewPods(PodOptions{Node: "node-0"}, func(pt PodTrace) { cpGot = append(cpGot, pt) })
+	node := NewPods(PodOptions{Node: "node-1", SeesAPIServer: func() bool { return false }}, func(pt PodTrace) { nodeGot = append(nodeGot, pt) })
+	feedStartup(t, splitAgents{cp, node}, 0)
+	cp.Flush(at(5000))
+	node.Flush(at(5000))
+	if len(cpGot) != 1 || len(nodeGot) != 1 {
+		t.Fatalf("%d traces from the control-plane agent, %d from the node's; want 1 each", len(cpGot), len(nodeGot))
+	}
+	merged := Trace{ID: PodTraceID("uid-1")}
+	for _, pt := range []PodTrace{cpGot[0], nodeGot[0]} {
+		if pt.Trace.ID != merged.ID || !pt.Trace.Complete || pt.Stages != nil {
+			t.Errorf("trace %x complete %v stages %v: want trace %x, complete, no partition", pt.Trace.ID, pt.Trace.Complete, pt.Stages, merged.ID)
+		}
+		merged.Spans = append(merged.Spans, pt.Trace.Spans...)
+	}
+	comps := map[SpanID]string{}
+	for _, sp := range merged.Spans {
+		comps[sp.SpanID], _ = sp.Attr(AttrComponent).(string)
+	}
+	for _, sp := range merged.Spans {
+		if _, ok := comps[sp.Parent]; sp.Parent != (SpanID{}) && !ok {
+			t.Errorf("span %q: its parent is in neither agent's part", sp.Name)
+		}
+	}
+	for _, want := range []struct{ agent, name string }{{"control-plane", "scheduling cycle"}, {"node", "create sandbox"}, {"node", "start container app"}, {"node", "runtime started app, CRI reply"}} {
+		in := cpGot[0]
+		if want.agent == "node" {
+			in = nodeGot[0]
+		}
+		found := false
+		for _, sp := range in.Trace.Spans {
+			found = found || sp.Name == want.name
+		}
+		if !found {
+			t.Errorf("no span %q from the %s agent", want.name, want.agent)
+		}
+	}
+	for _, sp := range nodeGot[0].Trace.Spans {
+		if sp.SpanID == podRootID("uid-1") || sp.Attr(AttrComponent) != string(probes.Kubelet) {
+			t.Errorf("the node's agent emitted %q (%v): only the kubelet's spans are its", sp.Name, sp.Attr(AttrComponent))
+		}
+	}
+	for _, sp := range cpGot[0].Trace.Spans {
+		if sp.SpanID == podRootID("uid-1") && sp.Attr(AttrKubeletElsewhere) != "node-1" {
+			t.Errorf("the root says the kubelet's part comes from %v, want node-1", sp.Attr(AttrKubeletElsewhere))
+		}
+	}
+	if s := cp.Stats(); s.Disordered != 0 || s.Incomplete != 0 {
+		t.Errorf("control-plane agent stats %+v", s)
+	}
+	if s := node.Stats(); s.Disordered != 0 || s.Incomplete != 0 {
+		t.Errorf("node agent stats %+v", s)
+	}
+
+	// The same control-plane agent on the pod's own node, whose kubelet
+	// it does not see, waits for it (and emits incomplete after MaxWait).
+	var waited []PodTrace
+	same := NewPods(PodOptions{Node: "node-1"}, func(pt PodTrace) { waited = append(waited, pt) })
+	feedStartup(t, splitAgents{same, NewPods(PodOptions{}, func(PodTrace) {})}, 0)
+	same.Flush(at(5000))
+	if len(waited) != 0 {
+		t.Errorf("a pod on the agent's own node was emitted without its kubelet's part: %d traces", len(waited))
+	}
 }

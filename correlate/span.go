@@ -70,6 +70,10 @@ const (
 	AttrRaftID    = "kpath.raft_id"
 	AttrComplete  = "kpath.complete" // on a pod trace's root: every stage was seen
 	AttrMissing   = "kpath.missing"  // on an incomplete trace's root: the stages not seen
+	// AttrKubeletElsewhere, on a pod trace's root, names the node whose
+	// agent adds the kubelet's part to the trace: this agent's part (and
+	// the root) ends with the binding.
+	AttrKubeletElsewhere = "kpath.kubelet_part_from"
 	// AttrStartedBy says where a pod's container-start stage ends: "runtime"
 	// (the runtime's StartedAt, from the kubelet's status) or "cri-reply"
 	// (the kubelet's CRI StartContainer returned; StartedAt was not read).

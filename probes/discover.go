@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -130,7 +131,40 @@ func FindProcessesWith(procRoot string, ops *Operators, programs ...string) ([]F
 // client-go programs it was told of and, with Options.Operators, every
 // program that links controller-runtime.
 func (t *Tracer) Find(procRoot string) ([]Found, error) {
-	return FindProcessesWith(procRoot, t.ops, t.opts.ClientGoPrograms...)
+	found, err := FindProcessesWith(procRoot, t.ops, t.opts.ClientGoPrograms...)
+	if err != nil || t.opts.NetNS == "" {
+		return found, err
+	}
+	return InNetNS(procRoot, t.opts.NetNS, found)
+}
+
+// InNetNS keeps the processes of found that run in the network namespace
+// of the file netns. It is read at every call: a node's namespace made
+// anew (its node restarted) is followed, not the old one's inode.
+func InNetNS(procRoot, netns string, found []Found) ([]Found, error) {
+	want, err := nsInode(netns)
+	if err != nil {
+		return nil, fmt.Errorf("the network namespace to follow (--node-netns=%s): %w", netns, err)
+	}
+	var out []Found
+	for _, f := range found {
+		if ino, err := nsInode(filepath.Join(procRoot, strconv.Itoa(f.PID), "ns", "net")); err == nil && ino == want {
+			out = append(out, f)
+		}
+	}
+	return out, nil
+}
+
+func nsInode(path string) (uint64, error) {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return 0, err
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return 0, fmt.Errorf("stat %s: no inode", path)
+	}
+	return st.Ino, nil
 }
 
 // hasRows says whether the tracer would attach anything to a component:

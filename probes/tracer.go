@@ -35,6 +35,11 @@ type Options struct {
 	// Operators follows every program that links controller-runtime,
 	// found by its build info, without its being named.
 	Operators bool
+	// NetNS, when set, is a network namespace file (/proc/self/ns/net,
+	// /run/netns/NAME): only processes in that namespace are followed. It
+	// tells apart nodes that share one host's PID namespace (the lab's
+	// second node), whose kubelets an agent each must not both trace.
+	NetNS string
 	// RingBytes sizes the ring buffer (0: the compiled default, 4 MiB).
 	RingBytes uint32
 	Logger    *slog.Logger

@@ -43,6 +43,7 @@ type config struct {
 	tlsKey       string
 	clientCA     string
 	procRoot     string
+	nodeNetNS    string
 	scan         time.Duration
 	detail       bool
 	detailRows   []string
@@ -111,6 +112,7 @@ func parseFlags(args []string) (config, error) {
 	fs.StringVar(&c.tlsKey, "tls-private-key-file", "", "private key of --tls-cert-file")
 	fs.StringVar(&c.clientCA, "client-ca-file", "", "CA bundle that verifies client certificates under --metrics-auth=kubernetes; empty: the one kube-apiserver publishes in kube-system/extension-apiserver-authentication")
 	fs.StringVar(&c.procRoot, "proc", "/proc", "the host's /proc (the agent needs hostPID)")
+	fs.StringVar(&c.nodeNetNS, "node-netns", "", "follow only the processes in this network namespace (a file such as /proc/self/ns/net or /run/netns/NAME): for nodes that share one host's PID namespace, as the lab's second node does; empty: every process")
 	fs.DurationVar(&c.scan, "scan-interval", time.Second, "how often to look for new or restarted components")
 	fs.BoolVar(&c.detail, "detail", false, "also attach detail rows (more spans, more probe hits on hot paths)")
 	fs.Func("detail-rows", "attach these detail rows only, comma-separated row IDs (e.g. etcd.wal.fsync: etcd's disk syncs)", func(v string) error {
@@ -127,7 +129,7 @@ func parseFlags(args []string) (config, error) {
 	fs.DurationVar(&c.maxWait, "max-wait", 5*time.Second, "emit a write incomplete when its stages are still missing after this long")
 	fs.StringVar(&c.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&c.logLevel, "log-level", "info", "log level: debug, info, warn or error")
-	fs.StringVar(&c.nodeName, "node-name", os.Getenv("NODE_NAME"), "this node's name, put on the OTLP resource")
+	fs.StringVar(&c.nodeName, "node-name", os.Getenv("NODE_NAME"), "this node's name, put on the OTLP resource; a pod bound to another node is done here once bound, and that node's agent adds its kubelet's part to the same trace")
 	fs.StringVar(&c.kubeconfig, "kubeconfig", "", "kubeconfig for pod metadata (node, owner); empty: the pod's service account when in a cluster")
 	fs.StringVar(&c.metadata, "metadata", "auto", "pod metadata from the API server: auto (when in a cluster or --kubeconfig is set), on, or off")
 	fs.StringVar(&c.pprofAddr, "pprof-addr", "", "serve Go's /debug/pprof here (off when empty; never expose it)")
@@ -250,7 +252,7 @@ func run(args []string) error {
 		}
 		log.Info("object names hashed in exported spans", "key_file", c.hashKeyFile)
 	}
-	tracer, err := probes.NewTracer(probes.Options{Detail: c.detail, DetailRows: c.detailRows, ClientGoPrograms: c.programs, Operators: c.operators, RingBytes: uint32(c.ringBytes), Logger: log})
+	tracer, err := probes.NewTracer(probes.Options{Detail: c.detail, DetailRows: c.detailRows, ClientGoPrograms: c.programs, Operators: c.operators, NetNS: c.nodeNetNS, RingBytes: uint32(c.ringBytes), Logger: log})
 	if err != nil {
 		return err
 	}
@@ -285,7 +287,11 @@ func run(args []string) error {
 			exp.Export(s.Trace)
 		}
 	})
-	pods := correlate.NewPods(correlate.PodOptions{Meta: meta, Creator: syncs.Creator}, func(pt correlate.PodTrace) {
+	// Whether a kube-apiserver is followed: without one (a worker node's
+	// agent) a pod's part here ends with its kubelet's.
+	var apiservers atomic.Int32
+	seesAPIServer := func() bool { return apiservers.Load() > 0 }
+	pods := correlate.NewPods(correlate.PodOptions{Meta: meta, Creator: syncs.Creator, Node: c.nodeName, SeesAPIServer: seesAPIServer}, func(pt correlate.PodTrace) {
 		if !pt.Late {
 			metrics.TraceDone(pt.Trace.Complete)
 		}
@@ -332,7 +338,16 @@ func run(args []string) error {
 	go func() {
 		// Ready once a whole scan attached everything it found: a pod
 		// created before then would miss the components not yet attached.
-		errc <- tracer.Watch(ctx, c.procRoot, c.scan, func(e probes.AttachEvent) { reportAttach(log, metrics, e) },
+		errc <- tracer.Watch(ctx, c.procRoot, c.scan, func(e probes.AttachEvent) {
+			if e.Process != nil && e.Process.Component == probes.KubeAPIServer {
+				if e.Detached {
+					apiservers.Add(-1)
+				} else {
+					apiservers.Add(1)
+				}
+			}
+			reportAttach(log, metrics, e)
+		},
 			func() { ready.Store(true) })
 	}()
 	go func() {

@@ -158,6 +158,14 @@ func freeAddr(t *testing.T) string {
 // attached to every lab component that has default rows.
 func startAgent(t *testing.T, otlpAddr string, extra ...string) *agent {
 	t.Helper()
+	return startAgentFor(t, []string{"kube-apiserver", "etcd", "kube-scheduler", "kubelet"}, otlpAddr, extra...)
+}
+
+// startAgentFor runs kpath-agent as startAgent does, waiting until it is
+// attached to each of comps (an agent of a node without a control plane
+// has only a kubelet).
+func startAgentFor(t *testing.T, comps []string, otlpAddr string, extra ...string) *agent {
+	t.Helper()
 	a := &agent{metrics: freeAddr(t), logPath: filepath.Join(t.TempDir(), "agent.log")}
 	for _, f := range extra {
 		if v, ok := strings.CutPrefix(f, "--metrics-addr="); ok {
@@ -194,14 +202,17 @@ func startAgent(t *testing.T, otlpAddr string, extra ...string) *agent {
 	deadline := time.Now().Add(60 * time.Second)
 	for time.Now().Before(deadline) {
 		m, err := a.scrape()
-		if err == nil && m.sum("kpath_attached_probes", "component", "kube-apiserver") > 0 && m.sum("kpath_attached_probes", "component", "etcd") > 0 &&
-			m.sum("kpath_attached_probes", "component", "kube-scheduler") > 0 && m.sum("kpath_attached_probes", "component", "kubelet") > 0 {
+		all := err == nil
+		for _, c := range comps {
+			all = all && m.sum("kpath_attached_probes", "component", c) > 0
+		}
+		if all {
 			return a
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
 	b, _ := os.ReadFile(a.logPath)
-	t.Fatalf("agent did not attach to kube-apiserver, etcd, kube-scheduler and kubelet within 60s; log:\n%s", b)
+	t.Fatalf("agent did not attach to %s within 60s; log:\n%s", strings.Join(comps, ", "), b)
 	return nil
 }
 

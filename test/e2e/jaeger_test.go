@@ -84,6 +84,18 @@ func jaegerID(s string) []byte {
 // jaegerGet fetches one trace from Jaeger's query API: its spans, and the
 // service.name of the resource each span came under.
 func jaegerGet(ctx context.Context, query string, id correlate.TraceID) (*trace, map[string]string, error) {
+	tr, resources, err := jaegerGetResources(ctx, query, id)
+	serviceOf := map[string]string{}
+	for span, res := range resources {
+		serviceOf[span] = res["service.name"]
+	}
+	return tr, serviceOf, err
+}
+
+// jaegerGetResources fetches one trace as jaegerGet does, with the string
+// attributes of the resource each span came under (service.name,
+// k8s.node.name: which agent sent it).
+func jaegerGetResources(ctx context.Context, query string, id correlate.TraceID) (*trace, map[string]map[string]string, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, fmt.Sprintf("%s/api/v3/traces/%x", query, id[:]), nil)
 	if err != nil {
 		return nil, nil, err
@@ -105,12 +117,12 @@ func jaegerGet(ctx context.Context, query string, id correlate.TraceID) (*trace,
 		return nil, nil, fmt.Errorf("GET %s: %w", req.URL, err)
 	}
 	tr := &trace{id: fmt.Sprintf("%x", id[:])}
-	serviceOf := map[string]string{} // span ID -> service.name
+	resourceOf := map[string]map[string]string{} // span ID -> its resource
 	for _, rs := range jt.Result.ResourceSpans {
-		var service string
+		res := map[string]string{}
 		for _, kv := range rs.Resource.Attributes {
-			if kv.Key == "service.name" && kv.Value.StringValue != nil {
-				service = *kv.Value.StringValue
+			if kv.Value.StringValue != nil {
+				res[kv.Key] = *kv.Value.StringValue
 			}
 		}
 		for _, ss := range rs.ScopeSpans {
@@ -123,11 +135,11 @@ func jaegerGet(ctx context.Context, query string, id correlate.TraceID) (*trace,
 					sp.Attributes = append(sp.Attributes, kv.proto())
 				}
 				tr.spans = append(tr.spans, sp)
-				serviceOf[string(sp.SpanId)] = service
+				resourceOf[string(sp.SpanId)] = res
 			}
 		}
 	}
-	return tr, serviceOf, nil
+	return tr, resourceOf, nil
 }
 
 func TestTracesArriveInJaeger(t *testing.T) {

@@ -3,7 +3,7 @@
 #
 #   test/lab/down.sh [--purge]
 #
-# Stops kubelet, scheduler, controller-manager, apiserver (by pidfile), kills the
+# Stops the other nodes (test/lab/node.sh down-all), then kubelet, scheduler, controller-manager, apiserver (by pidfile), kills the
 # lab's containers, stops containerd and etcd, kills leftover shims of the lab's
 # containerd socket, unmounts everything under $KPATH_LAB_DIR, deletes the lab
 # bridge, the kubepods cgroups, the kubelet's iptables chains and the lab's CNI
@@ -226,6 +226,7 @@ main() {
 		flock -w 60 8 || lab_die "another up.sh/down.sh is running on $LAB_DIR"
 	fi
 	say "tearing down the kpath lab in $LAB_DIR"
+	"$LAB_SRC/node.sh" down-all || lab_warn "the lab's other nodes did not all come down (test/lab/node.sh down-all)"
 	stop_daemon kubelet
 	stop_daemon kube-scheduler
 	stop_daemon kube-controller-manager
