@@ -54,27 +54,88 @@ const (
 // the wait in the operator's queue before it.
 type Reconciles struct {
 	locked
+	opts ReconcileOptions
 	emit func(Reconcile)
+	// calls is when each object (namespace, and name or "" for a create)
+	// last had a write request from an operator: only the API server's
+	// writes of those are held for a reconcile, not every write.
+	calls map[callKey]time.Time
+	// writes are the writes the assembler holds, by revision.
+	writes map[int64]Write
 	// ended is the end of each object's last reconcile, by trace name,
 	// kept for Retain.
 	ended map[string]time.Time
 	sweep time.Time
 }
 
+// ReconcileOptions say what the agent sees of the reconciles' writes.
+type ReconcileOptions struct {
+	// SeesAPIServer says whether the agent follows a kube-apiserver: only
+	// then do a reconcile's write requests become writes here (an operator
+	// on a worker node has them traced by the control plane's agent). Nil:
+	// it does.
+	SeesAPIServer func() bool
+}
+
+type callKey struct{ ns, name, verb string }
+
 // NewReconciles returns a correlator calling emit with each reconcile;
 // emit runs with its lock held.
-func NewReconciles(emit func(Reconcile)) *Reconciles {
-	r := &Reconciles{emit: emit, ended: map[string]time.Time{}}
+func NewReconciles(opts ReconcileOptions, emit func(Reconcile)) *Reconciles {
+	r := &Reconciles{opts: opts, emit: emit, ended: map[string]time.Time{}, calls: map[callKey]time.Time{}, writes: map[int64]Write{}}
 	r.a = NewAssembler(&probes.ReconcileShape, AssemblerOptions{
 		// A reconcile names its trace; what follows it (its result's
-		// branch) comes microseconds later, on its goroutine.
-		Settle: 50 * time.Millisecond, MaxWait: time.Second, Retain: reconcileRetain, MaxPending: 20000,
+		// branch) comes microseconds later, on its goroutine; its writes
+		// once their own traces are done, a Settle after their requests
+		// returned, or incomplete after a write's MaxWait (5 s).
+		Settle: 50 * time.Millisecond, MaxWait: 6 * time.Second, Retain: reconcileRetain, MaxPending: 20000,
 		Name: func(e *probes.Event) (string, int64) {
 			return reconcileName(e), e.Start.UnixNano()
 		},
-		Emit: r.emitReconcile,
+		Complete: r.complete,
+		Emit:     r.emitReconcile,
+		Forget:   r.forget,
 	})
 	return r
+}
+
+// complete: the reconcile ended, and each write request it made has its
+// write, when the agent sees the API server.
+func (r *Reconciles) complete(t *Assembly) bool {
+	if t.Event(probes.StageReconcile) == nil {
+		return false
+	}
+	if r.opts.SeesAPIServer != nil && !r.opts.SeesAPIServer() {
+		return true
+	}
+	return len(t.Events(probes.StageReconcileWrite)) >= len(t.Events(probes.StageReconcileCall))
+}
+
+func (r *Reconciles) forget(t *Assembly) {
+	for _, e := range t.Events(probes.StageReconcileWrite) {
+		delete(r.writes, e.Revision)
+	}
+}
+
+// AddWrite takes a finished write: one an operator asked for in the last
+// Retain may be one of a reconcile's; others are ignored.
+func (r *Reconciles) AddWrite(w Write, now time.Time) {
+	if w.Method == "" {
+		return // the apiserver's own
+	}
+	ev := probes.Event{Component: probes.KubeAPIServer, Stage: probes.StageReconcileWrite, Probe: probes.StageReconcileWrite,
+		Namespace: w.Object.Namespace, Name: w.Object.Name, Verb: w.Method, Revision: w.Revision, Start: w.Start, End: w.Committed,
+		Method: w.Method, Path: w.Path, Subresource: w.Subresource}
+	if w.Method == "POST" && w.Subresource == "" {
+		ev.Name = "" // a create's request names no object
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if at, ok := r.calls[callKey{ev.Namespace, ev.Name, ev.Verb}]; !ok || w.Start.Before(at) || w.Start.Sub(at) > reconcileRetain {
+		return
+	}
+	r.writes[w.Revision] = w
+	r.a.Add(ev, now)
 }
 
 // reconcileRetain is how long a receipt waits for its reconcile, and an
@@ -87,9 +148,22 @@ func reconcileName(e *probes.Event) string {
 
 // Add takes one event of an operator.
 func (r *Reconciles) Add(ev probes.Event, now time.Time) {
-	if !ev.InFlight {
-		r.locked.Add(ev, now)
+	if ev.InFlight {
+		return
 	}
+	if ev.Stage == probes.StageReconcileCall {
+		r.mu.Lock()
+		r.calls[callKey{ev.Namespace, ev.Name, ev.Verb}] = ev.Start
+		if len(r.calls) > 4096 {
+			for k, at := range r.calls {
+				if ev.Start.Sub(at) > reconcileRetain {
+					delete(r.calls, k)
+				}
+			}
+		}
+		r.mu.Unlock()
+	}
+	r.locked.Add(ev, now)
 }
 
 func (r *Reconciles) emitReconcile(t *Assembly, _ bool) {
@@ -120,6 +194,7 @@ func (r *Reconciles) emitReconcile(t *Assembly, _ bool) {
 		}
 		out.Trace = t.Trace(reconcileTraceID(ev), SpanID{}, shared)
 		out.Trace.Complete = true
+		r.addWrites(t, &out.Trace)
 		r.emit(out)
 		return
 	}
@@ -133,6 +208,7 @@ func (r *Reconciles) emitReconcile(t *Assembly, _ bool) {
 	id, parent := WriteTraceID(rcv.Revision), WriteRootID(rcv.Revision)
 	out.Trace = t.TraceUnder(id, parent, append(shared, Attribute{AttrRevision, rcv.Revision}))
 	out.Trace.Complete = true
+	r.addWrites(t, &out.Trace)
 	if out.Queued.Before(ev.Start) {
 		// The wait in the queue: beside the reconcile, under the write.
 		q := *rcv
@@ -144,6 +220,44 @@ func (r *Reconciles) emitReconcile(t *Assembly, _ bool) {
 	}
 	r.emit(out)
 }
+
+// addWrites grafts the writes the reconcile made under its span, whole
+// (request, storage write, etcd), and links the span to each write's own
+// trace, where the write's watchers and what they did follow.
+func (r *Reconciles) addWrites(t *Assembly, tr *Trace) {
+	var rec *Span
+	for i := range tr.Spans {
+		if tr.Spans[i].Attr(AttrStage) == probes.StageReconcile {
+			rec = &tr.Spans[i]
+		}
+	}
+	if rec == nil {
+		return
+	}
+	var grafted []Span
+	for _, e := range t.Events(probes.StageReconcileWrite) {
+		w, ok := r.writes[e.Revision]
+		if !ok {
+			continue
+		}
+		rec.Links = append(rec.Links, Link{TraceID: w.Trace.ID, SpanID: rootOf(w.Trace), Attributes: []Attribute{{AttrLink, LinkWriteMade}, {AttrRevision, w.Revision}}})
+		grafted = append(grafted, regraft(w.Trace, tr.ID, rec.SpanID, nil)...)
+	}
+	tr.Spans = append(tr.Spans, grafted...)
+}
+
+func rootOf(t Trace) SpanID {
+	for _, s := range t.Spans {
+		if s.Parent == (SpanID{}) {
+			return s.SpanID
+		}
+	}
+	return SpanID{}
+}
+
+// LinkWriteMade is the AttrLink of a reconcile's link to the trace of a
+// write it made.
+const LinkWriteMade = "write-made"
 
 // AttrWaitFrom says where a queue wait began: "receipt" (the operator's
 // informer received the write) or "previous-reconcile" (the object's last

@@ -10,7 +10,7 @@ import (
 
 func TestReconcileJoinsTheWriteItReceived(t *testing.T) {
 	var got []Reconcile
-	r := NewReconciles(func(x Reconcile) { got = append(got, x) })
+	r := NewReconciles(ReconcileOptions{}, func(x Reconcile) { got = append(got, x) })
 	const op = probes.Component("widgetop")
 	receipt := func(ns, name string, rev int64, ms float64) probes.Event {
 		return probes.Event{Component: op, Stage: probes.StageInformer, Probe: "client-go.informer.receive", PID: 9, Goroutine: 3,
@@ -87,7 +87,7 @@ func TestReconcileJoinsTheWriteItReceived(t *testing.T) {
 // names the result.
 func TestReconcileResultsByTheirBranch(t *testing.T) {
 	var got []string
-	r := NewReconciles(func(x Reconcile) { got = append(got, x.Result) })
+	r := NewReconciles(ReconcileOptions{}, func(x Reconcile) { got = append(got, x.Result) })
 	for i, mark := range []string{"", probes.StageReconcileError, probes.StageRequeueAfter, probes.StageRequeue} {
 		ms := float64(100 * i)
 		r.Add(probes.Event{Component: "op", Stage: probes.StageReconcile, Probe: "operator.reconcile", PID: 9, Goroutine: 40,
@@ -99,5 +99,94 @@ func TestReconcileResultsByTheirBranch(t *testing.T) {
 	}
 	if want := []string{ResultOK, ResultError, ResultRequeueAfter, ResultRequeue}; !slices.Equal(got, want) {
 		t.Errorf("results %v, want %v", got, want)
+	}
+}
+
+// TestReconcileWritesAreItsChildren: the write requests a reconcile's
+// goroutine made during it find the API server's writes of the same verb
+// and object (a create's, by namespace) that began next; each is grafted
+// whole under the reconcile's span, which links to its own trace. A write
+// request on another goroutine (a lease renewal), a create before the
+// request and a write after the reconcile ended join nothing.
+func TestReconcileWritesAreItsChildren(t *testing.T) {
+	var got []Reconcile
+	r := NewReconciles(ReconcileOptions{}, func(x Reconcile) { got = append(got, x) })
+	const op = probes.Component("widgetop")
+	call := func(g uint64, verb, ns, name string, ms float64) {
+		r.Add(probes.Event{Component: op, Stage: probes.StageReconcileCall, Probe: "operator.client.write", PID: 9, Goroutine: g,
+			Verb: verb, Namespace: ns, Name: name, Start: at(ms), End: at(ms)}, at(ms))
+	}
+	r.Add(probes.Event{Component: op, Stage: probes.StageInformer, Probe: "client-go.informer.receive", PID: 9, Goroutine: 3,
+		Namespace: "ns", Name: "a", Revision: 100, Start: at(5), End: at(5)}, at(5))
+	call(40, "PUT", "ns", "a", 12)
+	call(41, "PUT", "kube-system", "widgetop-lease", 13)
+	call(40, "POST", "ns", "", 19)
+	status := podWrite(t, "/registry/kpath.dev/widgets/ns/a", 201, 12.5, "PUT", "/apis/kpath.dev/v1/namespaces/ns/widgets/a/status")
+	cm := podWrite(t, "/registry/configmaps/ns/widget-a", 202, 19.5, "POST", "/api/v1/namespaces/ns/configmaps")
+	early := podWrite(t, "/registry/configmaps/ns/other", 203, 11, "POST", "/api/v1/namespaces/ns/configmaps")
+	late := podWrite(t, "/registry/kpath.dev/widgets/ns/a", 204, 40, "PUT", "/apis/kpath.dev/v1/namespaces/ns/widgets/a")
+	for _, w := range []Write{early, status, cm} {
+		r.AddWrite(w, at(26))
+	}
+	r.Add(probes.Event{Component: op, Stage: probes.StageReconcile, Probe: "operator.reconcile", PID: 9, Goroutine: 40,
+		Controller: "widget", Namespace: "ns", Name: "a", Start: at(10), End: at(30)}, at(30))
+	r.AddWrite(late, at(46))
+	r.Flush(at(100))
+	if len(got) != 1 {
+		t.Fatalf("%d reconciles, want 1", len(got))
+	}
+	tr := got[0].Trace
+	var rec *Span
+	for i := range tr.Spans {
+		if tr.Spans[i].Attr(AttrStage) == probes.StageReconcile {
+			rec = &tr.Spans[i]
+		}
+	}
+	if rec == nil {
+		t.Fatal("no reconcile span")
+	}
+	var links []int64
+	for _, l := range rec.Links {
+		ls := Span{Attributes: l.Attributes}
+		rev, _ := ls.Attr(AttrRevision).(int64)
+		if ls.Attr(AttrLink) != LinkWriteMade || l.TraceID != WriteTraceID(rev) || l.SpanID != rootOf(map[int64]Write{201: status, 202: cm}[rev].Trace) {
+			t.Errorf("link %+v: want one to the root of the trace of a write made", l)
+		}
+		links = append(links, rev)
+	}
+	if !slices.Equal(links, []int64{201, 202}) {
+		t.Errorf("the reconcile links to the writes of revisions %v, want 201 and 202", links)
+	}
+	// Each write's spans, under the reconcile's: its request the child.
+	byID := map[SpanID]*Span{}
+	for i := range tr.Spans {
+		byID[tr.Spans[i].SpanID] = &tr.Spans[i]
+	}
+	requests := map[any]bool{}
+	for _, s := range tr.Spans {
+		if s.Attr(AttrStage) != probes.StageRequest {
+			continue
+		}
+		if s.Parent != rec.SpanID {
+			t.Errorf("request span %q hangs under %q, not the reconcile", s.Name, byID[s.Parent].Name)
+		}
+		requests[s.Attr(AttrRevision)] = true
+	}
+	if len(requests) != 2 || !requests[int64(201)] || !requests[int64(202)] {
+		t.Errorf("the writes' requests under the reconcile: %v, want revisions 201 and 202", requests)
+	}
+	r.Flush(at(60000))
+	un := r.Unjoined()
+	var outside, noReconcile uint64
+	for k, n := range un {
+		switch k.Reason {
+		case "write-outside-reconcile":
+			outside += n
+		case "write-of-no-reconcile":
+			noReconcile += n
+		}
+	}
+	if outside != 1 || noReconcile != 1 {
+		t.Errorf("unjoined %v: want the lease renewal's request and the write after the reconcile, one each", un)
 	}
 }

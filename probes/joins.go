@@ -111,6 +111,7 @@ const (
 	KeyRevision
 	KeyObject // namespace and name, hashed (Relation.Holds compares them)
 	KeyUID    // a UID (an admission review's), hashed (Relation.Holds compares them)
+	KeyVerb   // a request's verb (POST, PUT, ...), hashed (Relation.Holds compares them)
 )
 
 // Value is the event's value of k.
@@ -128,6 +129,12 @@ func (k EventKey) Value(e *Event) uint64 {
 		h := uint64(14695981039346656037)
 		for i := 0; i < len(e.UID); i++ {
 			h = (h ^ uint64(e.UID[i])) * 1099511628211
+		}
+		return h
+	case KeyVerb:
+		h := uint64(14695981039346656037)
+		for i := 0; i < len(e.Verb); i++ {
+			h = (h ^ uint64(e.Verb[i])) * 1099511628211
 		}
 		return h
 	case KeyObject:
@@ -156,6 +163,7 @@ const (
 	Window                 // the first inside After … Until (Relation)
 	RevisionAfter          // at a later revision (a later write of the same object)
 	LastBefore             // the latest to start no later than the other starts
+	During                 // starts inside the other (a call its reconcile made)
 )
 
 // Holds says whether candidate c lies as r.When wants against the event o
@@ -163,7 +171,7 @@ const (
 func (r *Relation) Holds(c, o *Event, lo, hi time.Time) bool {
 	for _, s := range r.Same {
 		if s.Mine == KeyObject && (c.Namespace != o.Namespace || c.Name != o.Name) ||
-			s.Mine == KeyUID && c.UID != o.UID {
+			s.Mine == KeyUID && c.UID != o.UID || s.Mine == KeyVerb && c.Verb != o.Verb {
 			return false // a hash that collided
 		}
 	}
@@ -180,6 +188,8 @@ func (r *Relation) Holds(c, o *Event, lo, hi time.Time) bool {
 		return !c.Start.Before(o.Start)
 	case Window:
 		return !c.Start.Before(lo) && !c.End.After(hi)
+	case During:
+		return !c.Start.Before(o.Start) && !c.Start.After(o.End)
 	}
 	return true
 }

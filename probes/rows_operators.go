@@ -5,7 +5,8 @@ package probes
 // same reconcileHandler, Reconcile and Controller layout; offsets checked
 // against the DWARF of the lab's operator built with v0.23.3 (test/e2e/
 // testdata/widgetop). Two entry hits a reconcile, both on the push, and
-// one CALL site more when it failed or asked to be requeued.
+// one CALL site more when it failed or asked to be requeued; one entry hit
+// more for each write request it makes.
 
 // cr023to025 is the controller-runtime range the rows were compared on.
 const cr023to025 = ">=v0.23.0 <v0.26.0"
@@ -25,6 +26,11 @@ const (
 	StageReconcileError = "reconcile-error"
 	StageRequeueAfter   = "reconcile-requeue-after"
 	StageRequeue        = "reconcile-requeue"
+	// A write request the program's client made (client-go's Do), and the
+	// API server's write it became: on a reconcile's goroutine during it,
+	// one of the reconcile's writes.
+	StageReconcileCall  = "reconcile-call"
+	StageReconcileWrite = "reconcile-write"
 )
 
 // PairReconcile is the reconcile span, from its handler to its end.
@@ -58,6 +64,19 @@ var operatorRows = []Row{
 	// The deprecated Result.Requeue's branch is the only one that logs
 	// "Reconcile done, requeueing": Logger.Info(msg) with the Logger's
 	// three words in RAX,RBX,RCX, msg in RDI,RSI.
+	// The program's write requests: client-go's rest.(*Request).Do(ctx),
+	// which controller-runtime's client calls for every Create, Update,
+	// Patch and Delete (and their status), on the caller's goroutine. r in
+	// RAX: verb @160, namespace @224, resourceName @264 (empty for a
+	// create), the same Request in client-go v0.33–v0.37. Reads are
+	// filtered out in the kernel: a cached read makes no call, an uncached
+	// GET or LIST is dropped there (counted as filtered).
+	{ID: "operator.client.write", Component: AnyOperator, Stage: StageReconcileCall,
+		Symbol: "k8s.io/client-go/rest.(*Request).Do",
+		Module: modClientGo, Versions: k8s133to137,
+		Hits:  "once per write request the program makes, from its reconciles or not (leader election's lease renewals, events)",
+		Only:  &Match{FieldVerb, []string{"POST", "PUT", "PATCH", "DELETE"}},
+		Entry: []Capture{strAt(FieldVerb, RAX, 160), strAt(FieldNamespace, RAX, 224), strAt(FieldName, RAX, 264)}},
 	{ID: "operator.reconcile.requeue", Component: AnyOperator, Stage: StageRequeue,
 		Symbol: "github.com/go-logr/logr.Logger.Info", CalledFrom: []string{crController + ".reconcileHandler"},
 		CallArg: []string{"Reconcile done, requeueing"}, CallArgAt: RDI,

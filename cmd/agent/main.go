@@ -309,18 +309,7 @@ func run(args []string) error {
 			exp.Export(t)
 		}
 	}
-	writes := correlate.NewWrites(correlate.Options{MaxWait: c.maxWait, Alone: alone}, func(w correlate.Write) {
-		t := w.Trace
-		metrics.TraceDone(t.Complete)
-		observeStages(metrics, t)
-		if selected(t, c.keyPrefixes) {
-			exp.Export(t)
-		}
-		pods.AddWrite(w, time.Now())
-		syncs.AddWrite(w)
-	})
-
-	reconciles := correlate.NewReconciles(func(r correlate.Reconcile) {
+	reconciles := correlate.NewReconciles(correlate.ReconcileOptions{SeesAPIServer: seesAPIServer}, func(r correlate.Reconcile) {
 		wait := time.Duration(-1)
 		if !r.Queued.IsZero() {
 			wait = r.Start.Sub(r.Queued)
@@ -330,6 +319,19 @@ func run(args []string) error {
 			exp.Export(r.Trace)
 		}
 	})
+
+	writes := correlate.NewWrites(correlate.Options{MaxWait: c.maxWait, Alone: alone}, func(w correlate.Write) {
+		t := w.Trace
+		metrics.TraceDone(t.Complete)
+		observeStages(metrics, t)
+		if selected(t, c.keyPrefixes) {
+			exp.Export(t)
+		}
+		pods.AddWrite(w, time.Now())
+		syncs.AddWrite(w)
+		reconciles.AddWrite(w, time.Now())
+	})
+
 
 	// An open span is given up (counted) after as long as a pod may take
 	// to start: a container start holds its image pull.

@@ -6,9 +6,11 @@ import (
 	"debug/dwarf"
 	"debug/elf"
 	"fmt"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -20,6 +22,8 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/tools/clientcmd"
+
+	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
 
 	"github.com/kpath/kpath/correlate"
 )
@@ -113,6 +117,12 @@ func TestOperatorReconcilesAreTraced(t *testing.T) {
 		if waits := tr.stage("queue-wait"); len(waits) < len(want) {
 			t.Errorf("%s: %d queue waits for %d reconciles", name, len(waits), len(want))
 		}
+		// The reconcile that succeeded made the Widget's ConfigMap and its
+		// status: both writes, whole, under its span, which links to their
+		// own traces.
+		if err := checkReconcileWrites(tr, ns, name); err != nil {
+			t.Errorf("%s: %v", name, err)
+		}
 		t.Logf("%s: create rev %d, %d spans in its trace, reconciles %v", name, revs[name], len(tr.spans), results)
 	}
 
@@ -132,13 +142,70 @@ func TestOperatorReconcilesAreTraced(t *testing.T) {
 		t.Errorf("metrics: %v errors, %v requeued after, %v requeued, %v ok reconciles, %v queue waits; want the failure, both requeues, the four successes and their waits",
 			errs, laters, agains, oks, m.sum("kpath_workqueue_wait_seconds_count", "component", "widgetop"))
 	}
-	hits := m.sum("kpath_probe_hits_total", "component", "widgetop")
+	// A reconcile's own hits; each write request it (or anything else in
+	// the program) makes is one more, counted apart.
+	calls := m.sum("kpath_probe_hits_total", "component", "widgetop", "probe", "operator.client.write")
+	hits := m.sum("kpath_probe_hits_total", "component", "widgetop") - calls
 	all := errs + oks + laters + agains
 	perReconcile := hits / all
-	t.Logf("widgetop: %.0f probe hits for %.0f reconciles: %.2f a reconcile (its receipts included), all entry or CALL sites", hits, all, perReconcile)
+	t.Logf("widgetop: %.0f probe hits for %.0f reconciles: %.2f a reconcile (its receipts included), all entry or CALL sites; "+
+		"and %.0f on its write requests, one each", hits, all, perReconcile, calls)
 	if perReconcile > 4 {
 		t.Errorf("%.2f probe hits a reconcile, want ≤ 4", perReconcile)
 	}
+	if calls < 8 {
+		t.Errorf("%.0f hits on widgetop's write requests: its four successful reconciles made a ConfigMap and a status write each", calls)
+	}
+}
+
+// checkReconcileWrites says what is wrong with the writes under the
+// successful reconcile of Widget name in its create's trace: the create of
+// its ConfigMap and the update of its status, each a request span under
+// the reconcile's with the write's storage and etcd spans under it, and a
+// link from the reconcile to each write's own trace.
+func checkReconcileWrites(tr *trace, ns, name string) error {
+	var rec *tracepb.Span
+	for _, s := range tr.stage("reconcile") {
+		if attrs(s)[correlate.AttrResult] == correlate.ResultOK && rec == nil {
+			rec = s
+		}
+	}
+	if rec == nil {
+		return fmt.Errorf("no successful reconcile")
+	}
+	children := map[string]*tracepb.Span{}
+	for _, s := range tr.spans {
+		if string(s.ParentSpanId) == string(rec.SpanId) && attrs(s)["kpath.stage"] == "request" {
+			children[fmt.Sprint(attrs(s)["http.request.method"], " ", attrs(s)["url.path"])] = s
+		}
+	}
+	for _, want := range []string{"POST /api/v1/namespaces/" + ns + "/configmaps", "PUT /apis/kpath.dev/v1/namespaces/" + ns + "/widgets/" + name + "/status"} {
+		req := children[want]
+		if req == nil {
+			return fmt.Errorf("no write %s under the reconcile; its request children: %v", want, slices.Sorted(maps.Keys(children)))
+		}
+		deeper := 0
+		for _, s := range tr.spans {
+			if string(s.ParentSpanId) == string(req.SpanId) {
+				deeper++
+			}
+		}
+		if deeper == 0 {
+			return fmt.Errorf("the write %s under the reconcile has no spans under its request", want)
+		}
+	}
+	made := 0
+	for _, l := range rec.Links {
+		for _, kv := range l.Attributes {
+			if kv.Key == correlate.AttrLink && value(kv.Value) == correlate.LinkWriteMade {
+				made++
+			}
+		}
+	}
+	if made < 2 {
+		return fmt.Errorf("%d links from the reconcile to the writes it made, want 2", made)
+	}
+	return nil
 }
 
 func dynamicClient(t *testing.T, l *lab) *dynamic.DynamicClient {
@@ -201,7 +268,8 @@ func installWidgetCRD(ctx context.Context, t *testing.T, dyn *dynamic.DynamicCli
 // checkOperatorOffsets holds the operator rows' offsets against the DWARF
 // of the build: Controller.Name at 0, and &err at 32 in the closure of
 // Reconcile's deferred recover; the webhook answer's AdmissionReview in
-// six words, its Response (in R11) the sixth, the response's UID first.
+// six words, its Response (in R11) the sixth, the response's UID first;
+// client-go's rest.Request: verb at 160, namespace at 224, resourceName at 264.
 func checkOperatorOffsets(t *testing.T, bin string) {
 	t.Helper()
 	f, err := elf.Open(bin)
@@ -228,7 +296,8 @@ func checkOperatorOffsets(t *testing.T, bin string) {
 		isCtrl := name == ctrl
 		isClosure := strings.HasPrefix(name, "noalg.struct { F uintptr; X0 *"+ctrl+"; X1 context.Context; X2 *error")
 		isReview, isResponse := name == "k8s.io/api/admission/v1.AdmissionReview", name == "k8s.io/api/admission/v1.AdmissionResponse"
-		if !isCtrl && !isClosure && !isReview && !isResponse {
+		isRequest := name == "k8s.io/client-go/rest.Request"
+		if !isCtrl && !isClosure && !isReview && !isResponse && !isRequest {
 			continue
 		}
 		typ, err := d.Type(e.Offset)
@@ -249,11 +318,14 @@ func checkOperatorOffsets(t *testing.T, bin string) {
 				found["AdmissionReview.Response (R11)"] = fl.ByteOffset
 			case isResponse && fl.Name == "UID":
 				found["AdmissionResponse.UID"] = fl.ByteOffset
+			case isRequest && (fl.Name == "verb" || fl.Name == "namespace" || fl.Name == "resourceName"):
+				found["rest.Request."+fl.Name] = fl.ByteOffset
 			}
 		}
 	}
 	for field, want := range map[string]int64{"Controller.Name": 0, "Reconcile.func1 &err": 32,
-		"AdmissionReview size": 48, "AdmissionReview.Response (R11)": 40, "AdmissionResponse.UID": 0} {
+		"AdmissionReview size": 48, "AdmissionReview.Response (R11)": 40, "AdmissionResponse.UID": 0,
+		"rest.Request.verb": 160, "rest.Request.namespace": 224, "rest.Request.resourceName": 264} {
 		if got, ok := found[field]; !ok || got != want {
 			t.Errorf("DWARF of widgetop: %s at %d (found %v), the rows read it at %d", field, got, ok, want)
 		}
@@ -266,8 +338,10 @@ func checkOperatorOffsets(t *testing.T, bin string) {
 func (tr *trace) writeOnly() *trace {
 	out := &trace{id: tr.id}
 	for _, s := range tr.spans {
-		switch attrs(s)["kpath.stage"] {
-		case "reconcile", "queue-wait":
+		a := attrs(s)
+		switch {
+		case a["kpath.stage"] == "reconcile", a["kpath.stage"] == "queue-wait":
+		case a["kpath.write_trace"] != nil: // a write a reconcile made, grafted under it
 		default:
 			out.spans = append(out.spans, s)
 		}
