@@ -27,10 +27,8 @@ import (
 // trace of the write it acted on.
 func TestDeploymentPodsNameTheirCreator(t *testing.T) {
 	se := begin(t, 4*time.Minute, "kpath-e2e-deploy-")
-	l, ctx, rcv, a, ns := se.l, se.ctx, se.rcv, se.a, se.ns
-	waitQuiet(ctx, t, l)
-	time.Sleep(2500 * time.Millisecond) // the hit counters caught up with the quiet node
-	before, _ := a.scrape()
+	l, ctx, rcv, ns := se.l, se.ctx, se.rcv, se.ns
+	before := se.quietCounters(t)
 
 	replicas := int32(3)
 	labels := map[string]string{"app": "web"}
@@ -61,8 +59,7 @@ func TestDeploymentPodsNameTheirCreator(t *testing.T) {
 		{kind: correlate.LinkOwnerOwnerWrite, key: dKey, method: "POST"},
 	}
 	waitCreators(ctx, t, l, rcv, pods, func(*corev1.Pod) (string, []linkWant) { return "replicaset", wants })
-	time.Sleep(2500 * time.Millisecond)
-	after, _ := a.scrape()
+	after := se.settledCounters(t)
 	var hits float64
 	for _, row := range []string{"replicaset.sync", "replicaset.sync.done", "replicaset.object", "deployment.sync", "deployment.sync.done", "deployment.object"} {
 		hits += after.sum("kpath_probe_hits_total", "probe", "controller-manager."+row) - before.sum("kpath_probe_hits_total", "probe", "controller-manager."+row)

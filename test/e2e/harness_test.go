@@ -76,6 +76,31 @@ func begin(t *testing.T, timeout time.Duration, nsPrefix string, agentFlags ...s
 	return &session{l: l, ctx: ctx, rcv: rcv, a: a, ns: makeNamespace(ctx, t, l, nsPrefix)}
 }
 
+// counterLag is how far the counters the agent serves may lag what
+// happened: it copies the hit counters out of BPF every 2 s.
+const counterLag = 2500 * time.Millisecond
+
+// quietCounters waits until the lab is quiet (pods of earlier tests gone,
+// whose kubelet syncs would add to this one's hits), then for the counters
+// to catch up, and scrapes them: the "before" of a hit count.
+func (se *session) quietCounters(t *testing.T) metrics {
+	t.Helper()
+	waitQuiet(se.ctx, t, se.l)
+	return se.settledCounters(t)
+}
+
+// settledCounters scrapes the agent once its counters caught up with what
+// happened until now.
+func (se *session) settledCounters(t *testing.T) metrics {
+	t.Helper()
+	time.Sleep(counterLag)
+	m, err := se.a.scrape()
+	if err != nil {
+		t.Fatalf("scrape the agent's counters: %v", err)
+	}
+	return m
+}
+
 // needLab returns the running lab, skips when KPATH_E2E is not 1, and fails
 // when it is but the lab is down: CI must never pass by skipping.
 func needLab(t *testing.T) *lab {

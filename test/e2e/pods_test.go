@@ -189,12 +189,8 @@ func waitRunning(ctx context.Context, l *lab, ns string, n int) ([]*corev1.Pod, 
 
 func TestPodsAreTracedFromCreateToRunning(t *testing.T) {
 	se := begin(t, 6*time.Minute, "kpath-e2e-pods-")
-	l, ctx, rcv, a, ns := se.l, se.ctx, se.rcv, se.a, se.ns
-	// Pods of earlier tests still being torn down would add their kubelet
-	// syncs to this run's probe hits.
-	waitQuiet(ctx, t, l)
-	time.Sleep(2500 * time.Millisecond) // the hit counters caught up with the quiet node
-	before, _ := a.scrape()
+	l, ctx, rcv, ns := se.l, se.ctx, se.rcv, se.ns
+	before := se.quietCounters(t)
 	from := time.Now()
 
 	// 50 pods at 5 a second.
@@ -221,10 +217,7 @@ func TestPodsAreTracedFromCreateToRunning(t *testing.T) {
 		}
 		return true, nil
 	})
-	// The agent copies the hit counters out of BPF every 2 s: let the last
-	// writes' hits in before scraping.
-	time.Sleep(2500 * time.Millisecond)
-	after, _ := a.scrape()
+	after := se.settledCounters(t)
 	to := time.Now()
 	if err != nil {
 		missing := 0

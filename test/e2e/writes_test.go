@@ -214,15 +214,11 @@ func check(tr *trace, w expected) error {
 
 func TestWritesAreTracedThroughAPIServerAndEtcd(t *testing.T) {
 	se := begin(t, 5*time.Minute, "kpath-e2e-writes-")
-	l, ctx, rcv, a, ns := se.l, se.ctx, se.rcv, se.a, se.ns
+	l, ctx, rcv, ns := se.l, se.ctx, se.rcv, se.ns
 
-	// The agent copies the hit counters out of BPF every 2 s, and the
-	// trace count as each trace goes: scrape both once the counters caught up.
-	time.Sleep(2500 * time.Millisecond)
-	before, err := a.scrape()
-	if err != nil {
-		t.Fatal(err)
-	}
+	// The trace count goes as each trace goes, the hit counters every 2 s:
+	// both once they caught up.
+	before := se.settledCounters(t)
 	exp := writes(ctx, t, l, ns)
 	if len(exp) != 100 {
 		t.Fatalf("made %d writes, want 100", len(exp))
@@ -230,7 +226,7 @@ func TestWritesAreTracedThroughAPIServerAndEtcd(t *testing.T) {
 
 	var traces map[string]*trace
 	var missing []expected
-	err = waitFor(ctx, "a trace for every write", func() (bool, error) {
+	err := waitFor(ctx, "a trace for every write", func() (bool, error) {
 		traces = groupTraces(rcv.Spans())
 		missing = missing[:0]
 		for _, w := range exp {
@@ -241,9 +237,8 @@ func TestWritesAreTracedThroughAPIServerAndEtcd(t *testing.T) {
 		return len(missing) == 0, nil
 	})
 	// A duplicate would come now, and the hit counters catch up.
-	time.Sleep(2500 * time.Millisecond)
+	after := se.settledCounters(t)
 	traces = groupTraces(rcv.Spans())
-	after, _ := a.scrape()
 
 	// Failures are reported last, each with its trace, after the counters
 	// that explain them: a CI log keeps the end of the output.
