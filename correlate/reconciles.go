@@ -59,7 +59,7 @@ type Reconciles struct {
 	// calls is when each object (namespace, and name or "" for a create)
 	// last had a write request from an operator: only the API server's
 	// writes of those are held for a reconcile, not every write.
-	calls map[callKey]time.Time
+	calls map[callKey]callSeen
 	// writes are the writes the assembler holds, by revision.
 	writes map[int64]Write
 	// ended is the end of each object's last reconcile, by trace name,
@@ -79,10 +79,16 @@ type ReconcileOptions struct {
 
 type callKey struct{ ns, name, verb string }
 
+// callSeen spans the write requests of one key made within a Retain of
+// each other: a write of them may begin anywhere after the first (several
+// reconciles create in one namespace before the first create's write is
+// done).
+type callSeen struct{ first, last time.Time }
+
 // NewReconciles returns a correlator calling emit with each reconcile;
 // emit runs with its lock held.
 func NewReconciles(opts ReconcileOptions, emit func(Reconcile)) *Reconciles {
-	r := &Reconciles{opts: opts, emit: emit, ended: map[string]time.Time{}, calls: map[callKey]time.Time{}, writes: map[int64]Write{}}
+	r := &Reconciles{opts: opts, emit: emit, ended: map[string]time.Time{}, calls: map[callKey]callSeen{}, writes: map[int64]Write{}}
 	r.a = NewAssembler(&probes.ReconcileShape, AssemblerOptions{
 		// A reconcile names its trace; what follows it (its result's
 		// branch) comes microseconds later, on its goroutine; its writes
@@ -131,7 +137,7 @@ func (r *Reconciles) AddWrite(w Write, now time.Time) {
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if at, ok := r.calls[callKey{ev.Namespace, ev.Name, ev.Verb}]; !ok || w.Start.Before(at) || w.Start.Sub(at) > reconcileRetain {
+	if c, ok := r.calls[callKey{ev.Namespace, ev.Name, ev.Verb}]; !ok || w.Start.Before(c.first) || w.Start.Sub(c.last) > reconcileRetain {
 		return
 	}
 	r.writes[w.Revision] = w
@@ -153,10 +159,16 @@ func (r *Reconciles) Add(ev probes.Event, now time.Time) {
 	}
 	if ev.Stage == probes.StageReconcileCall {
 		r.mu.Lock()
-		r.calls[callKey{ev.Namespace, ev.Name, ev.Verb}] = ev.Start
+		k := callKey{ev.Namespace, ev.Name, ev.Verb}
+		c, ok := r.calls[k]
+		if !ok || ev.Start.Sub(c.last) > reconcileRetain {
+			c.first = ev.Start
+		}
+		c.last = ev.Start
+		r.calls[k] = c
 		if len(r.calls) > 4096 {
-			for k, at := range r.calls {
-				if ev.Start.Sub(at) > reconcileRetain {
+			for k, c := range r.calls {
+				if ev.Start.Sub(c.last) > reconcileRetain {
 					delete(r.calls, k)
 				}
 			}

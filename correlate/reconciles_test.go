@@ -190,3 +190,39 @@ func TestReconcileWritesAreItsChildren(t *testing.T) {
 		t.Errorf("unjoined %v: want the lease renewal's request and the write after the reconcile, one each", un)
 	}
 }
+
+// TestReconcileCreatesOfOneNamespace: two reconciles, one after the other,
+// each create an object in one namespace, and the first create's write
+// comes after the second request (writes come once done): each reconcile
+// gets its own.
+func TestReconcileCreatesOfOneNamespace(t *testing.T) {
+	var got []Reconcile
+	r := NewReconciles(ReconcileOptions{}, func(x Reconcile) { got = append(got, x) })
+	const op = probes.Component("widgetop")
+	for i, name := range []string{"a", "b"} {
+		ms := float64(10 + 20*i)
+		r.Add(probes.Event{Component: op, Stage: probes.StageReconcileCall, Probe: "operator.client.write", PID: 9, Goroutine: 40,
+			Verb: "POST", Namespace: "ns", Start: at(ms + 2), End: at(ms + 2)}, at(ms+2))
+		r.Add(probes.Event{Component: op, Stage: probes.StageReconcile, Probe: "operator.reconcile", PID: 9, Goroutine: 40,
+			Controller: "widget", Namespace: "ns", Name: name, Start: at(ms), End: at(ms + 15)}, at(ms+15))
+	}
+	for i, name := range []string{"a", "b"} {
+		r.AddWrite(podWrite(t, "/registry/configmaps/ns/widget-"+name, int64(300+i), float64(12.5+20*float64(i)), "POST", "/api/v1/namespaces/ns/configmaps"), at(60))
+	}
+	r.Flush(at(200))
+	if len(got) != 2 {
+		t.Fatalf("%d reconciles, want 2", len(got))
+	}
+	for _, g := range got {
+		var revs []int64
+		for _, s := range g.Trace.Spans {
+			if s.Attr(AttrStage) == probes.StageRequest {
+				revs = append(revs, s.Attr(AttrRevision).(int64))
+			}
+		}
+		want := map[string]int64{"a": 300, "b": 301}[g.Name]
+		if len(revs) != 1 || revs[0] != want {
+			t.Errorf("reconcile of %s has the writes of revisions %v, want %d", g.Name, revs, want)
+		}
+	}
+}
