@@ -332,7 +332,6 @@ func run(args []string) error {
 		reconciles.AddWrite(w, time.Now())
 	})
 
-
 	// An open span is given up (counted) after as long as a pod may take
 	// to start: a container start holds its image pull.
 	pairs := correlate.NewPairs(correlate.PodOptions{}.WithDefaults().MaxWait, 0)
