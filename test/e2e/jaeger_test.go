@@ -142,12 +142,20 @@ func jaegerGetResources(ctx context.Context, query string, id correlate.TraceID)
 	return tr, resourceOf, nil
 }
 
-func TestTracesArriveInJaeger(t *testing.T) {
-	l := needLab(t)
-	query, otlp := l.env("KPATH_LAB_JAEGER_QUERY"), l.env("KPATH_LAB_JAEGER_OTLP")
+// needJaeger returns the lab's trace store: its query API and its OTLP
+// address; it skips, saying why, when the lab runs without one.
+func needJaeger(t *testing.T, l *lab) (query, otlp string) {
+	t.Helper()
+	query, otlp = l.env("KPATH_LAB_JAEGER_QUERY"), l.env("KPATH_LAB_JAEGER_OTLP")
 	if query == "" || otlp == "" {
 		t.Skip("skipped: the lab runs without its trace store (KPATH_LAB_JAEGER=off)")
 	}
+	return query, otlp
+}
+
+func TestTracesArriveInJaeger(t *testing.T) {
+	l := needLab(t)
+	query, otlp := needJaeger(t, l)
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
 	startAgent(t, otlp)

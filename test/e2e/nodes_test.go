@@ -44,10 +44,7 @@ func secondNode(t *testing.T, l *lab) (name, netns string) {
 
 func TestPodOnSecondNodeIsOneTraceFromTwoAgents(t *testing.T) {
 	l := needLab(t)
-	query, otlp := l.env("KPATH_LAB_JAEGER_QUERY"), l.env("KPATH_LAB_JAEGER_OTLP")
-	if query == "" || otlp == "" {
-		t.Skip("skipped: the lab runs without its trace store (KPATH_LAB_JAEGER=off), where the two agents' spans meet")
-	}
+	query, otlp := needJaeger(t, l) // where the two agents' spans meet
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
 	node1 := l.env("KPATH_LAB_NODE")
