@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 )
@@ -89,22 +90,63 @@ func FindProcesses(procRoot string, programs ...string) ([]Found, error) {
 // FindProcessesWith also lists the controller-runtime programs (operators)
 // when ops is not nil: each its own component named after its executable.
 func FindProcessesWith(procRoot string, ops *Operators, programs ...string) ([]Found, error) {
+	return findProcesses(procRoot, ops, nil, programs...)
+}
+
+// notOurs remembers, from one scan to the next, the processes that run
+// nothing kpath traces, by the executable /proc/PID/exe named: such a
+// process is looked at again only when it execs (its exe changes) or its pid
+// comes back after a scan that did not list it. A scan of a node's hundreds
+// of processes is otherwise three path lookups each (exe, its stat, comm),
+// every second: most of an idle agent's CPU.
+type notOurs struct {
+	mu   sync.Mutex
+	exes map[int]string
+}
+
+func (n *notOurs) has(pid int, exe string) bool {
+	if n == nil {
+		return false
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	e, ok := n.exes[pid]
+	return ok && e == exe
+}
+
+// keep replaces what is remembered by this scan's verdicts.
+func (n *notOurs) keep(m map[int]string) {
+	if n == nil {
+		return
+	}
+	n.mu.Lock()
+	n.exes = m
+	n.mu.Unlock()
+}
+
+func findProcesses(procRoot string, ops *Operators, skip *notOurs, programs ...string) ([]Found, error) {
 	ents, err := os.ReadDir(procRoot)
 	if err != nil {
 		return nil, fmt.Errorf("list processes in %s: %w", procRoot, err)
 	}
 	self := os.Getpid()
 	var out []Found
+	ignored := map[int]string{}
+	defer skip.keep(ignored)
 	for _, e := range ents {
 		pid, err := strconv.Atoi(e.Name())
 		if err != nil || pid == self {
 			continue
 		}
-		exe, err := os.Readlink(filepath.Join(procRoot, e.Name(), "exe"))
+		raw, err := os.Readlink(filepath.Join(procRoot, e.Name(), "exe"))
 		if err != nil {
 			continue // kernel thread, or gone, or not ours to read
 		}
-		exe = strings.TrimSuffix(exe, " (deleted)")
+		if skip.has(pid, raw) {
+			ignored[pid] = raw
+			continue
+		}
+		exe := strings.TrimSuffix(raw, " (deleted)")
 		comp, ok := Targets[filepath.Base(exe)]
 		if !ok && ops != nil {
 			comp, ok = ops.Is(filepath.Join(procRoot, e.Name(), "exe"), exe)
@@ -115,6 +157,8 @@ func FindProcessesWith(procRoot string, ops *Operators, programs ...string) ([]F
 		if !ok {
 			if f, bad := impostor(procRoot, pid, exe); bad {
 				out = append(out, f)
+			} else {
+				ignored[pid] = raw
 			}
 			continue
 		}
@@ -131,7 +175,7 @@ func FindProcessesWith(procRoot string, ops *Operators, programs ...string) ([]F
 // client-go programs it was told of and, with Options.Operators, every
 // program that links controller-runtime.
 func (t *Tracer) Find(procRoot string) ([]Found, error) {
-	found, err := FindProcessesWith(procRoot, t.ops, t.opts.ClientGoPrograms...)
+	found, err := findProcesses(procRoot, t.ops, &t.notOurs, t.opts.ClientGoPrograms...)
 	if err != nil || t.opts.NetNS == "" {
 		return found, err
 	}

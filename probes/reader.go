@@ -9,17 +9,23 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"syscall"
 	"time"
 	"unsafe"
 
+	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/ringbuf"
+	"golang.org/x/sys/unix"
 
 	"github.com/kpath/kpath/bpf"
 )
 
 // pollInterval is how often the reader looks at the ring buffer when the
-// BPF program has not woken it (it does only when the ring fills up).
-const pollInterval = 10 * time.Millisecond
+// BPF program has not woken it (it does once a quarter of the ring, at most
+// 256 KiB, is unread). Every look is a wakeup of the agent, and events
+// reach the correlator up to this late: it must stay well under the 50 ms a
+// complete trace settles for (correlate.Options.Settle).
+const pollInterval = 25 * time.Millisecond
 
 // DecodeErrors counts ring-buffer records that could not be decoded: short
 // records, and records of a slot that was freed (its process detached)
@@ -37,31 +43,96 @@ func (t *Tracer) Read(ctx context.Context, fn func(Event)) error {
 	if err != nil {
 		return fmt.Errorf("open ring buffer: %w", err)
 	}
+	w, err := newRingWaiter(t.objs.Events())
+	if err != nil {
+		rd.Close()
+		return err
+	}
 	go func() {
 		<-ctx.Done()
+		w.close()
 		rd.Close()
 	}()
+	// ReadInto never blocks: a deadline in the past makes it return what the
+	// ring holds and then os.ErrDeadlineExceeded. The reader waits in Go's
+	// netpoller instead (ringWaiter).
+	rd.SetDeadline(time.Unix(1, 0))
 	var rec ringbuf.Record
 	for {
-		// The BPF program does not wake the reader for each record (see
-		// submit in kpath.bpf.c): poll.
-		rd.SetDeadline(time.Now().Add(pollInterval))
-		if err := rd.ReadInto(&rec); err != nil {
+		for rd.AvailableBytes() > 0 {
+			err := rd.ReadInto(&rec)
 			if errors.Is(err, os.ErrDeadlineExceeded) {
-				t.clock.maybeRefresh(t.clock.monoNow())
-				continue
+				break
 			}
 			if errors.Is(err, ringbuf.ErrClosed) || errors.Is(err, os.ErrClosed) {
 				return nil
 			}
-			return fmt.Errorf("read ring buffer: %w", err)
+			if err != nil {
+				return fmt.Errorf("read ring buffer: %w", err)
+			}
+			if ev, ok := t.decode(rec.RawSample); ok {
+				fn(ev)
+			}
 		}
-		ev, ok := t.decode(rec.RawSample)
-		if ok {
-			fn(ev)
+		t.clock.maybeRefresh(t.clock.monoNow())
+		if err := w.wait(time.Now().Add(pollInterval), func() bool { return rd.AvailableBytes() > 0 }); err != nil {
+			if ctx.Err() != nil || errors.Is(err, os.ErrClosed) {
+				return nil
+			}
+			return fmt.Errorf("wait for the ring buffer: %w", err)
 		}
 	}
 }
+
+// ringWaiter waits for the ring buffer in Go's netpoller, woken by the BPF
+// program's wakeups or a deadline. cilium/ebpf's Reader waits in a blocking
+// epoll_wait of its own instead: a goroutine in a blocking syscall keeps its
+// P, and every poll that lasted long enough made the runtime's sysmon hand
+// the P off and start polling every 20 µs again. On this VM those wakeups
+// cost the agent more CPU than all its decoding (measured: docs/benchmarks.md).
+type ringWaiter struct {
+	f  *os.File
+	rc syscall.RawConn
+}
+
+func newRingWaiter(m *ebpf.Map) (*ringWaiter, error) {
+	// A duplicate: closing the os.File must not close the map.
+	fd, err := unix.FcntlInt(uintptr(m.FD()), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("ring buffer: dup its fd: %w", err)
+	}
+	if err := unix.SetNonblock(fd, true); err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("ring buffer: make its fd non-blocking: %w", err)
+	}
+	f := os.NewFile(uintptr(fd), "ringbuf")
+	// A file the netpoller could not take has no deadlines.
+	if err := f.SetReadDeadline(time.Time{}); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("ring buffer: Go's netpoller does not take its fd (kernel without poll on BPF ring buffers?): %w", err)
+	}
+	rc, err := f.SyscallConn()
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("ring buffer: %w", err)
+	}
+	return &ringWaiter{f: f, rc: rc}, nil
+}
+
+// wait returns once ready says so (checked first, and again after each
+// wakeup) or at until.
+func (w *ringWaiter) wait(until time.Time, ready func() bool) error {
+	if err := w.f.SetReadDeadline(until); err != nil {
+		return err
+	}
+	err := w.rc.Read(func(uintptr) bool { return ready() })
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		return nil
+	}
+	return err
+}
+
+func (w *ringWaiter) close() { w.f.Close() }
 
 // DecodeErrors returns the decode error counts so far.
 func (t *Tracer) DecodeErrors() DecodeErrors {

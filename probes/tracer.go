@@ -52,6 +52,8 @@ type Tracer struct {
 	opts Options
 	log  *slog.Logger
 
+	notOurs notOurs // Find's memory of the processes it need not look at again
+
 	ops *Operators // nil unless Options.Operators
 
 	mu    sync.Mutex

@@ -22,42 +22,48 @@ type agent struct {
 	devnull    *os.File
 }
 
-// startAgent starts kpath-agent with default flags except the exporter and
-// the metrics address, and waits until it has probes on both apiPID and
-// etcdPID.
-func startAgent(ctx context.Context, env *benchEnv, dir string, apiPID, etcdPID int) (*agent, error) {
+// target is a process the agent must have probes on before a round starts.
+type target struct {
+	component string
+	pid       int
+}
+
+// startAgent starts kpath-agent with default flags except the exporter, the
+// metrics address and extra, and waits until it has probes on every target.
+func startAgent(ctx context.Context, env *benchEnv, dir string, targets []target, extra ...string) (*agent, error) {
 	port, err := freePort()
 	if err != nil {
 		return nil, err
 	}
 	a := &agent{metricsURL: fmt.Sprintf("http://127.0.0.1:%d/metrics", port)}
 	args := []string{"--metrics-addr=127.0.0.1:" + strconv.Itoa(port), "--export=" + env.cfg.kpathExport}
-	if env.cfg.isolate {
-		view := filepath.Join(dir, "proc")
-		if err := env.procView(view, etcdPID, apiPID); err != nil {
-			return nil, err
-		}
-		args = append(args, "--proc="+view)
-	}
 	if env.cfg.kpathExport == "otlp" {
 		args = append(args, "--otlp-endpoint="+env.sink.addr)
 	} else if a.devnull, err = os.OpenFile(os.DevNull, os.O_WRONLY, 0); err != nil {
 		return nil, err
 	}
-	args = append(args, env.cfg.agentFlags...)
+	args = append(append(args, extra...), env.cfg.agentFlags...)
 	if a.proc, err = startProc("kpath-agent", filepath.Join(dir, "kpath-agent.log"), a.devnull, env.cfg.agentBin, args...); err != nil {
 		a.close()
 		return nil, err
 	}
-	err = waitFor(ctx, a.proc, env.cfg.attachWait, "attached to the bench's kube-apiserver and etcd", func() error {
+	var names []string
+	for _, t := range targets {
+		names = append(names, t.component)
+	}
+	err = waitFor(ctx, a.proc, env.cfg.attachWait, "attached to the bench's "+strings.Join(names, ", "), func() error {
 		m, err := scrape(a.metricsURL)
 		if err != nil {
 			return err
 		}
-		api := m.value("kpath_attached_probes", map[string]string{"component": "kube-apiserver", "pid": strconv.Itoa(apiPID)})
-		etcd := m.value("kpath_attached_probes", map[string]string{"component": "etcd", "pid": strconv.Itoa(etcdPID)})
-		if api <= 0 || etcd <= 0 {
-			return fmt.Errorf("attached probes: kube-apiserver %v, etcd %v", api, etcd)
+		var missing []string
+		for _, t := range targets {
+			if m.value("kpath_attached_probes", map[string]string{"component": t.component, "pid": strconv.Itoa(t.pid)}) <= 0 {
+				missing = append(missing, fmt.Sprintf("%s[%d]", t.component, t.pid))
+			}
+		}
+		if len(missing) > 0 {
+			return fmt.Errorf("no probes yet on %s", strings.Join(missing, ", "))
 		}
 		return nil
 	})

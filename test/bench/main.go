@@ -53,6 +53,7 @@ type config struct {
 	includeDirty bool
 	isolate      bool
 	bpfStats     bool
+	podRate      float64 // --op=pods: lifecycles started a second
 }
 
 func main() {
@@ -91,7 +92,8 @@ func parseFlags() (config, error) {
 	flag.DurationVar(&c.duration, "duration", 20*time.Second, "measured window per round and mode")
 	flag.DurationVar(&c.warmup, "warmup", 5*time.Second, "load before the measured window (not counted)")
 	flag.IntVar(&c.workers, "workers", 8, "concurrent clients")
-	flag.StringVar(&benchOp, "op", "create", "what the clients do: create (ConfigMaps), get (one of "+fmt.Sprint(seedObjects)+" ConfigMaps made before the round) or list (the namespace's ConfigMaps)")
+	flag.StringVar(&benchOp, "op", "create", "what the clients do: create (ConfigMaps), get (one of "+fmt.Sprint(seedObjects)+" ConfigMaps made before the round), list (the namespace's ConfigMaps), or pods: pod lifecycles on the running lab (make lab-up), modes none and kpath")
+	flag.Float64Var(&c.podRate, "pod-rate", 2, "--op=pods: pods created a second (each deleted once Running)")
 	flag.StringVar(&c.kpathExport, "kpath-export", "otlp", "kpath-agent's exporter: otlp (to the in-process sink that discards) or jsonl (stdout to /dev/null)")
 	agentFlags := flag.String("agent-flags", "", "extra kpath-agent flags, space-separated (e.g. --detail)")
 	flag.StringVar(&c.workDir, "workdir", "", "parent of the temp dir (etcd data, certs, logs); default $TMPDIR")
@@ -102,6 +104,24 @@ func parseFlags() (config, error) {
 	flag.DurationVar(&c.waitClean, "wait-clean", 0, "before each round, wait for other BPF tracers (kpath-agents, kpath tests) on the host to go away, at most this long over the whole run; they put uprobes in the bench's processes too")
 	flag.DurationVar(&c.attachWait, "attach-timeout", 90*time.Second, "how long to wait for the agent to attach")
 	flag.Parse()
+	if benchOp == "pods" {
+		// A lifecycle takes seconds, not milliseconds: a longer window, and
+		// a warm-up that lets the churn reach its steady state.
+		set := map[string]bool{}
+		flag.Visit(func(f *flag.Flag) { set[f.Name] = true })
+		if !set["duration"] {
+			c.duration = 60 * time.Second
+		}
+		if !set["warmup"] {
+			c.warmup = 15 * time.Second
+		}
+		if !set["modes"] {
+			*modes = "none,kpath"
+		}
+		if c.podRate <= 0 {
+			return c, errors.New("--pod-rate must be positive")
+		}
+	}
 	if flag.NArg() > 0 {
 		return c, fmt.Errorf("unexpected arguments %q", flag.Args())
 	}
@@ -122,8 +142,12 @@ func parseFlags() (config, error) {
 	}
 	switch benchOp {
 	case "create", "get", "list":
+	case "pods":
+		if c.has(modeNative) {
+			return c, errors.New("--op=pods compares none and kpath: native tracing covers kube-apiserver alone, not a pod's chain")
+		}
 	default:
-		return c, fmt.Errorf("--op=%q: want create, get or list", benchOp)
+		return c, fmt.Errorf("--op=%q: want create, get, list or pods", benchOp)
 	}
 	if c.kpathExport != "otlp" && c.kpathExport != "jsonl" {
 		return c, fmt.Errorf("--kpath-export=%q: want otlp or jsonl", c.kpathExport)
@@ -150,7 +174,7 @@ func run() error {
 		return errors.New("must run as root: kpath-agent loads BPF programs and attaches uprobes (try: sudo make bench)")
 	}
 	for _, b := range []string{c.etcdBin, c.apiserverBin} {
-		if _, err := os.Stat(b); err != nil {
+		if _, err := os.Stat(b); err != nil && benchOp != "pods" {
 			return fmt.Errorf("%v (build the lab binaries with test/lab/build.sh, or pass --etcd/--apiserver)", err)
 		}
 	}
@@ -175,6 +199,13 @@ func run() error {
 			return err
 		}
 		env.cfg.agentBin = c.agentBin
+	}
+	if benchOp == "pods" {
+		if env.sink, err = startSink(); err != nil {
+			return err
+		}
+		defer env.sink.stop()
+		return runLifecycles(ctx, env, agentSrc)
 	}
 	if err := env.isolateBinaries(); err != nil {
 		return err

@@ -160,7 +160,16 @@ func runRound(ctx context.Context, env *benchEnv, round int, mode string) (res r
 
 	var ag *agent
 	if mode == modeKpath {
-		if ag, err = startAgent(ctx, env, dir, api.pid(), etcd.pid()); err != nil {
+		var extra []string
+		if env.cfg.isolate {
+			view := filepath.Join(dir, "proc")
+			if err := env.procView(view, etcd.pid(), api.pid()); err != nil {
+				return res, err
+			}
+			extra = append(extra, "--proc="+view)
+		}
+		targets := []target{{"kube-apiserver", api.pid()}, {"etcd", etcd.pid()}}
+		if ag, err = startAgent(ctx, env, dir, targets, extra...); err != nil {
 			return res, err
 		}
 		defer ag.stop()

@@ -27,6 +27,9 @@ type sink struct {
 	// one per create that kpath traced (the agent also traces every other
 	// apiserver on the host, e.g. the lab's).
 	benchRequests atomic.Int64
+	// podRoots counts the roots of pod traces of the lifecycle benchmark's
+	// pods (--op=pods), podComplete those that had every stage.
+	podRoots, podComplete atomic.Int64
 }
 
 // benchKeyPrefix is the etcd key prefix of the ConfigMaps the bench creates.
@@ -52,17 +55,28 @@ func (s *sink) Export(_ context.Context, req *collectortracepb.ExportTraceServic
 		for _, ss := range rs.GetScopeSpans() {
 			n += len(ss.GetSpans())
 			for _, sp := range ss.GetSpans() {
-				var stage, key string
+				var stage, key, ns string
+				root, complete := false, false
 				for _, kv := range sp.GetAttributes() {
 					switch kv.GetKey() {
 					case correlate.AttrStage:
 						stage = kv.GetValue().GetStringValue()
 					case correlate.AttrKey:
 						key = kv.GetValue().GetStringValue()
+					case correlate.AttrNamespace:
+						ns = kv.GetValue().GetStringValue()
+					case correlate.AttrComplete:
+						root, complete = true, kv.GetValue().GetBoolValue()
 					}
 				}
 				if stage == "request" && strings.HasPrefix(key, benchKeyPrefix) {
 					s.benchRequests.Add(1)
+				}
+				if root && ns == podNamespace {
+					s.podRoots.Add(1)
+					if complete {
+						s.podComplete.Add(1)
+					}
 				}
 			}
 		}
