@@ -141,21 +141,20 @@ func (r lifeRound) per(d time.Duration) float64 {
 	return ms(d) / float64(r.done)
 }
 
-// total is the CPU of every lab component and the agent per lifecycle, in ms.
-func (r lifeRound) total() float64 {
+// cpuSum is the CPU of every lab component and the agent in the window.
+func (r lifeRound) cpuSum() time.Duration {
 	var sum time.Duration
 	for _, c := range r.cpu {
 		sum += c.total()
 	}
-	return r.per(sum)
+	return sum
 }
 
+// total is cpuSum per lifecycle, in ms.
+func (r lifeRound) total() float64 { return r.per(r.cpuSum()) }
+
 func (r lifeRound) otherCores() float64 {
-	var ours time.Duration
-	for _, c := range r.cpu {
-		ours += c.total()
-	}
-	return float64(r.hostBusy-ours) / float64(r.window)
+	return float64(r.hostBusy-r.cpuSum()) / float64(r.window)
 }
 
 // podRunTimeout is how long a lifecycle waits for its pod to run before it
@@ -615,22 +614,6 @@ func reportLifecycles(w io.Writer, c config, l *lab, elapsed time.Duration, rs [
 		fmt.Fprintf(w, " %.3f | %.2f | %d | %s |\n", r.total(), r.otherCores(), r.failed, note)
 	}
 
-	byM := func(mode string) []lifeRound {
-		var out []lifeRound
-		for _, r := range rs {
-			if r.mode == mode {
-				out = append(out, r)
-			}
-		}
-		return out
-	}
-	vals := func(rs []lifeRound, f func(lifeRound) float64) []float64 {
-		var out []float64
-		for _, r := range rs {
-			out = append(out, f(r))
-		}
-		return out
-	}
 	fmt.Fprint(w, "\n## CPU per pod lifecycle, median [min–max] of rounds (ms)\n\n| component |")
 	for _, m := range c.modes {
 		fmt.Fprintf(w, " %s |", m)
@@ -649,7 +632,7 @@ func reportLifecycles(w io.Writer, c config, l *lab, elapsed time.Duration, rs [
 		fmt.Fprintf(w, "| %s |", comp)
 		med := map[string]float64{}
 		for _, m := range c.modes {
-			s := summarize(vals(byM(m), f))
+			s := summarize(values(byMode(rs, m), f))
 			med[m] = s.med
 			fmt.Fprintf(w, " %s |", s.fmt(3))
 		}
@@ -664,53 +647,31 @@ func reportLifecycles(w io.Writer, c config, l *lab, elapsed time.Duration, rs [
 		fmt.Fprintf(w, " %s |\n", added)
 	}
 	if c.has(modeNone) && c.has(modeKpath) {
-		var ratios []float64
-		for _, a := range byM(modeKpath) {
-			for _, b := range byM(modeNone) {
-				if a.round == b.round && b.total() > 0 {
-					ratios = append(ratios, a.total()/b.total())
-				}
-			}
-		}
+		ratios := paired(rs, modeKpath, lifeRound.total)
 		fmt.Fprintf(w, "\nAll components and the agent, kpath/none within each round: %s\n", summarize(ratios).fmt(3))
-		fmt.Fprintf(w, "Startup p50, kpath/none: %s\n", summarize(pairedLife(rs, func(r lifeRound) float64 { return ms(r.p50) })).fmt(3))
+		fmt.Fprintf(w, "Startup p50, kpath/none: %s\n", summarize(paired(rs, modeKpath, func(r lifeRound) float64 { return ms(r.p50) })).fmt(3))
 	}
-	ks := byM(modeKpath)
+	ks := byMode(rs, modeKpath)
 	if len(ks) == 0 {
 		return
 	}
 	fmt.Fprint(w, "\n## What kpath saw, per lifecycle (median [min–max] of rounds)\n\n| measure | value |\n|---|---|\n")
 	for _, comp := range tracedComponents {
-		fmt.Fprintf(w, "| probe hits, %s | %s |\n", comp, summarize(vals(ks, func(r lifeRound) float64 {
+		fmt.Fprintf(w, "| probe hits, %s | %s |\n", comp, summarize(values(ks, func(r lifeRound) float64 {
 			return r.hits[comp] / float64(max(1, r.hitLifecycles))
 		})).fmt(2))
 	}
-	fmt.Fprintf(w, "| probe hits, all | %s |\n", summarize(vals(ks, func(r lifeRound) float64 {
+	fmt.Fprintf(w, "| probe hits, all | %s |\n", summarize(values(ks, func(r lifeRound) float64 {
 		var sum float64
 		for _, v := range r.hits {
 			sum += v
 		}
 		return sum / float64(max(1, r.hitLifecycles))
 	})).fmt(2))
-	fmt.Fprintf(w, "| pod traces of the bench's pods | %s |\n", summarize(vals(ks, func(r lifeRound) float64 { return float64(r.podRoots) / float64(r.done) })).fmt(3))
-	fmt.Fprintf(w, "| of them complete | %s |\n", summarize(vals(ks, func(r lifeRound) float64 { return float64(r.podComplete) / float64(r.done) })).fmt(3))
-	fmt.Fprintf(w, "| traces of any kind (writes, Events, leases…) | %s |\n", summarize(vals(ks, func(r lifeRound) float64 { return r.traces / float64(r.done) })).fmt(2))
-	fmt.Fprintf(w, "| incomplete traces | %s |\n", summarize(vals(ks, func(r lifeRound) float64 { return r.incomplete / float64(r.done) })).fmt(3))
-	fmt.Fprintf(w, "| events dropped (all reasons) | %s |\n", summarize(vals(ks, func(r lifeRound) float64 { return r.dropped / float64(r.done) })).fmt(3))
+	fmt.Fprintf(w, "| pod traces of the bench's pods | %s |\n", summarize(values(ks, func(r lifeRound) float64 { return float64(r.podRoots) / float64(r.done) })).fmt(3))
+	fmt.Fprintf(w, "| of them complete | %s |\n", summarize(values(ks, func(r lifeRound) float64 { return float64(r.podComplete) / float64(r.done) })).fmt(3))
+	fmt.Fprintf(w, "| traces of any kind (writes, Events, leases…) | %s |\n", summarize(values(ks, func(r lifeRound) float64 { return r.traces / float64(r.done) })).fmt(2))
+	fmt.Fprintf(w, "| incomplete traces | %s |\n", summarize(values(ks, func(r lifeRound) float64 { return r.incomplete / float64(r.done) })).fmt(3))
+	fmt.Fprintf(w, "| events dropped (all reasons) | %s |\n", summarize(values(ks, func(r lifeRound) float64 { return r.dropped / float64(r.done) })).fmt(3))
 	fmt.Fprintln(w, "\nHits are counted between two refreshes of the agent's counters and divided by the lifecycles that ended between them; they include the Events about the pods and the lab's background writes (leases, node status) in that time.")
-}
-
-func pairedLife(rs []lifeRound, f func(lifeRound) float64) []float64 {
-	var out []float64
-	for _, a := range rs {
-		if a.mode != modeKpath {
-			continue
-		}
-		for _, b := range rs {
-			if b.mode == modeNone && a.round == b.round && f(b) != 0 {
-				out = append(out, f(a)/f(b))
-			}
-		}
-	}
-	return out
 }

@@ -137,17 +137,23 @@ var columns = []column{
 	{"bench CPU ms/create", 3, func(r roundResult) float64 { return r.perCreate(r.self.total()) }},
 }
 
-func byMode(rs []roundResult, mode string) []roundResult {
-	var out []roundResult
+// measured is one mode's run in one round, of either benchmark.
+type measured interface{ roundMode() (int, string) }
+
+func (r roundResult) roundMode() (int, string) { return r.round, r.mode }
+func (r lifeRound) roundMode() (int, string)   { return r.round, r.mode }
+
+func byMode[R measured](rs []R, mode string) []R {
+	var out []R
 	for _, r := range rs {
-		if r.mode == mode {
+		if _, m := r.roundMode(); m == mode {
 			out = append(out, r)
 		}
 	}
 	return out
 }
 
-func values(rs []roundResult, f func(roundResult) float64) []float64 {
+func values[R any](rs []R, f func(R) float64) []float64 {
 	out := make([]float64, len(rs))
 	for i, r := range rs {
 		out[i] = f(r)
@@ -156,11 +162,12 @@ func values(rs []roundResult, f func(roundResult) float64) []float64 {
 }
 
 // paired is f(mode)/f(none) within each round that ran both.
-func paired(rs []roundResult, mode string, f func(roundResult) float64) []float64 {
+func paired[R measured](rs []R, mode string, f func(R) float64) []float64 {
 	var out []float64
 	for _, a := range byMode(rs, mode) {
+		ra, _ := a.roundMode()
 		for _, b := range byMode(rs, modeNone) {
-			if a.round == b.round && f(b) != 0 {
+			if rb, _ := b.roundMode(); ra == rb && f(b) != 0 {
 				out = append(out, f(a)/f(b))
 			}
 		}

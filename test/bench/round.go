@@ -358,17 +358,9 @@ func drive(ctx context.Context, cs kubernetes.Interface, cfg config, snap func()
 			}
 		})
 	}
-	wait := func(d time.Duration) error {
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(d):
-			return nil
-		}
-	}
-	if err = wait(cfg.warmup); err == nil {
+	if err = sleepCtx(ctx, cfg.warmup); err == nil {
 		before = snap()
-		if err = wait(cfg.duration - time.Since(before.at)); err == nil {
+		if err = sleepCtx(ctx, cfg.duration-time.Since(before.at)); err == nil {
 			after = snap()
 		}
 	}
@@ -377,7 +369,6 @@ func drive(ctx context.Context, cs kubernetes.Interface, cfg config, snap func()
 	if err != nil {
 		return before, after, err
 	}
-	in := func(t, from, to time.Time) bool { return !t.Before(from) && t.Before(to) }
 	for _, w := range ws {
 		for _, d := range w {
 			if in(d.end, before.scraped, after.scraped) && d.err == nil {
