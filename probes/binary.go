@@ -131,13 +131,15 @@ func OpenBinary(path string) (_ *Binary, err error) {
 	if ef.Section(".symtab") == nil {
 		b.Stripped = true
 	}
-	var syms []elf.Symbol
-	if !b.Stripped {
-		// A damaged .symtab only loses a hint; the pclntab is authoritative.
-		syms, _ = ef.Symbols()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("probes: %s: %w", path, err)
 	}
+	size := st.Size()
+	// A damaged .symtab only loses a hint; the pclntab is authoritative.
+	syms, _ := binSymbolValues(ef, size, "runtime.text", "runtime.pclntab", "runtime.epclntab")
 
-	pcln, pclnVA, err := binFindPclntab(ef, syms)
+	pcln, pclnVA, err := binFindPclntab(ef, size, syms)
 	if err != nil {
 		return nil, fmt.Errorf("probes: %s: %w", path, err)
 	}
@@ -169,7 +171,7 @@ func OpenBinary(path string) (_ *Binary, err error) {
 		b.Modules[d.Path] = binModule(d)
 	}
 
-	b.textStart, err = binTextStart(ef, syms, pcln, pclnVA)
+	b.textStart, err = binTextStart(ef, size, syms, pcln, pclnVA)
 	if err != nil {
 		return nil, fmt.Errorf("probes: %s: %w", path, err)
 	}
@@ -224,13 +226,13 @@ var binPclntabMagics = [][]byte{
 // older PIE builds named it .data.rel.ro.gopclntab; an external linker may
 // merge it into .data.rel.ro or .rodata, where only the runtime.pclntab
 // symbol or the header magic locates it.
-func binFindPclntab(ef *elf.File, syms []elf.Symbol) ([]byte, uint64, error) {
+func binFindPclntab(ef *elf.File, fileSize int64, syms map[string]uint64) ([]byte, uint64, error) {
 	for _, name := range []string{".gopclntab", ".data.rel.ro.gopclntab"} {
 		s := ef.Section(name)
 		if s == nil || s.Type == elf.SHT_NOBITS {
 			continue
 		}
-		data, err := s.Data()
+		data, err := binSectionBytes(s, fileSize)
 		if err != nil {
 			return nil, 0, fmt.Errorf("corrupt ELF file: reading %s: %w", name, err)
 		}
@@ -240,15 +242,7 @@ func binFindPclntab(ef *elf.File, syms []elf.Symbol) ([]byte, uint64, error) {
 		return data, s.Addr, nil
 	}
 
-	var start, end uint64
-	for _, s := range syms {
-		switch s.Name {
-		case "runtime.pclntab":
-			start = s.Value
-		case "runtime.epclntab":
-			end = s.Value
-		}
-	}
+	start, end := syms["runtime.pclntab"], syms["runtime.epclntab"]
 	if start != 0 && end > start {
 		for _, s := range ef.Sections {
 			if s.Type != elf.SHT_NOBITS && s.Addr <= start && end <= s.Addr+s.Size {
@@ -272,7 +266,7 @@ func binFindPclntab(ef *elf.File, syms []elf.Symbol) ([]byte, uint64, error) {
 		if s.Name != ".rodata" && !strings.HasPrefix(s.Name, ".data.rel.ro") {
 			continue
 		}
-		data, err := s.Data()
+		data, err := binSectionBytes(s, fileSize)
 		if err != nil {
 			return nil, 0, fmt.Errorf("corrupt ELF file: reading %s: %w", s.Name, err)
 		}
@@ -324,11 +318,9 @@ const (
 // are relative to. It is usually the start of .text, but with external
 // linking the C startup code comes first (0x100 bytes with GNU ld), and
 // using the section address would shift every function.
-func binTextStart(ef *elf.File, syms []elf.Symbol, pcln []byte, pclnVA uint64) (uint64, error) {
-	for _, s := range syms {
-		if s.Name == "runtime.text" && s.Value != 0 {
-			return s.Value, nil
-		}
+func binTextStart(ef *elf.File, fileSize int64, syms map[string]uint64, pcln []byte, pclnVA uint64) (uint64, error) {
+	if v := syms["runtime.text"]; v != 0 {
+		return v, nil
 	}
 	text := ef.Section(".text")
 
@@ -341,7 +333,7 @@ func binTextStart(ef *elf.File, syms []elf.Symbol, pcln []byte, pclnVA uint64) (
 			if s == nil || s.Type == elf.SHT_NOBITS {
 				continue
 			}
-			data, err := s.Data()
+			data, err := binSectionBytes(s, fileSize)
 			if err != nil {
 				return 0, fmt.Errorf("corrupt ELF file: reading %s: %w", name, err)
 			}

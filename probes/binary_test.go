@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"debug/buildinfo"
 	"debug/elf"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -727,6 +728,26 @@ func TestBinaryBadInput(t *testing.T) {
 		bad := slices.Clone(goBin)
 		clear(bad[s.Offset : s.Offset+min(s.Size, 4096)])
 		mustFail(t, write("zeroed-pclntab", bad))
+	})
+	t.Run("pclntab-past-the-end", func(t *testing.T) {
+		// A section header claiming a terabyte: an error, not an attempt to
+		// allocate it.
+		ef, err := elf.NewFile(bytes.NewReader(goBin))
+		if err != nil {
+			t.Fatal(err)
+		}
+		i := slices.IndexFunc(ef.Sections, func(s *elf.Section) bool { return s.Name == ".gopclntab" })
+		if i < 0 {
+			t.Skip("test binary has no .gopclntab")
+		}
+		bad := slices.Clone(goBin)
+		shoff := binary.LittleEndian.Uint64(bad[0x28:])
+		shentsize := uint64(binary.LittleEndian.Uint16(bad[0x3a:]))
+		binary.LittleEndian.PutUint64(bad[shoff+uint64(i)*shentsize+32:], 1<<40) // sh_size
+		err = mustFail(t, write("pclntab-past-the-end", bad))
+		if !strings.Contains(err.Error(), ".gopclntab") || !strings.Contains(err.Error(), "past the end") {
+			t.Errorf("want an error naming .gopclntab running past the end of the file, got %v", err)
+		}
 	})
 	t.Run("arm64", func(t *testing.T) {
 		bad := slices.Clone(goBin)

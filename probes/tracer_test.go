@@ -518,7 +518,15 @@ func TestAttachNeverStallsTheReader(t *testing.T) {
 		}
 	}
 	total := len(decoded)
+	var gap time.Duration
+	var gapAt time.Time
+	for i := 1; i < len(decoded); i++ {
+		if d := decoded[i].Sub(decoded[i-1]); d > gap {
+			gap, gapAt = d, decoded[i-1]
+		}
+	}
 	mu.Unlock()
+	t.Logf("longest wait between two decoded events: %v, %v after the attach began", gap.Round(time.Millisecond), gapAt.Sub(from).Round(time.Millisecond))
 	drops, err := tr.Drops()
 	if err != nil {
 		t.Fatal(err)
