@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"debug/buildinfo"
 	"debug/elf"
-	"debug/gosym"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -246,6 +245,9 @@ func binFindPclntab(ef *elf.File, fileSize int64, syms map[string]uint64) ([]byt
 	if start != 0 && end > start {
 		for _, s := range ef.Sections {
 			if s.Type != elf.SHT_NOBITS && s.Addr <= start && end <= s.Addr+s.Size {
+				if err := binInFile(s, fileSize); err != nil {
+					return nil, 0, fmt.Errorf("corrupt ELF file: runtime.pclntab: %w", err)
+				}
 				data := make([]byte, end-start)
 				if _, err := s.ReadAt(data, int64(start-s.Addr)); err != nil {
 					return nil, 0, fmt.Errorf("corrupt ELF file: reading runtime.pclntab from %s: %w", s.Name, err)
@@ -302,8 +304,12 @@ func binLooksLikePclntab(data []byte, textGuess uint64) (ok bool) {
 			ok = false
 		}
 	}()
-	t, err := gosym.NewTable(nil, gosym.NewLineTable(data, textGuess))
-	return err == nil && t.LookupFunc("runtime.main") != nil
+	t, err := binNewFuncTable(data, textGuess)
+	if err != nil {
+		return false
+	}
+	t.funcs(func(name string, _, _ uint64) { ok = ok || name == "runtime.main" })
+	return ok
 }
 
 // Offsets in runtime.moduledata, stable since Go 1.16: pcHeader first, then

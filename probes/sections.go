@@ -22,14 +22,21 @@ func binSectionBytes(s *elf.Section, fileSize int64) ([]byte, error) {
 		// Only debug sections are compressed; debug/elf knows the formats.
 		return s.Data()
 	}
-	if s.Offset > uint64(fileSize) || s.Size > uint64(fileSize)-s.Offset {
-		return nil, fmt.Errorf("section %s (%d bytes at offset %#x) runs past the end of the %d-byte file", s.Name, s.Size, s.Offset, fileSize)
+	if err := binInFile(s, fileSize); err != nil {
+		return nil, err
 	}
 	data := make([]byte, s.Size)
 	if _, err := s.ReadAt(data, 0); err != nil {
 		return nil, fmt.Errorf("section %s: %w", s.Name, err)
 	}
 	return data, nil
+}
+
+func binInFile(s *elf.Section, fileSize int64) error {
+	if s.Offset > uint64(fileSize) || s.Size > uint64(fileSize)-s.Offset {
+		return fmt.Errorf("section %s (%d bytes at offset %#x) runs past the end of the %d-byte file", s.Name, s.Size, s.Offset, fileSize)
+	}
+	return nil
 }
 
 // binSymbolValues returns the values of the named symbols in .symtab
