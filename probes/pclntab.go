@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"sort"
 	"strings"
 )
 
@@ -121,16 +122,7 @@ func (t *binPcln118) file(pc uint64) (file string) {
 			file = ""
 		}
 	}()
-	lo, hi := 0, t.nfunc
-	for lo < hi {
-		m := int(uint(lo+hi) >> 1)
-		if t.pc(m) <= pc {
-			lo = m + 1
-		} else {
-			hi = m
-		}
-	}
-	i := lo - 1
+	i := sort.Search(t.nfunc, func(i int) bool { return t.pc(i) > pc }) - 1
 	if i < 0 || pc >= t.pc(t.nfunc) {
 		return ""
 	}
