@@ -39,6 +39,7 @@ type Assembler struct {
 	traceSlab slab[Assembly]
 	helds     chunk[held]
 	assembled chunk[Assembly]
+	stoodEvs  chunk[probes.Event]
 	names     spanNames
 }
 
@@ -67,6 +68,10 @@ type AssemblerOptions struct {
 	// the events of Late stages, which go to Late as they come.
 	Linger time.Duration
 	Late   func(a *Assembly, ev *probes.Event)
+	// Shed drops an emitted trace's events as Emit returns: what the
+	// feed's Late needs, it keeps in the trace's Data. A lingering trace
+	// is then a few words, not its events.
+	Shed bool
 	// Forget, when set, is told of each trace the assembler lets go of.
 	Forget func(a *Assembly)
 	// Alone takes each event of a stage whose Join has Alone that joined
@@ -127,7 +132,7 @@ func NewAssembler(shape *probes.Shape, opts AssemblerOptions) *Assembler {
 	}
 	a := &Assembler{shape: shape, opts: opts, pos: map[string]int{}, traces: map[traceKey]*Assembly{},
 		pending: map[traceKey][]pendingEvent{}, unjoined: map[Unjoined]uint64{},
-		helds: chunk[held]{n: 64}, assembled: chunk[Assembly]{n: 16}}
+		helds: chunk[held]{n: 64}, assembled: chunk[Assembly]{n: 16}, stoodEvs: chunk[probes.Event]{n: 16}}
 	a.stages = make([]stageState, len(shape.Joins))
 	for i := range shape.Joins {
 		j := &shape.Joins[i]
@@ -228,7 +233,9 @@ func (a *Assembler) Add(event probes.Event, now time.Time) {
 				a.count(h.row, "after-trace")
 				return
 			}
-			t.put(si, h)
+			if !a.opts.Shed {
+				t.put(si, h)
+			}
 			t.touch(now)
 			if a.opts.Late != nil {
 				a.opts.Late(t, &h.ev)
@@ -405,9 +412,21 @@ func (a *Assembler) Flush(now time.Time) {
 		}
 	}
 	a.order = slices.DeleteFunc(a.order, func(t *Assembly) bool { return t.emitted })
-	a.emitted = slices.DeleteFunc(a.emitted, func(t *Assembly) bool {
+	// The lingering are queued by when they last changed: only the front
+	// is looked at, and one that changed since it was queued goes to the
+	// back, so a flush costs what expires, not what lingers.
+	n := 0
+	for n < len(a.emitted) {
+		t := a.emitted[n]
 		if now.Sub(t.changed) <= a.opts.Linger {
-			return false
+			if t.gen == t.queuedGen {
+				break
+			}
+			t.queuedGen = t.gen
+			a.emitted = append(a.emitted, t)
+			a.emitted[n] = nil
+			n++
+			continue
 		}
 		if a.traces[t.key] == t {
 			delete(a.traces, t.key)
@@ -415,8 +434,10 @@ func (a *Assembler) Flush(now time.Time) {
 		if a.opts.Forget != nil {
 			a.opts.Forget(t)
 		}
-		return true
-	})
+		a.emitted[n] = nil
+		n++
+	}
+	a.emitted = a.emitted[n:]
 	for si := range a.stages {
 		a.expire(si, now)
 	}
@@ -498,6 +519,7 @@ func (a *Assembler) forget(si int, h *held) {
 func (a *Assembler) emitTrace(t *Assembly, complete bool) {
 	t.emitted = true
 	if a.opts.Linger > 0 {
+		t.queuedGen = t.gen
 		a.emitted = append(a.emitted, t)
 	} else {
 		delete(a.traces, t.key)
@@ -543,7 +565,15 @@ func (a *Assembler) emitTrace(t *Assembly, complete bool) {
 			}
 		}
 	}
+	if a.opts.Shed && a.opts.Linger > 0 {
+		t.one, t.more, t.stood = [maxStages]*held{}, nil, nil
+	}
 }
+
+// Refuse counts an event the feed turned away before it reached the
+// assembler, with the assembler's own counts of events that joined
+// nothing.
+func (a *Assembler) Refuse(ev *probes.Event, reason string) { a.count(rowOf(ev), reason) }
 
 // Unjoined returns the counts of events that joined no trace.
 func (a *Assembler) Unjoined() map[Unjoined]uint64 { return maps.Clone(a.unjoined) }

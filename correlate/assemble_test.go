@@ -122,3 +122,54 @@ func checkNothingLeft(t *testing.T, a *Assembler) {
 		t.Errorf("%d traces, %d pending in order, %d lingering left", len(a.traces), len(a.order), len(a.emitted))
 	}
 }
+
+// Emitted traces linger for their late events: each is forgotten Linger
+// after its last change, a late event putting that off, and with Shed
+// they keep none of their events meanwhile.
+func TestAssemblerLingersByLastChange(t *testing.T) {
+	shape := probes.Shape{
+		Roots: []string{"start"}, Required: []string{"start"},
+		Joins: probes.Joins{
+			{Stage: "start", Names: true},
+			{Stage: "late", Names: true, Many: true, Late: true, Opens: func(*probes.Event) bool { return false }, Keep: time.Second},
+		},
+	}
+	var lates []string
+	var forgot []string
+	a := NewAssembler(&shape, AssemblerOptions{
+		Settle: 10 * time.Millisecond, MaxWait: time.Minute, Retain: time.Second, Linger: 10 * time.Second, Shed: true,
+		Name:   func(e *probes.Event) (string, int64) { return e.UID, 0 },
+		Emit:   func(*Assembly, bool) {},
+		Late:   func(t *Assembly, ev *probes.Event) { k, _ := t.Key(); lates = append(lates, k) },
+		Forget: func(t *Assembly) { k, _ := t.Key(); forgot = append(forgot, k) },
+	})
+	for i, uid := range []string{"a", "b", "c"} {
+		now := at([]float64{0, 1000, 5000}[i])
+		a.Add(probes.Event{Stage: "start", UID: uid, Start: now, End: now}, now)
+		a.Flush(now.Add(time.Second))
+	}
+	for _, tr := range a.traces {
+		if tr.one != [maxStages]*held{} {
+			t.Errorf("trace %s kept its events once emitted", tr.key.s)
+		}
+	}
+	a.Add(probes.Event{Stage: "late", UID: "a", Start: at(9000), End: at(9000)}, at(9000))
+	if len(lates) != 1 || lates[0] != "a" {
+		t.Fatalf("late events went to %v", lates)
+	}
+	// b, made at 1 s, is past its linger at 13.5 s; a, made at 0 s but
+	// changed at 9 s, is not; nor is c, made at 5 s.
+	a.Flush(at(13_500))
+	if len(forgot) != 1 || forgot[0] != "b" {
+		t.Errorf("forgotten at 13.5 s: %v, want [b]", forgot)
+	}
+	a.Flush(at(16_000))
+	if len(forgot) != 2 || forgot[1] != "c" {
+		t.Errorf("forgotten at 16 s: %v, want [b c]", forgot)
+	}
+	a.Flush(at(19_500))
+	if len(forgot) != 3 || forgot[2] != "a" {
+		t.Errorf("forgotten at 19.5 s: %v, want [b c a]", forgot)
+	}
+	checkNothingLeft(t, a)
+}

@@ -16,13 +16,16 @@ type Assembly struct {
 	more             []extra          // Many stages: the others
 	created, changed time.Time
 	emitted          bool
-	stood            *probes.Event // the event a Stands join made, for stage stoodAt
-	stoodEv          probes.Event  // what stood points at: kept in the trace, not allocated apart
-	stoodAt          int
+	// stood is the event a Stands join made, for stage stoodAt: cut from
+	// the assembler's chunk, so that a trace of a shape without one (a
+	// lingering pod) is not the size of an event bigger.
+	stood   *probes.Event
+	stoodAt int
 	// Data is the feed's own state of the trace (what it already sent).
 	Data any
 
 	gen, checkedGen      uint64 // changes, and the change complete was last asked at
+	queuedGen            uint64 // lingering: the change it was queued at
 	checked, wasComplete bool
 }
 
@@ -169,9 +172,12 @@ func (t *Assembly) settle() {
 		if from == nil {
 			continue
 		}
-		t.stoodEv = t.one[si].ev
-		t.stoodEv.Stage, t.stoodEv.End = st.join.Stands, from.End
-		t.stood, t.stoodAt = &t.stoodEv, st.stands
+		if t.stood == nil {
+			t.stood = a.stoodEvs.next()
+		}
+		*t.stood = t.one[si].ev
+		t.stood.Stage, t.stood.End = st.join.Stands, from.End
+		t.stoodAt = st.stands
 	}
 }
 

@@ -1,6 +1,7 @@
 package correlate
 
 import (
+	"cmp"
 	"crypto/sha256"
 	"fmt"
 	"slices"
@@ -138,8 +139,21 @@ type Pods struct {
 
 	locked
 	writes map[int64]Write // the pods' writes the assembler holds, by revision
-	stats  PodStats
+	// arrived is writes' revisions by arrival, for their expiry: a flush
+	// looks at the oldest only.
+	arrived []revAt
+	// started names the pods whose startup was emitted and lingers, with
+	// its UID: their later writes are no part of it and are not held.
+	started map[podName]string
+	stats   PodStats
 }
+
+type revAt struct {
+	rev int64
+	at  time.Time
+}
+
+type podName struct{ ns, name string }
 
 // PodStats counts what the pod correlator did.
 type PodStats struct {
@@ -171,21 +185,56 @@ type podLife struct {
 	sandbox    *probes.Event
 	containers []containerStart
 	statusSets []probes.Event // the kubelet's status after each sync (SetPodStatus)
-	sent       *lagsSent
-	creator    *Creator // looked up once, as the root is first built
+	creator    *Creator       // looked up once, as the root is first built
 }
 
-// lagsSent is what an emitted pod trace already holds, for the late lags.
+// lagsSent is what an emitted pod trace keeps while it lingers, the
+// assembler having shed its events: what a late receipt of one of the
+// startup's writes needs to become a watch-lag span of the same trace.
 type lagsSent struct {
-	keys    map[string]bool // watch lags emitted, by lagKey
-	lastRev int64           // the last revision of the emitted startup (its status write)
+	id            TraceID
+	root          SpanID
+	uid, ns, name string
+	// committed is the startup's writes: their revisions (ascending) and
+	// commit times; the last is the startup's last.
+	committed []revAt
+	sent      []lagKey // watch lags emitted
+}
+
+type lagKey struct {
+	comp string
+	rev  int64
+}
+
+func (s *lagsSent) lastRev() int64 {
+	if len(s.committed) == 0 {
+		return 0
+	}
+	return s.committed[len(s.committed)-1].rev
+}
+
+func (s *lagsSent) commit(rev int64) (time.Time, bool) {
+	i, ok := slices.BinarySearchFunc(s.committed, rev, func(r revAt, rev int64) int { return cmp.Compare(r.rev, rev) })
+	if !ok {
+		return time.Time{}, false
+	}
+	return s.committed[i].at, true
+}
+
+// mark records a lag as emitted, and says whether it was not yet.
+func (s *lagsSent) mark(k lagKey) bool {
+	if slices.Contains(s.sent, k) {
+		return false
+	}
+	s.sent = append(s.sent, k)
+	return true
 }
 
 // NewPods returns a pod correlator calling emit with each pod's startup.
 // emit runs with the lock held.
 func NewPods(opts PodOptions, emit func(PodTrace)) *Pods {
 	opts = opts.WithDefaults()
-	p := &Pods{opts: opts, emit: emit, writes: map[int64]Write{}}
+	p := &Pods{opts: opts, emit: emit, writes: map[int64]Write{}, started: map[podName]string{}}
 	p.a = NewAssembler(&probes.PodShape, AssemblerOptions{
 		Settle: opts.Settle, MaxWait: opts.MaxWait, Retain: orphanTTL, MaxPending: opts.MaxPending,
 		Name:     func(e *probes.Event) (string, int64) { return e.UID, 0 },
@@ -195,6 +244,7 @@ func NewPods(opts PodOptions, emit func(PodTrace)) *Pods {
 		// of its writes, as more of its trace.
 		Linger: opts.MaxWait,
 		Late:   p.late,
+		Shed:   true,
 		Forget: p.forget,
 	})
 	return p
@@ -236,9 +286,21 @@ func (p *Pods) AddWrite(w Write, now time.Time) {
 	if w.Method == "POST" && w.Subresource == "" {
 		stage = probes.StagePodCreate
 	}
+	ev := probes.Event{Component: probes.KubeAPIServer, Stage: stage, Probe: stage, Namespace: w.Object.Namespace, Name: w.Object.Name,
+		Revision: w.Revision, Start: w.Start, End: w.Committed, Method: w.Method, Path: w.Path, Subresource: w.Subresource}
+	n := podName{w.Object.Namespace, w.Object.Name}
+	if _, ok := p.started[n]; ok {
+		if stage == probes.StagePodWrite {
+			// A write after the pod's startup went out (its status, its
+			// delete): the write's own trace has it, the startup does not.
+			p.a.Refuse(&ev, "after-trace")
+			return
+		}
+		delete(p.started, n) // a new pod of the same name
+	}
 	p.writes[w.Revision] = w
-	p.a.Add(probes.Event{Component: probes.KubeAPIServer, Stage: stage, Probe: stage, Namespace: w.Object.Namespace, Name: w.Object.Name,
-		Revision: w.Revision, Start: w.Start, End: w.Committed, Method: w.Method, Path: w.Path, Subresource: w.Subresource}, now)
+	p.arrived = append(p.arrived, revAt{w.Revision, now})
+	p.a.Add(ev, now)
 }
 
 // Add takes one pod-path event.
@@ -254,16 +316,24 @@ func (p *Pods) Flush(now time.Time) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.a.Flush(now)
-	// What the assembler forgot without a trace (a write of a pod not
-	// followed) goes too.
-	for rev, w := range p.writes {
-		if now.Sub(w.Committed) > 2*p.opts.MaxWait+time.Minute {
-			delete(p.writes, rev)
-		}
+	// A write joins a trace within its stage's Keep (5 min) and is read
+	// until the trace is emitted, at most MaxWait after it opened: past
+	// both, what the assembler forgot without a trace (a write of a pod not
+	// followed) goes too. An emitted trace's writes went as it was.
+	keep := max(p.opts.MaxWait, 5*time.Minute) + time.Minute
+	n := 0
+	for n < len(p.arrived) && now.Sub(p.arrived[n].at) > keep {
+		delete(p.writes, p.arrived[n].rev)
+		n++
 	}
+	p.arrived = p.arrived[n:]
 }
 
 func (p *Pods) forget(t *Assembly) {
+	if s, ok := t.Data.(*lagsSent); ok && p.started[podName{s.ns, s.name}] == s.uid {
+		delete(p.started, podName{s.ns, s.name})
+	}
+	// Not emitted (evicted at a stop): its writes go with it.
 	for _, st := range []string{probes.StagePodCreate, probes.StagePodWrite} {
 		for _, e := range t.Events(st) {
 			delete(p.writes, e.Revision)
@@ -275,7 +345,6 @@ func (p *Pods) forget(t *Assembly) {
 func (p *Pods) life(t *Assembly) *podLife {
 	uid, _ := t.Key()
 	l := &podLife{uid: uid, opts: &p.opts}
-	l.sent, _ = t.Data.(*lagsSent)
 	if c := t.Event(probes.StagePodCreate); c != nil {
 		if w, ok := p.writes[c.Revision]; ok {
 			l.create = &w
@@ -457,53 +526,72 @@ func (l *podLife) runtimeStarted(last *containerStart) time.Time {
 	return time.Time{}
 }
 
-// newLags marks the watch lags among spans as emitted and returns those
-// that were not yet: one consumer's receipt of one write of the startup.
-func (l *podLife) newLags(spans []Span) []Span {
-	var fresh []Span
-	for _, s := range spans {
-		if rev, _ := s.Attr(AttrRevision).(int64); s.Attr(AttrStage) != PodWatchLag || rev > l.sent.lastRev {
-			continue // not a lag, or a lag of a write after the startup
-		}
-		k := fmt.Sprint(s.Attr(AttrComponent), "@", s.Attr(AttrRevision))
-		if !l.sent.keys[k] {
-			l.sent.keys[k] = true
-			fresh = append(fresh, s)
-		}
-	}
-	return fresh
-}
-
 // late takes a receipt of an emitted pod: a write of the startup reached
 // this consumer only now. Its watch lag goes out as more spans of the
-// same trace.
+// same trace, made from what the trace kept as it was emitted.
 func (p *Pods) late(t *Assembly, ev *probes.Event) {
-	l := p.life(t)
-	if l.sent == nil || ev.Revision == 0 || ev.Revision > l.sent.lastRev {
+	s, ok := t.Data.(*lagsSent)
+	if !ok || ev.Revision == 0 || ev.Revision > s.lastRev() {
 		return
 	}
-	full := l.trace(l.startup(), p.opts)
-	late := PodTrace{UID: full.UID, Namespace: full.Namespace, Name: full.Name, Late: true, Trace: Trace{ID: full.Trace.ID, Complete: true}}
-	for _, s := range l.newLags(full.Trace.Spans) {
-		late.Trace.Spans = append(late.Trace.Spans, s)
-		comp, _ := s.Attr(AttrComponent).(string)
-		late.Stages = append(late.Stages, StageTime{PodWatchLag, comp, s.End.Sub(s.Start)})
+	c, ok := s.commit(ev.Revision)
+	if !ok || ev.Start.Before(c) || !s.mark(lagKey{string(ev.Component), ev.Revision}) {
+		return
 	}
-	if len(late.Trace.Spans) > 0 {
-		p.emit(late)
+	comp := string(ev.Component)
+	sp := podSpan(s.id, s.root, "watch → "+comp, PodWatchLag, comp, c, ev.Start, podAttrs(s.ns, s.name, s.uid), Attribute{AttrRevision, ev.Revision})
+	p.emit(PodTrace{UID: s.uid, Namespace: s.ns, Name: s.name, Late: true, Trace: Trace{ID: s.id, Complete: true, Spans: []Span{sp}},
+		Stages: []StageTime{{PodWatchLag, comp, ev.Start.Sub(c)}}})
+}
+
+// keep is what the trace keeps as it is emitted, for the late lags: the
+// startup's writes (through the status write, or the binding when the
+// kubelet part is another node's) and the lags it holds.
+func (l *podLife) keep(st startup, pt PodTrace) *lagsSent {
+	s := &lagsSent{id: pt.Trace.ID, root: podRootID(pt.UID), uid: l.uid, ns: l.ns, name: l.name}
+	last := int64(0)
+	switch {
+	case st.status != nil:
+		last = st.status.Revision
+	case st.elsewhere != "" && st.bindingWrite != nil:
+		last = st.bindingWrite.Revision
 	}
+	if l.create != nil && l.create.Revision <= last {
+		s.committed = append(s.committed, revAt{l.create.Revision, l.create.Committed})
+	}
+	for _, w := range l.writes {
+		if w.Revision <= last {
+			s.committed = append(s.committed, revAt{w.Revision, w.Committed})
+		}
+	}
+	slices.SortFunc(s.committed, func(a, b revAt) int { return cmp.Compare(a.rev, b.rev) })
+	s.committed = slices.CompactFunc(s.committed, func(a, b revAt) bool { return a.rev == b.rev })
+	for _, sp := range pt.Trace.Spans {
+		if rev, _ := sp.Attr(AttrRevision).(int64); sp.Attr(AttrStage) == PodWatchLag && rev <= last {
+			comp, _ := sp.Attr(AttrComponent).(string)
+			s.mark(lagKey{comp, rev})
+		}
+	}
+	return s
 }
 
 func (p *Pods) emitTrace(t *Assembly, complete bool) {
 	l := p.life(t)
 	st := l.startup()
 	pt := l.trace(st, p.opts)
-	l.sent = &lagsSent{keys: map[string]bool{}}
-	t.Data = l.sent
-	if st.status != nil {
-		l.sent.lastRev = st.status.Revision
+	sent := l.keep(st, pt)
+	t.Data = sent
+	// The assembler sheds the trace's events: its writes go too, and the
+	// pod's later writes are not held for it.
+	if l.create != nil {
+		delete(p.writes, l.create.Revision)
 	}
-	l.newLags(pt.Trace.Spans) // what the trace holds now is sent
+	for _, w := range l.writes {
+		delete(p.writes, w.Revision)
+	}
+	if l.uid != "" && l.name != "" {
+		p.started[podName{l.ns, l.name}] = l.uid
+	}
 	pt.Trace.Complete = complete
 	if complete && st.whole && pt.Stages == nil {
 		pt.Trace.Complete = false
@@ -524,7 +612,7 @@ func (p *Pods) emitTrace(t *Assembly, complete bool) {
 	p.stats.Traces++
 	if !pt.Trace.Complete {
 		p.stats.Incomplete++
-	} else if st.runtimeStarted.IsZero() {
+	} else if st.lastContainer != nil && st.runtimeStarted.IsZero() {
 		p.stats.StartedByCRI++
 	}
 	if len(pt.Trace.Spans) > 0 {
@@ -545,10 +633,7 @@ func (l *podLife) trace(st startup, opts PodOptions) PodTrace {
 	id := PodTraceID(uid)
 	root := podRootID(uid)
 	tr := Trace{ID: id}
-	podAttrs := []Attribute{{AttrKey, "/registry/pods/" + l.ns + "/" + l.name}, {AttrResource, "pods"}, {AttrNamespace, l.ns}, {AttrPodName, l.name}}
-	if l.uid != "" {
-		podAttrs = append(podAttrs, Attribute{AttrPodUID, l.uid})
-	}
+	podAttrs := podAttrs(l.ns, l.name, l.uid)
 	var rootAttrs []Attribute
 	m, ok := PodMeta{}, false
 	if meta != nil && l.uid != "" {
@@ -583,14 +668,8 @@ func (l *podLife) trace(st startup, opts PodOptions) PodTrace {
 		}
 	}
 	add := func(parent SpanID, name, stage, comp string, start, end time.Time, extra ...Attribute) SpanID {
-		h := sha256.New()
-		fmt.Fprintf(h, "%x|%x|%s|%s|%d|%d", id, parent, name, stage, start.UnixNano(), end.UnixNano())
-		var sid SpanID
-		copy(sid[:], h.Sum(nil))
-		attrs := append([]Attribute{{AttrComponent, comp}, {AttrStage, stage}}, podAttrs...)
-		tr.Spans = append(tr.Spans, Span{TraceID: id, SpanID: sid, Parent: parent, Name: name, Start: start, End: end,
-			Attributes: append(attrs, extra...)})
-		return sid
+		tr.Spans = append(tr.Spans, podSpan(id, parent, name, stage, comp, start, end, podAttrs, extra...))
+		return tr.Spans[len(tr.Spans)-1].SpanID
 	}
 	graft := func(w *Write, parent SpanID) { tr.Spans = append(tr.Spans, regraft(w.Trace, id, parent, podAttrs)...) }
 
@@ -742,4 +821,24 @@ func maxT(a, b time.Time) time.Time {
 		return b
 	}
 	return a
+}
+
+// podAttrs are the attributes of every span of a pod's trace.
+func podAttrs(ns, name, uid string) []Attribute {
+	a := []Attribute{{AttrKey, "/registry/pods/" + ns + "/" + name}, {AttrResource, "pods"}, {AttrNamespace, ns}, {AttrPodName, name}}
+	if uid != "" {
+		a = append(a, Attribute{AttrPodUID, uid})
+	}
+	return a
+}
+
+// podSpan is one span of a pod's trace. Its ID is derived from what it
+// is, so the same span made again (a late lag, another agent) is the same.
+func podSpan(id TraceID, parent SpanID, name, stage, comp string, start, end time.Time, podAttrs []Attribute, extra ...Attribute) Span {
+	h := sha256.New()
+	fmt.Fprintf(h, "%x|%x|%s|%s|%d|%d", id, parent, name, stage, start.UnixNano(), end.UnixNano())
+	var sid SpanID
+	copy(sid[:], h.Sum(nil))
+	attrs := append(append(make([]Attribute, 0, 2+len(podAttrs)+len(extra)), Attribute{AttrComponent, comp}, Attribute{AttrStage, stage}), podAttrs...)
+	return Span{TraceID: id, SpanID: sid, Parent: parent, Name: name, Start: start, End: end, Attributes: append(attrs, extra...)}
 }

@@ -361,6 +361,89 @@ func TestPodLateWatchLag(t *testing.T) {
 	}
 }
 
+// A late watch lag is the span the trace would have held had the receipt
+// come in time: the same ID, times and attributes, though the emitted
+// trace kept none of its events.
+func TestPodLateLagIsTheSpanOfTheTrace(t *testing.T) {
+	operator := probes.Event{Stage: probes.StageInformer, Component: "my-operator", PID: 400, UID: "uid-1", Namespace: "ns", Name: "web",
+		Revision: 11, Start: at(4000), End: at(4000)}
+	var inTime []PodTrace
+	p := NewPods(PodOptions{}, func(pt PodTrace) { inTime = append(inTime, pt) })
+	feedStartup(t, p, 0)
+	p.Add(operator, at(0))
+	p.Flush(at(5000))
+	var want *Span
+	for i, s := range inTime[0].Trace.Spans {
+		if s.Attr(AttrStage) == PodWatchLag && s.Attr(AttrComponent) == "my-operator" {
+			want = &inTime[0].Trace.Spans[i]
+		}
+	}
+	if len(inTime) != 1 || want == nil {
+		t.Fatalf("%d traces, operator's lag %v", len(inTime), want)
+	}
+
+	var late []PodTrace
+	q := NewPods(PodOptions{}, func(pt PodTrace) { late = append(late, pt) })
+	feedStartup(t, q, 0)
+	q.Flush(at(3000))
+	if len(late) != 1 {
+		t.Fatalf("%d traces before the late receipt", len(late))
+	}
+	for _, st := range q.a.traces {
+		if st.one != [maxStages]*held{} || st.more != nil {
+			t.Errorf("the emitted trace kept its events")
+		}
+	}
+	if len(q.writes) != 0 {
+		t.Errorf("%d writes held after the trace went out", len(q.writes))
+	}
+	q.Add(operator, at(4000))
+	if len(late) != 2 || len(late[1].Trace.Spans) != 1 {
+		t.Fatalf("%d emissions, want the startup and one late lag", len(late))
+	}
+	got := late[1].Trace.Spans[0]
+	if got.SpanID != want.SpanID || got.Parent != want.Parent || !got.Start.Equal(want.Start) || !got.End.Equal(want.End) || got.Name != want.Name ||
+		fmt.Sprint(got.Attributes) != fmt.Sprint(want.Attributes) {
+		t.Errorf("late lag\n%+v\nthe trace's\n%+v", got, *want)
+	}
+	if late[1].Namespace != "ns" || late[1].Name != "web" || late[1].UID != "uid-1" {
+		t.Errorf("late emission names %s/%s %s", late[1].Namespace, late[1].Name, late[1].UID)
+	}
+}
+
+// The writes of a pod after its startup went out (its status, its delete)
+// are turned away at once, counted, not held for minutes; a new pod of the
+// same name is followed afresh.
+func TestPodWritesAfterTheStartupAreNotHeld(t *testing.T) {
+	var got []PodTrace
+	p := NewPods(PodOptions{}, func(pt PodTrace) { got = append(got, pt) })
+	feedStartup(t, p, 0)
+	p.Flush(at(3000))
+	if len(got) != 1 {
+		t.Fatalf("%d traces", len(got))
+	}
+	key := "/registry/pods/ns/web"
+	held := p.a.Held()
+	p.AddWrite(podWrite(t, key, 20, 3100, "PATCH", "/api/v1/namespaces/ns/pods/web/status"), at(3100))
+	p.AddWrite(podWrite(t, key, 21, 3200, "DELETE", "/api/v1/namespaces/ns/pods/web"), at(3200))
+	if len(p.writes) != 0 || p.a.Held() != held {
+		t.Errorf("writes after the startup held: %d writes, %d events (was %d)", len(p.writes), p.a.Held(), held)
+	}
+	if n := p.a.Unjoined()[Unjoined{rowOf(&probes.Event{Component: probes.KubeAPIServer, Probe: probes.StagePodWrite}), "after-trace"}]; n != 2 {
+		t.Errorf("%d writes counted after-trace, want 2 (%v)", n, p.a.Unjoined())
+	}
+	// The same name again: its create is followed.
+	p.AddWrite(podWrite(t, key, 30, 4000, "POST", "/api/v1/namespaces/ns/pods"), at(4000))
+	if len(p.writes) != 1 {
+		t.Errorf("the new pod's create not held: %d writes", len(p.writes))
+	}
+	p.Flush(at(4000).Add(time.Hour))
+	checkNothingLeft(t, p.a)
+	if len(p.writes) != 0 || len(p.started) != 0 || len(p.arrived) != 0 {
+		t.Errorf("left: %d writes, %d started, %d arrived", len(p.writes), len(p.started), len(p.arrived))
+	}
+}
+
 // span is the first span of the trace at stage.
 func (t *Trace) span(stage string) *Span {
 	for i := range t.Spans {
@@ -399,6 +482,11 @@ func TestPodOnAnotherNodeIsOneTraceFromTwoAgents(t *testing.T) {
 	node.Flush(at(5000))
 	if len(cpGot) != 1 || len(nodeGot) != 1 {
 		t.Fatalf("%d traces from the control-plane agent, %d from the node's; want 1 each", len(cpGot), len(nodeGot))
+	}
+	// The control-plane agent saw no container start: none is counted as
+	// ending at the CRI reply.
+	if n := cp.Stats().StartedByCRI; n != 0 {
+		t.Errorf("control-plane agent: %d container starts counted ended at the CRI reply", n)
 	}
 	merged := Trace{ID: PodTraceID("uid-1")}
 	for _, pt := range []PodTrace{cpGot[0], nodeGot[0]} {

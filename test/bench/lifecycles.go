@@ -177,7 +177,7 @@ func runLifecycles(ctx context.Context, env *benchEnv, agentSrc string) error {
 	if err != nil {
 		return err
 	}
-	if err := freshNamespace(ctx, cs); err != nil {
+	if err := freshNamespace(ctx, cs, podNamespace); err != nil {
 		return err
 	}
 	defer func() {
@@ -218,9 +218,9 @@ func runLifecycles(ctx context.Context, env *benchEnv, agentSrc string) error {
 	return nil
 }
 
-// freshNamespace makes podNamespace, empty: a namespace left by an
+// freshNamespace makes namespace podNamespace, empty: one left by an
 // interrupted run is deleted first.
-func freshNamespace(ctx context.Context, cs kubernetes.Interface) error {
+func freshNamespace(ctx context.Context, cs kubernetes.Interface, podNamespace string) error {
 	ns := cs.CoreV1().Namespaces()
 	deadline := time.Now().Add(2 * time.Minute)
 	for {

@@ -53,7 +53,10 @@ type config struct {
 	includeDirty bool
 	isolate      bool
 	bpfStats     bool
-	podRate      float64 // --op=pods: lifecycles started a second
+	podRate      float64 // --op=pods: lifecycles started a second; --op=scale: pods created a second
+	scaleNodes   int
+	scalePods    int
+	scaleLinger  time.Duration
 }
 
 func main() {
@@ -92,8 +95,11 @@ func parseFlags() (config, error) {
 	flag.DurationVar(&c.duration, "duration", 20*time.Second, "measured window per round and mode")
 	flag.DurationVar(&c.warmup, "warmup", 5*time.Second, "load before the measured window (not counted)")
 	flag.IntVar(&c.workers, "workers", 8, "concurrent clients")
-	flag.StringVar(&benchOp, "op", "create", "what the clients do: create (ConfigMaps), get (one of "+fmt.Sprint(seedObjects)+" ConfigMaps made before the round), list (the namespace's ConfigMaps), or pods: pod lifecycles on the running lab (make lab-up), modes none and kpath")
-	flag.Float64Var(&c.podRate, "pod-rate", 2, "--op=pods: pods created a second (each deleted once Running)")
+	flag.StringVar(&benchOp, "op", "create", "what the clients do: create (ConfigMaps), get (one of "+fmt.Sprint(seedObjects)+" ConfigMaps made before the round), list (the namespace's ConfigMaps), pods: pod lifecycles on the running lab (make lab-up), modes none and kpath; or scale: kwok's fake nodes and many pods on the running lab, the agent's RSS and CPU as they grow")
+	flag.Float64Var(&c.podRate, "pod-rate", 2, "--op=pods: pods created a second (each deleted once Running); --op=scale: default 50")
+	flag.IntVar(&c.scaleNodes, "scale-nodes", 500, "--op=scale: kwok's fake nodes")
+	flag.IntVar(&c.scalePods, "scale-pods", 10000, "--op=scale: pods created (multiple of 1000: the agent is read at every 1000)")
+	flag.DurationVar(&c.scaleLinger, "scale-linger", 5*time.Minute+30*time.Second, "--op=scale: after the pods are deleted, how long to wait before reading the agent again (past the pod correlator's 5 min linger); 0: not read")
 	flag.StringVar(&c.kpathExport, "kpath-export", "otlp", "kpath-agent's exporter: otlp (to the in-process sink that discards) or jsonl (stdout to /dev/null)")
 	agentFlags := flag.String("agent-flags", "", "extra kpath-agent flags, space-separated (e.g. --detail)")
 	flag.StringVar(&c.workDir, "workdir", "", "parent of the temp dir (etcd data, certs, logs); default $TMPDIR")
@@ -122,6 +128,20 @@ func parseFlags() (config, error) {
 			return c, errors.New("--pod-rate must be positive")
 		}
 	}
+	if benchOp == "scale" {
+		set := map[string]bool{}
+		flag.Visit(func(f *flag.Flag) { set[f.Name] = true })
+		if !set["pod-rate"] {
+			c.podRate = 50
+		}
+		if !set["warmup"] {
+			c.warmup = 10 * time.Second
+		}
+		*modes = "kpath"
+		if c.scaleNodes < 1 || c.scalePods < scaleStep || c.scalePods%scaleStep != 0 || c.podRate <= 0 {
+			return c, fmt.Errorf("--op=scale: --scale-nodes must be positive, --scale-pods a multiple of %d, --pod-rate positive", scaleStep)
+		}
+	}
 	if flag.NArg() > 0 {
 		return c, fmt.Errorf("unexpected arguments %q", flag.Args())
 	}
@@ -142,12 +162,13 @@ func parseFlags() (config, error) {
 	}
 	switch benchOp {
 	case "create", "get", "list":
+	case "scale":
 	case "pods":
 		if c.has(modeNative) {
 			return c, errors.New("--op=pods compares none and kpath: native tracing covers kube-apiserver alone, not a pod's chain")
 		}
 	default:
-		return c, fmt.Errorf("--op=%q: want create, get, list or pods", benchOp)
+		return c, fmt.Errorf("--op=%q: want create, get, list, pods or scale", benchOp)
 	}
 	if c.kpathExport != "otlp" && c.kpathExport != "jsonl" {
 		return c, fmt.Errorf("--kpath-export=%q: want otlp or jsonl", c.kpathExport)
@@ -174,7 +195,7 @@ func run() error {
 		return errors.New("must run as root: kpath-agent loads BPF programs and attaches uprobes (try: sudo make bench)")
 	}
 	for _, b := range []string{c.etcdBin, c.apiserverBin} {
-		if _, err := os.Stat(b); err != nil && benchOp != "pods" {
+		if _, err := os.Stat(b); err != nil && benchOp != "pods" && benchOp != "scale" {
 			return fmt.Errorf("%v (build the lab binaries with test/lab/build.sh, or pass --etcd/--apiserver)", err)
 		}
 	}
@@ -200,11 +221,14 @@ func run() error {
 		}
 		env.cfg.agentBin = c.agentBin
 	}
-	if benchOp == "pods" {
+	if benchOp == "pods" || benchOp == "scale" {
 		if env.sink, err = startSink(); err != nil {
 			return err
 		}
 		defer env.sink.stop()
+		if benchOp == "scale" {
+			return runScale(ctx, env, agentSrc)
+		}
 		return runLifecycles(ctx, env, agentSrc)
 	}
 	if err := env.isolateBinaries(); err != nil {

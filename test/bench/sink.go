@@ -4,6 +4,7 @@ import (
 	"context"
 	"net"
 	"strings"
+	"sync"
 	"sync/atomic"
 
 	"github.com/kpath/kpath/correlate"
@@ -30,6 +31,18 @@ type sink struct {
 	// podRoots counts the roots of pod traces of the lifecycle benchmark's
 	// pods (--op=pods), podComplete those that had every stage.
 	podRoots, podComplete atomic.Int64
+
+	// scale holds, per pod of the scale benchmark (--op=scale), the pod
+	// trace roots received: every pod is to have exactly one.
+	mu    sync.Mutex
+	scale map[string]scaleRoot
+}
+
+// scaleRoot is what the roots of one pod's trace said.
+type scaleRoot struct {
+	roots, complete int
+	kubeletFrom     string // kpath.kubelet_part_from: the node whose kubelet part is elsewhere
+	missing         string
 }
 
 // benchKeyPrefix is the etcd key prefix of the ConfigMaps the bench creates.
@@ -55,7 +68,7 @@ func (s *sink) Export(_ context.Context, req *collectortracepb.ExportTraceServic
 		for _, ss := range rs.GetScopeSpans() {
 			n += len(ss.GetSpans())
 			for _, sp := range ss.GetSpans() {
-				var stage, key, ns string
+				var stage, key, ns, name, from, missing string
 				root, complete := false, false
 				for _, kv := range sp.GetAttributes() {
 					switch kv.GetKey() {
@@ -65,6 +78,12 @@ func (s *sink) Export(_ context.Context, req *collectortracepb.ExportTraceServic
 						key = kv.GetValue().GetStringValue()
 					case correlate.AttrNamespace:
 						ns = kv.GetValue().GetStringValue()
+					case correlate.AttrPodName:
+						name = kv.GetValue().GetStringValue()
+					case correlate.AttrKubeletElsewhere:
+						from = kv.GetValue().GetStringValue()
+					case correlate.AttrMissing:
+						missing = kv.GetValue().GetStringValue()
 					case correlate.AttrComplete:
 						root, complete = true, kv.GetValue().GetBoolValue()
 					}
@@ -78,10 +97,35 @@ func (s *sink) Export(_ context.Context, req *collectortracepb.ExportTraceServic
 						s.podComplete.Add(1)
 					}
 				}
+				if root && ns == scaleNamespace {
+					s.mu.Lock()
+					r := s.scale[name]
+					r.roots++
+					if complete {
+						r.complete++
+					}
+					r.kubeletFrom, r.missing = from, missing
+					if s.scale == nil {
+						s.scale = map[string]scaleRoot{}
+					}
+					s.scale[name] = r
+					s.mu.Unlock()
+				}
 			}
 		}
 	}
 	s.spans.Add(int64(n))
 	s.requests.Add(1)
 	return &collectortracepb.ExportTraceServiceResponse{}, nil
+}
+
+// scaleRoots returns a copy of what the scale benchmark's pods' roots said.
+func (s *sink) scaleRoots() map[string]scaleRoot {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make(map[string]scaleRoot, len(s.scale))
+	for k, v := range s.scale {
+		out[k] = v
+	}
+	return out
 }

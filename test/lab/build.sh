@@ -4,8 +4,9 @@
 #   test/lab/build.sh [--flavour normal|release] [component ...]
 #
 # Components: etcd kube-apiserver kube-controller-manager kube-scheduler kubelet kubectl
-# (default: all six), and the tools: jaeger (the lab's trace store) and helm
-# (the chart's tests), one build for both flavours, in
+# (default: all six), and the tools: jaeger (the lab's trace store), helm
+# (the chart's tests) and kwok (the scale benchmark's fake nodes, with its
+# stages in kwok-stages.yaml beside it), one build for both flavours, in
 # .../bin/tools/<tool>-<version>/<tool>. Binaries land in
 #   ${KPATH_CACHE_DIR:-$HOME/.cache/kpath}/bin/<flavour>/<version>/<component>
 # and are not rebuilt when present. Build work dirs live in .../work/.
@@ -58,7 +59,7 @@ done
 case "$FLAVOUR" in normal | release) ;; *) die "unknown flavour '$FLAVOUR' (want normal or release)" ;; esac
 [ ${#COMPONENTS[@]} -gt 0 ] || COMPONENTS=("${ALL_COMPONENTS[@]}")
 for c in "${COMPONENTS[@]}"; do
-	case " ${ALL_COMPONENTS[*]} jaeger helm " in *" $c "*) ;; *) die "unknown component '$c' (known: ${ALL_COMPONENTS[*]} jaeger helm)" ;; esac
+	case " ${ALL_COMPONENTS[*]} jaeger helm kwok " in *" $c "*) ;; *) die "unknown component '$c' (known: ${ALL_COMPONENTS[*]} jaeger helm kwok)" ;; esac
 done
 
 command -v go >/dev/null || die "the go command is not installed (need Go >= 1.25)"
@@ -108,7 +109,7 @@ resolve_release_toolchains() {
 
 # toolchain_of COMPONENT: the Go toolchain for this flavour.
 toolchain_of() {
-	if [ "$FLAVOUR" = normal ] || [ "$1" = jaeger ] || [ "$1" = helm ]; then
+	if [ "$FLAVOUR" = normal ] || [ "$1" = jaeger ] || [ "$1" = helm ] || [ "$1" = kwok ]; then
 		echo local
 	elif [ "$1" = etcd ]; then
 		echo "$ETCD_RELEASE_GO_TOOLCHAIN"
@@ -223,6 +224,37 @@ build_helm() {
 	echo "$(date -u +%FT%TZ) tools helm $HELM_VERSION $((SECONDS - start))s" >>"$CACHE_DIR/build-times.log"
 }
 
+# ---------- kwok ----------
+# kwok runs only on Stages; its stock ones (kustomize/stage in its module: what
+# kwokctl gives a cluster) are copied from the module into one config file:
+# nodes initialised and kept alive by Lease, pods made Running at once, and
+# deleted ones removed.
+build_kwok() {
+	local out stages logfile start mod f
+	out="$(kwok_bin_path)"
+	stages="$(kwok_stages_path)"
+	if [ -x "$out" ] && [ -s "$stages" ]; then
+		log "kwok $KWOK_VERSION: cached at $out"
+		return 0
+	fi
+	logfile="$CACHE_DIR/work/build-kwok.log"
+	: >"$logfile"
+	mkdir -p "$(dirname "$out")"
+	log "building kwok $KWOK_VERSION (go install, -p $PARALLEL); log: $logfile"
+	start=$SECONDS
+	run_with_progress "kwok build" "$logfile" env GOBIN="$(dirname "$out")" CGO_ENABLED=0 GOFLAGS=-mod=readonly go install -p "$PARALLEL" -trimpath -ldflags "-s -w" "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION"
+	mod="$(go env GOMODCACHE)/sigs.k8s.io/kwok@$KWOK_VERSION/kustomize/stage"
+	: >"$stages.tmp.$$"
+	for f in node/fast/node-initialize.yaml node/heartbeat-with-lease/node-heartbeat-with-lease.yaml \
+		pod/fast/pod-ready.yaml pod/fast/pod-complete.yaml pod/fast/pod-delete.yaml; do
+		[ -s "$mod/$f" ] || die "kwok $KWOK_VERSION: no stage $f in $mod"
+		{ echo "---"; cat "$mod/$f"; } >>"$stages.tmp.$$"
+	done
+	mv -f "$stages.tmp.$$" "$stages"
+	log "built kwok in $((SECONDS - start)) s -> $out ($(du -h "$out" | cut -f1)), stages $stages"
+	echo "$(date -u +%FT%TZ) tools kwok $KWOK_VERSION $((SECONDS - start))s" >>"$CACHE_DIR/build-times.log"
+}
+
 # ---------- Kubernetes ----------
 prepare_kube_module() {
 	local dir="$CACHE_DIR/work/kubernetes-$KUBERNETES_VERSION"
@@ -301,6 +333,7 @@ build_one() {
 	local comp="$1" out tmp dir logfile start pkg cgo=0
 	[ "$comp" != jaeger ] || { build_jaeger; return; }
 	[ "$comp" != helm ] || { build_helm; return; }
+	[ "$comp" != kwok ] || { build_kwok; return; }
 	out="$(bin_path "$comp")"
 	if [ -x "$out" ]; then
 		log "$comp ($FLAVOUR $(version_of "$comp")): cached at $out"

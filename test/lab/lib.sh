@@ -70,6 +70,8 @@ kpath_bin_path() { echo "$CACHE_DIR/bin/$1/$(version_of "$2")/$2"; }
 # jaeger_bin_path: the lab's Jaeger, one build for both flavours.
 jaeger_bin_path() { echo "$CACHE_DIR/bin/tools/jaeger-$JAEGER_VERSION/jaeger"; }
 helm_bin_path() { echo "$CACHE_DIR/bin/tools/helm-$HELM_VERSION/helm"; }
+kwok_bin_path() { echo "$CACHE_DIR/bin/tools/kwok-$KWOK_VERSION/kwok"; }
+kwok_stages_path() { echo "$CACHE_DIR/bin/tools/kwok-$KWOK_VERSION/kwok-stages.yaml"; }
 
 pidfile_of() { echo "$RUN_DIR/$1.pid"; }
 logfile_of() { echo "$LOG_DIR/$1.log"; }
