@@ -21,7 +21,9 @@ type Pairs struct {
 	mu   sync.Mutex
 	open map[probes.PairKey]*openEnd
 	// opens: an open span's event is larger than a map keeps in place, so
-	// each insert would allocate one; cut them from chunks instead.
+	// each insert would allocate one; cut them from chunks instead. Small
+	// ones: a span that never closes (a call that failed before its
+	// completion site) holds its chunk for the TTL, minutes.
 	opens    chunk[openEnd]
 	unjoined map[Unjoined]uint64
 }
@@ -54,7 +56,7 @@ func NewPairs(ttl time.Duration, maxOpen int) *Pairs {
 		maxOpen = 100_000
 	}
 	return &Pairs{ttl: ttl, maxOpen: maxOpen, open: map[probes.PairKey]*openEnd{}, unjoined: map[Unjoined]uint64{},
-		opens: chunk[openEnd]{n: 64}}
+		opens: chunk[openEnd]{n: 8}}
 }
 
 // Add takes one event and passes on what it makes: the event itself, the

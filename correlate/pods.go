@@ -148,9 +148,10 @@ type Pods struct {
 	stats   PodStats
 }
 
+// revAt is a write's revision and a time of it, in Unix ns: half a
+// time.Time, and there are many.
 type revAt struct {
-	rev int64
-	at  time.Time
+	rev, at int64
 }
 
 type podName struct{ ns, name string }
@@ -218,7 +219,7 @@ func (s *lagsSent) commit(rev int64) (time.Time, bool) {
 	if !ok {
 		return time.Time{}, false
 	}
-	return s.committed[i].at, true
+	return time.Unix(0, s.committed[i].at), true
 }
 
 // mark records a lag as emitted, and says whether it was not yet.
@@ -299,7 +300,7 @@ func (p *Pods) AddWrite(w Write, now time.Time) {
 		delete(p.started, n) // a new pod of the same name
 	}
 	p.writes[w.Revision] = w
-	p.arrived = append(p.arrived, revAt{w.Revision, now})
+	p.arrived = append(p.arrived, revAt{w.Revision, now.UnixNano()})
 	p.a.Add(ev, now)
 }
 
@@ -322,7 +323,7 @@ func (p *Pods) Flush(now time.Time) {
 	// followed) goes too. An emitted trace's writes went as it was.
 	keep := max(p.opts.MaxWait, 5*time.Minute) + time.Minute
 	n := 0
-	for n < len(p.arrived) && now.Sub(p.arrived[n].at) > keep {
+	for n < len(p.arrived) && now.Sub(time.Unix(0, p.arrived[n].at)) > keep {
 		delete(p.writes, p.arrived[n].rev)
 		n++
 	}
@@ -548,7 +549,8 @@ func (p *Pods) late(t *Assembly, ev *probes.Event) {
 // startup's writes (through the status write, or the binding when the
 // kubelet part is another node's) and the lags it holds.
 func (l *podLife) keep(st startup, pt PodTrace) *lagsSent {
-	s := &lagsSent{id: pt.Trace.ID, root: podRootID(pt.UID), uid: l.uid, ns: l.ns, name: l.name}
+	s := &lagsSent{id: pt.Trace.ID, root: podRootID(pt.UID), uid: l.uid, ns: l.ns, name: l.name,
+		committed: make([]revAt, 0, 1+len(l.writes))}
 	last := int64(0)
 	switch {
 	case st.status != nil:
@@ -557,15 +559,15 @@ func (l *podLife) keep(st startup, pt PodTrace) *lagsSent {
 		last = st.bindingWrite.Revision
 	}
 	if l.create != nil && l.create.Revision <= last {
-		s.committed = append(s.committed, revAt{l.create.Revision, l.create.Committed})
+		s.committed = append(s.committed, revAt{l.create.Revision, l.create.Committed.UnixNano()})
 	}
 	for _, w := range l.writes {
 		if w.Revision <= last {
-			s.committed = append(s.committed, revAt{w.Revision, w.Committed})
+			s.committed = append(s.committed, revAt{w.Revision, w.Committed.UnixNano()})
 		}
 	}
 	slices.SortFunc(s.committed, func(a, b revAt) int { return cmp.Compare(a.rev, b.rev) })
-	s.committed = slices.CompactFunc(s.committed, func(a, b revAt) bool { return a.rev == b.rev })
+	s.committed = slices.Clip(slices.CompactFunc(s.committed, func(a, b revAt) bool { return a.rev == b.rev }))
 	for _, sp := range pt.Trace.Spans {
 		if rev, _ := sp.Attr(AttrRevision).(int64); sp.Attr(AttrStage) == PodWatchLag && rev <= last {
 			comp, _ := sp.Attr(AttrComponent).(string)

@@ -373,6 +373,25 @@ func reportScale(w io.Writer, c config, l *lab, elapsed time.Duration, r scaleRe
 		fmt.Fprintf(w, "| incomplete, missing %q | %d |\n", m, n)
 	}
 	fmt.Fprintf(w, "| events dropped, whole run | %.0f |\n", r.settled.dropped()-r.cps[0].dropped())
+	tr := subMap(r.settled.m.byLabel("kpath_traces_total", "complete"), r.cps[0].m.byLabel("kpath_traces_total", "complete"))
+	fmt.Fprintf(w, "| traces of any kind, whole run: complete / incomplete | %.0f / %.0f |\n", tr["true"], tr["false"])
+	type unjoined struct{ probe, reason string }
+	uj := map[unjoined]float64{}
+	for _, cp := range []struct {
+		m    metrics
+		sign float64
+	}{{r.settled.m, 1}, {r.cps[0].m, -1}} {
+		for _, smp := range cp.m {
+			if smp.name == "kpath_events_unjoined_total" {
+				uj[unjoined{smp.labels["probe"], smp.labels["reason"]}] += cp.sign * smp.value
+			}
+		}
+	}
+	for _, k := range slices.SortedFunc(maps.Keys(uj), func(a, b unjoined) int { return strings.Compare(a.probe+a.reason, b.probe+b.reason) }) {
+		if uj[k] != 0 {
+			fmt.Fprintf(w, "| kpath_events_unjoined_total{probe=%q,reason=%q} | %.0f |\n", k.probe, k.reason, uj[k])
+		}
+	}
 	for _, name := range []string{"kpath_events_dropped_total", "kpath_export_dropped_spans_total"} {
 		d := subMap(r.settled.m.byLabel(name, "reason"), r.cps[0].m.byLabel(name, "reason"))
 		for _, reason := range slices.Sorted(maps.Keys(d)) {
