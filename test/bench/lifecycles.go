@@ -86,6 +86,17 @@ func openLab() (*lab, error) {
 	return l, nil
 }
 
+// client is a client of the lab's API server, unthrottled: the bench's
+// rate is its own.
+func (l *lab) client() (kubernetes.Interface, error) {
+	rc, err := clientcmd.BuildConfigFromFlags("", l.kubeconfig)
+	if err != nil {
+		return nil, fmt.Errorf("lab kubeconfig: %w", err)
+	}
+	rc.QPS, rc.Burst, rc.UserAgent = -1, 1<<20, "kpath-bench"
+	return kubernetes.NewForConfig(rc)
+}
+
 // readEnvFile reads the export K='V' lines of the lab's env file.
 func readEnvFile(path string) (map[string]string, error) {
 	f, err := os.Open(path)
@@ -168,12 +179,7 @@ func runLifecycles(ctx context.Context, env *benchEnv, agentSrc string) error {
 	if err != nil {
 		return err
 	}
-	rc, err := clientcmd.BuildConfigFromFlags("", l.kubeconfig)
-	if err != nil {
-		return fmt.Errorf("lab kubeconfig: %w", err)
-	}
-	rc.QPS, rc.Burst, rc.UserAgent = -1, 1<<20, "kpath-bench"
-	cs, err := kubernetes.NewForConfig(rc)
+	cs, err := l.client()
 	if err != nil {
 		return err
 	}

@@ -35,7 +35,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/tools/clientcmd"
 )
 
 const (
@@ -91,12 +90,7 @@ func runScale(ctx context.Context, env *benchEnv, agentSrc string) error {
 	if err != nil {
 		return err
 	}
-	rc, err := clientcmd.BuildConfigFromFlags("", l.kubeconfig)
-	if err != nil {
-		return fmt.Errorf("lab kubeconfig: %w", err)
-	}
-	rc.QPS, rc.Burst, rc.UserAgent = -1, 1<<20, "kpath-bench"
-	cs, err := kubernetes.NewForConfig(rc)
+	cs, err := l.client()
 	if err != nil {
 		return err
 	}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"maps"
 	"net"
 	"strings"
 	"sync"
@@ -123,9 +124,5 @@ func (s *sink) Export(_ context.Context, req *collectortracepb.ExportTraceServic
 func (s *sink) scaleRoots() map[string]scaleRoot {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	out := make(map[string]scaleRoot, len(s.scale))
-	for k, v := range s.scale {
-		out[k] = v
-	}
-	return out
+	return maps.Clone(s.scale)
 }
