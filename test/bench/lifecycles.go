@@ -424,50 +424,18 @@ func newChurn(cs kubernetes.Interface, image, prefix string) *churn {
 	return &churn{cs: cs, image: image, prefix: prefix, live: map[string]*lifecycle{}}
 }
 
-// watch follows the namespace's pods until the returned stop is called,
-// rewatching from the last resourceVersion when the server ends a watch.
+// watch follows the namespace's pods until the returned stop is called.
 func (c *churn) watch(ctx context.Context) (stop func(), err error) {
-	pods := c.cs.CoreV1().Pods(podNamespace)
-	list, err := pods.List(ctx, metav1.ListOptions{})
-	if err != nil {
-		return nil, fmt.Errorf("list pods: %w", err)
-	}
-	wctx, cancel := context.WithCancel(ctx)
-	done := make(chan struct{})
-	rv := list.ResourceVersion
-	go func() {
-		defer close(done)
-		for wctx.Err() == nil {
-			w, err := pods.Watch(wctx, metav1.ListOptions{ResourceVersion: rv, AllowWatchBookmarks: true})
-			if err != nil {
-				if sleepCtx(wctx, time.Second) != nil {
-					return
-				}
-				if l, err := pods.List(wctx, metav1.ListOptions{}); err == nil {
-					rv = l.ResourceVersion
-					c.reconcileList(l.Items)
-				}
-				continue
+	return followPods(ctx, c.cs, podNamespace, c.reconcileList, func(t watch.EventType, p *corev1.Pod) {
+		switch t {
+		case watch.Deleted:
+			c.markGone(p.Name)
+		case watch.Added, watch.Modified:
+			if p.Status.Phase == corev1.PodRunning {
+				c.markRunning(p.Name)
 			}
-			for ev := range w.ResultChan() {
-				p, ok := ev.Object.(*corev1.Pod)
-				if !ok {
-					continue
-				}
-				rv = p.ResourceVersion
-				switch ev.Type {
-				case watch.Deleted:
-					c.markGone(p.Name)
-				case watch.Added, watch.Modified:
-					if p.Status.Phase == corev1.PodRunning {
-						c.markRunning(p.Name)
-					}
-				}
-			}
-			w.Stop()
 		}
-	}()
-	return func() { cancel(); <-done }, nil
+	})
 }
 
 // reconcileList marks gone the followed pods a relist no longer has (their

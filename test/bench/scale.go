@@ -590,62 +590,28 @@ func (p *podWatch) everRunning() int {
 	return len(p.ran)
 }
 
-// follow watches until stop is called, relisting when a watch ends in error.
+// follow watches until stop is called.
 func (p *podWatch) follow(ctx context.Context, cs kubernetes.Interface) (stop func(), err error) {
-	api := cs.CoreV1().Pods(scaleNamespace)
-	relist := func(ctx context.Context) (string, error) {
-		l, err := api.List(ctx, metav1.ListOptions{})
-		if err != nil {
-			return "", fmt.Errorf("list pods: %w", err)
-		}
+	relist := func(items []corev1.Pod) {
 		p.mu.Lock()
+		defer p.mu.Unlock()
 		p.alive = map[string]bool{}
-		for _, pod := range l.Items {
+		for _, pod := range items {
 			p.alive[pod.Name] = pod.Status.Phase == corev1.PodRunning
 		}
-		p.mu.Unlock()
-		return l.ResourceVersion, nil
 	}
-	rv, err := relist(ctx)
-	if err != nil {
-		return nil, err
-	}
-	wctx, cancel := context.WithCancel(ctx)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for wctx.Err() == nil {
-			w, err := api.Watch(wctx, metav1.ListOptions{ResourceVersion: rv, AllowWatchBookmarks: true})
-			if err != nil {
-				if sleepCtx(wctx, time.Second) != nil {
-					return
-				}
-				if r, err := relist(wctx); err == nil {
-					rv = r
-				}
-				continue
+	return followPods(ctx, cs, scaleNamespace, relist, func(t watch.EventType, pod *corev1.Pod) {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		switch t {
+		case watch.Deleted:
+			delete(p.alive, pod.Name)
+		case watch.Added, watch.Modified:
+			run := pod.Status.Phase == corev1.PodRunning
+			p.alive[pod.Name] = run
+			if run {
+				p.ran[pod.Name] = true
 			}
-			for ev := range w.ResultChan() {
-				pod, ok := ev.Object.(*corev1.Pod)
-				if !ok {
-					continue
-				}
-				rv = pod.ResourceVersion
-				p.mu.Lock()
-				switch ev.Type {
-				case watch.Deleted:
-					delete(p.alive, pod.Name)
-				case watch.Added, watch.Modified:
-					run := pod.Status.Phase == corev1.PodRunning
-					p.alive[pod.Name] = run
-					if run {
-						p.ran[pod.Name] = true
-					}
-				}
-				p.mu.Unlock()
-			}
-			w.Stop()
 		}
-	}()
-	return func() { cancel(); <-done }, nil
+	})
 }
