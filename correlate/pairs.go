@@ -101,16 +101,7 @@ func (p *Pairs) Add(ev probes.Event, now time.Time, out func(probes.Event)) {
 		if ok {
 			delete(p.open, k)
 		}
-		// A close that knows when its span began (Elapsed) and began after
-		// the open on its key is another span's: the open's own end was
-		// missed, and this one's opening hit was not seen (a request whose
-		// handler no row probes, on a goroutine the open's reused). Paired,
-		// they would make a span from one request's captures and another's
-		// times, in the first one's trace. The begin it implies is late by
-		// the time between the program's reading of the clock and the hit
-		// (a preempted goroutine: up to a scheduler slice), so only a begin
-		// later than that is another span's.
-		stale := ok && ev.Elapsed > 0 && ev.Start.Add(-ev.Elapsed).After(o.ev.Start.Add(closeSkew))
+		stale := ok && p.stale(&o.ev, &ev)
 		if stale {
 			p.unjoined[Unjoined{o.ev.Probe, "no-end"}]++
 		}
@@ -132,6 +123,23 @@ func (p *Pairs) Add(ev probes.Event, now time.Time, out func(probes.Event)) {
 	default:
 		out(ev)
 	}
+}
+
+// stale says whether close c on open o's key is another span's end: o's
+// own end was missed, and c's opening hit was not seen (a request whose
+// handler no row probes, on a goroutine o's reused). Paired, they would
+// make a span from one call's captures and another's times, in the first
+// one's trace. Ends that both hold the call's object (Handle) say so
+// exactly. Otherwise a close that knows when its span began (Elapsed) and
+// began after the open is another's; the begin it implies is late by the
+// time between the program's reading of the clock and the hit (a
+// preempted goroutine: up to a scheduler slice, more on a CPU-starved
+// node), so only a begin later than closeSkew is taken for another's.
+func (p *Pairs) stale(o, c *probes.Event) bool {
+	if o.Handle != 0 && c.Handle != 0 {
+		return o.Handle != c.Handle
+	}
+	return c.Elapsed > 0 && c.Start.Add(-c.Elapsed).After(o.Start.Add(closeSkew))
 }
 
 func (p *Pairs) count(row, reason string) {

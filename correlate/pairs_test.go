@@ -145,6 +145,36 @@ func TestPairsRefuseAnEndThatBeganAfterTheOpen(t *testing.T) {
 	}
 }
 
+// Ends that both hold the request's address pair by it: a hit that came
+// long after elapsed was read (a CPU-starved node) still ends its own
+// request, and another request's end on the same goroutine is refused
+// however close its begin.
+func TestPairsJoinByTheCallsHandle(t *testing.T) {
+	p := NewPairs(time.Second, 0)
+	var out []probes.Event
+	emit := func(e probes.Event) { out = append(out, e) }
+	p.Add(rowEvent(t, "apiserver.request.create", 10, func(e *probes.Event) { e.Handle = 0xc000100000 }), at(10), emit)
+	// Elapsed read at 12 ms and the hit at 40: the implied begin is 28 ms
+	// after the open, far past closeSkew.
+	p.Add(rowEvent(t, "apiserver.request.end", 40, func(e *probes.Event) {
+		e.Handle, e.Elapsed, e.Verb, e.Code = 0xc000100000, 12*time.Millisecond, "POST", 201
+	}), at(40), emit)
+	if last := out[len(out)-1]; last.InFlight || !last.End.Equal(at(40)) || last.Code != 201 || len(p.Unjoined()) != 0 {
+		t.Fatalf("a late end of the same request: %+v, unjoined %v; want it to end its request", last, p.Unjoined())
+	}
+	n := len(out)
+	p.Add(rowEvent(t, "apiserver.request.create", 50, func(e *probes.Event) { e.Handle = 0xc000200000 }), at(50), emit)
+	p.Add(rowEvent(t, "apiserver.request.end", 52, func(e *probes.Event) {
+		e.Handle, e.Elapsed, e.Verb = 0xc000300000, 3*time.Millisecond, "POST"
+	}), at(52), emit)
+	if len(out) != n+1 || !out[n].InFlight {
+		t.Errorf("out %+v; want only the second open's announcement", out[n:])
+	}
+	if got := p.Unjoined(); got[Unjoined{"apiserver.request.create", "no-end"}] != 1 || got[Unjoined{"apiserver.request.end", "no-start"}] != 1 || len(got) != 2 {
+		t.Errorf("unjoined %v; want the open's end missed and the other request's end unpaired", got)
+	}
+}
+
 func TestPairsBoundWhatWaits(t *testing.T) {
 	p := NewPairs(time.Minute, 2)
 	emit := func(probes.Event) {}

@@ -199,12 +199,16 @@ const (
 	FieldController  // a controller's name (controller-runtime's Controller.Name)
 	FieldWebhookType // a webhook call's kind as the apiserver's metric names it: admit (mutating) or validating
 	FieldOwner       // the name in an object's first ownerReference
+	// FieldHandle is the address of the object a call is about (the
+	// *http.Request a handler and the apiserver's MonitorRequest are both
+	// handed): two ends of a span with different handles are two calls'.
+	FieldHandle
 )
 
 var fieldNames = [...]string{"none", "method", "path", "key", "revision", "succeeded", "raft-id", "webhook", "namespace", "name", "uid",
 	"node", "container", "failed", "rv-text0", "rv-text1", "rv-len",
 	"statuses", "started-wall0", "started-ext0", "started-wall1", "started-ext1",
-	"verb", "subresource", "code", "elapsed", "begin-wall", "begin-ext", "controller", "webhook-type", "owner"}
+	"verb", "subresource", "code", "elapsed", "begin-wall", "begin-ext", "controller", "webhook-type", "owner", "handle"}
 
 // FieldNamed is the field whose String is name.
 func FieldNamed(name string) (Field, bool) {

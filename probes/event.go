@@ -74,6 +74,7 @@ type Event struct {
 	Subresource       string        // the request's subresource
 	Code              int           // HTTP status code
 	Elapsed           time.Duration // how long before the hit the span began (FieldElapsed)
+	Handle            uint64        // the address of the object the call is about (FieldHandle)
 	// Opened is when the span's opening row fired, when the span's start
 	// came from its closing row instead (the apiserver's request begins at
 	// its receipt; the handler's entry is where the filters ended).
@@ -113,6 +114,8 @@ func (e *Event) CopyField(f Field, src *Event) {
 		e.Code = src.Code
 	case FieldElapsed:
 		e.Elapsed = src.Elapsed
+	case FieldHandle:
+		e.Handle = src.Handle
 	}
 }
 

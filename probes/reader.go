@@ -360,6 +360,8 @@ func (t *Tracer) setField(ev *Event, c Capture, be *bpf.Event, slot uint8) {
 		ev.Code = int(v)
 	case FieldElapsed:
 		ev.Elapsed = time.Duration(v)
+	case FieldHandle:
+		ev.Handle = uint64(v)
 	case FieldBeginWall:
 		ev.begin[0] = uint64(v)
 	case FieldBeginExt:

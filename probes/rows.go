@@ -233,6 +233,8 @@ var writeRowsFixed = []Row{
 	// end here too: the BPF program keeps the write verbs only (verb is
 	// the route's HTTP verb: POST, PUT, PATCH, DELETE; reads are GET, LIST,
 	// WATCH, ...), so a read costs its hit and no more (counted filtered).
+	// req in RAX is the *http.Request the handler got: it pairs the two
+	// ends exactly, however late the hit comes after elapsed was read.
 	{ID: "apiserver.request.end", Component: KubeAPIServer, Stage: StageRequest,
 		Role: Closes, Pair: PairRequest, By: ByGoroutine,
 		Symbol: "k8s.io/apiserver/pkg/endpoints/metrics.MonitorRequest",
@@ -240,8 +242,9 @@ var writeRowsFixed = []Row{
 		// The verb as the route gives it: the HTTP method for built-in
 		// resources, the API verb in capitals for custom resources
 		// (crdHandler: CREATE, UPDATE; PATCH and DELETE alike).
-		Only:  &Match{FieldVerb, []string{"POST", "PUT", "PATCH", "DELETE", "CREATE", "UPDATE"}},
-		Entry: []Capture{str(FieldVerb, RBX, RCX), strAt(FieldSubresource, RSP, 8), u64At(FieldCode, RSP, 80), u64At(FieldElapsed, RSP, 96)}},
+		Only: &Match{FieldVerb, []string{"POST", "PUT", "PATCH", "DELETE", "CREATE", "UPDATE"}},
+		Entry: []Capture{str(FieldVerb, RBX, RCX), strAt(FieldSubresource, RSP, 8), u64At(FieldCode, RSP, 80), u64At(FieldElapsed, RSP, 96),
+			u64(FieldHandle, RAX)}},
 
 	// Admission webhooks, mutating and validating: the dispatcher calls
 	// ObserveWebhook(ctx, name, elapsed, rejected, attr, stepType, code)
@@ -342,5 +345,5 @@ func requestRow(id, symbol, hits string) Row {
 	return Row{ID: id, Component: KubeAPIServer, Stage: StageRequest, Announce: true,
 		Role: Opens, Pair: PairRequest, By: ByGoroutine,
 		Symbol: symbol, Module: modAPIServer, Versions: k8s133to137, Hits: hits,
-		Entry: []Capture{httpMethod(RCX), httpPath(RCX)}}
+		Entry: []Capture{httpMethod(RCX), httpPath(RCX), u64(FieldHandle, RCX)}}
 }

@@ -126,13 +126,24 @@ func TestOperatorReconcilesAreTraced(t *testing.T) {
 		t.Logf("%s: create rev %d, %d spans in its trace, reconciles %v", name, revs[name], len(tr.spans), results)
 	}
 
+	// The agent copies the BPF hit counters into /metrics on a 2 s ticker,
+	// so one scrape can hold the reconciles' hits but not yet their
+	// writes'. Wait for a scrape that has them all (or the deadline; the
+	// checks below then say what is missing).
 	var m metrics
-	err = waitFor(ctx, "widgetop's probe hits counted", func() (bool, error) {
-		m, err = a.scrape()
-		return err == nil && m.sum("kpath_probe_hits_total", "component", "widgetop", "probe", "operator.reconcile") > 0, nil
+	settled, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	_ = waitFor(settled, "widgetop's probe hits counted", func() (bool, error) {
+		got, err := a.scrape()
+		if err != nil {
+			return false, nil
+		}
+		m = got
+		return m.sum("kpath_probe_hits_total", "component", "widgetop", "probe", "operator.client.write") >= 8 &&
+			m.sum("kpath_workqueue_wait_seconds_count", "component", "widgetop") >= 7, nil
 	})
-	if err != nil {
-		t.Fatal(err)
+	if m == nil {
+		t.Fatal("the agent's /metrics could not be scraped")
 	}
 	errs := m.sum("kpath_reconcile_total", "component", "widgetop", "controller", "widget", "result", correlate.ResultError)
 	oks := m.sum("kpath_reconcile_total", "component", "widgetop", "controller", "widget", "result", correlate.ResultOK)
