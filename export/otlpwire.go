@@ -61,59 +61,60 @@ const (
 
 // appendSpan appends s as a length-delimited Span field of ScopeSpans.
 func appendSpan(b []byte, s *correlate.Span) []byte {
-	b = protowire.AppendTag(b, fScopeSpansSpans, protowire.BytesType)
-	b = protowire.AppendVarint(b, uint64(spanSize(s)))
+	b, at := openLen(b, fScopeSpansSpans)
 	b = appendBytesField(b, fSpanTraceID, s.TraceID[:])
 	b = appendBytesField(b, fSpanSpanID, s.SpanID[:])
 	if s.Parent != (correlate.SpanID{}) {
 		b = appendBytesField(b, fSpanParentSpanID, s.Parent[:])
 	}
 	b = appendStringField(b, fSpanName, s.Name)
-	b = protowire.AppendTag(b, fSpanKind, protowire.VarintType)
-	b = protowire.AppendVarint(b, spanKindInternal)
-	b = protowire.AppendTag(b, fSpanStart, protowire.Fixed64Type)
+	b = appendTag(b, fSpanKind, protowire.VarintType)
+	b = appendVarint(b, spanKindInternal)
+	b = appendTag(b, fSpanStart, protowire.Fixed64Type)
 	b = protowire.AppendFixed64(b, unixNano(s.Start))
-	b = protowire.AppendTag(b, fSpanEnd, protowire.Fixed64Type)
+	b = appendTag(b, fSpanEnd, protowire.Fixed64Type)
 	b = protowire.AppendFixed64(b, unixNano(s.End))
 	for i := range s.Attributes {
 		b = appendAttribute(b, fSpanAttributes, &s.Attributes[i])
 	}
 	for i := range s.Links {
 		l := &s.Links[i]
-		b = protowire.AppendTag(b, fSpanLinks, protowire.BytesType)
-		b = protowire.AppendVarint(b, uint64(linkSize(l)))
+		var lat int
+		b, lat = openLen(b, fSpanLinks)
 		b = appendBytesField(b, fLinkTraceID, l.TraceID[:])
 		b = appendBytesField(b, fLinkSpanID, l.SpanID[:])
 		for j := range l.Attributes {
 			b = appendAttribute(b, fLinkAttributes, &l.Attributes[j])
 		}
+		b = closeLen(b, lat)
 	}
+	return closeLen(b, at)
+}
+
+// openLen appends a length-delimited field's tag and one byte for its
+// length, which closeLen fills in once the body is written after it:
+// the body is written once, not sized first (a walk of every attribute
+// twice, per span of every write).
+func openLen(b []byte, field protowire.Number) ([]byte, int) {
+	b = appendTag(b, field, protowire.BytesType)
+	b = append(b, 0)
+	return b, len(b)
+}
+
+// closeLen writes the length of the body that began at at. A body of 128
+// bytes or more needs a longer varint than the byte kept for it: the body
+// moves up to make room (a span's few hundred bytes; attributes fit).
+func closeLen(b []byte, at int) []byte {
+	n := len(b) - at
+	if n < 0x80 {
+		b[at-1] = byte(n)
+		return b
+	}
+	k := protowire.SizeVarint(uint64(n))
+	b = append(b, make([]byte, k-1)...)
+	copy(b[at-1+k:], b[at:at+n])
+	protowire.AppendVarint(b[:at-1], uint64(n))
 	return b
-}
-
-func linkSize(l *correlate.Link) int {
-	n := bytesFieldSize(fLinkTraceID, len(l.TraceID)) + bytesFieldSize(fLinkSpanID, len(l.SpanID))
-	for j := range l.Attributes {
-		n += attributeSize(fLinkAttributes, &l.Attributes[j])
-	}
-	return n
-}
-
-func spanSize(s *correlate.Span) int {
-	n := bytesFieldSize(fSpanTraceID, len(s.TraceID)) + bytesFieldSize(fSpanSpanID, len(s.SpanID)) +
-		bytesFieldSize(fSpanName, len(s.Name)) +
-		protowire.SizeTag(fSpanKind) + protowire.SizeVarint(spanKindInternal) +
-		2*(protowire.SizeTag(fSpanStart)+8)
-	if s.Parent != (correlate.SpanID{}) {
-		n += bytesFieldSize(fSpanParentSpanID, len(s.Parent))
-	}
-	for i := range s.Attributes {
-		n += attributeSize(fSpanAttributes, &s.Attributes[i])
-	}
-	for i := range s.Links {
-		n += bytesFieldSize(fSpanLinks, linkSize(&s.Links[i]))
-	}
-	return n
 }
 
 // appendAttribute appends a as a KeyValue field; a nil value is left out, as
@@ -123,36 +124,24 @@ func appendAttribute(b []byte, field protowire.Number, a *correlate.Attribute) [
 		return b
 	}
 	v := attrValue(a.Value)
-	b = protowire.AppendTag(b, field, protowire.BytesType)
-	b = protowire.AppendVarint(b, uint64(keyValueSize(a.Key, v)))
+	b, at := openLen(b, field)
 	b = appendStringField(b, fKeyValueKey, a.Key)
-	b = protowire.AppendTag(b, fKeyValueValue, protowire.BytesType)
-	b = protowire.AppendVarint(b, uint64(anyValueSize(v)))
+	b = appendTag(b, fKeyValueValue, protowire.BytesType)
+	b = appendVarint(b, uint64(anyValueSize(v)))
 	switch x := v.(type) {
 	case int64:
-		b = protowire.AppendTag(b, fAnyInt, protowire.VarintType)
-		b = protowire.AppendVarint(b, uint64(x))
+		b = appendTag(b, fAnyInt, protowire.VarintType)
+		b = appendVarint(b, uint64(x))
 	case bool:
-		b = protowire.AppendTag(b, fAnyBool, protowire.VarintType)
-		b = protowire.AppendVarint(b, protowire.EncodeBool(x))
+		b = appendTag(b, fAnyBool, protowire.VarintType)
+		b = appendVarint(b, protowire.EncodeBool(x))
 	case float64:
-		b = protowire.AppendTag(b, fAnyDouble, protowire.Fixed64Type)
+		b = appendTag(b, fAnyDouble, protowire.Fixed64Type)
 		b = protowire.AppendFixed64(b, math.Float64bits(x))
 	case string:
 		b = appendStringField(b, fAnyString, x)
 	}
-	return b
-}
-
-func attributeSize(field protowire.Number, a *correlate.Attribute) int {
-	if a.Value == nil {
-		return 0
-	}
-	return bytesFieldSize(field, keyValueSize(a.Key, attrValue(a.Value)))
-}
-
-func keyValueSize(key string, v any) int {
-	return bytesFieldSize(fKeyValueKey, len(key)) + bytesFieldSize(fKeyValueValue, anyValueSize(v))
+	return closeLen(b, at)
 }
 
 // anyValueSize takes what attrValue returns: string, int64, bool or float64.
@@ -165,19 +154,35 @@ func anyValueSize(v any) int {
 	case float64:
 		return protowire.SizeTag(fAnyDouble) + 8
 	case string:
-		return bytesFieldSize(fAnyString, len(x))
+		return protowire.SizeTag(fAnyString) + protowire.SizeBytes(len(x))
 	}
 	return 0
 }
 
 func appendBytesField(b []byte, field protowire.Number, v []byte) []byte {
-	b = protowire.AppendTag(b, field, protowire.BytesType)
-	return protowire.AppendBytes(b, v)
+	b = appendTag(b, field, protowire.BytesType)
+	b = appendVarint(b, uint64(len(v)))
+	return append(b, v...)
 }
 
 func appendStringField(b []byte, field protowire.Number, v string) []byte {
-	b = protowire.AppendTag(b, field, protowire.BytesType)
-	return protowire.AppendString(b, v)
+	b = appendTag(b, field, protowire.BytesType)
+	b = appendVarint(b, uint64(len(v)))
+	return append(b, v...)
+}
+
+// appendVarint and appendTag are protowire's with the one-byte case
+// inlined: nearly every tag, length and small integer of a span is one
+// byte, and protowire's general function was a quarter of the encoding.
+func appendVarint(b []byte, v uint64) []byte {
+	if v < 0x80 {
+		return append(b, byte(v))
+	}
+	return protowire.AppendVarint(b, v)
+}
+
+func appendTag(b []byte, field protowire.Number, typ protowire.Type) []byte {
+	return appendVarint(b, uint64(field)<<3|uint64(typ&7))
 }
 
 func bytesFieldSize(field protowire.Number, n int) int {
@@ -212,11 +217,11 @@ func newResourceHeader(attrs map[string]string, scopeName, scopeVersion string) 
 // wrote them.
 func appendResourceSpans(b []byte, h resourceHeader, spans []byte) []byte {
 	scopeSpans := len(h.scope) + len(spans)
-	b = protowire.AppendTag(b, fRequestResourceSpans, protowire.BytesType)
-	b = protowire.AppendVarint(b, uint64(len(h.resource)+bytesFieldSize(fResourceSpansScopeSpans, scopeSpans)))
+	b = appendTag(b, fRequestResourceSpans, protowire.BytesType)
+	b = appendVarint(b, uint64(len(h.resource)+bytesFieldSize(fResourceSpansScopeSpans, scopeSpans)))
 	b = append(b, h.resource...)
-	b = protowire.AppendTag(b, fResourceSpansScopeSpans, protowire.BytesType)
-	b = protowire.AppendVarint(b, uint64(scopeSpans))
+	b = appendTag(b, fResourceSpansScopeSpans, protowire.BytesType)
+	b = appendVarint(b, uint64(scopeSpans))
 	b = append(b, h.scope...)
 	return append(b, spans...)
 }

@@ -19,10 +19,15 @@ import (
 
 // Recent keeps the traces an agent exported lately in memory, so that
 // `kubectl kpath explain` can ask every agent about one pod. It is bounded
-// by count and by age, and indexed by pod (k8s.namespace.name +
-// k8s.pod.name, or a /registry/pods/NS/NAME key), pod UID (k8s.pod.uid) and
-// etcd key (kpath.key). It is an Exporter, to be teed next to the real one
-// (see Tee). Safe for concurrent use.
+// by count and by age, and answers by pod (k8s.namespace.name +
+// k8s.pod.name, or a /registry/pods/NS/NAME key), pod UID (k8s.pod.uid),
+// etcd key (kpath.key) and object. It is an Exporter, to be teed next to
+// the real one (see Tee). Safe for concurrent use.
+//
+// It is written for every trace and read when someone asks, rarely: a
+// query reads what each held trace is about from its spans, so that
+// keeping a trace is a list push and one map entry, not an index of maps
+// made and torn down per trace.
 type Recent struct {
 	max    int
 	maxAge time.Duration
@@ -32,10 +37,6 @@ type Recent struct {
 	mu    sync.Mutex
 	order *list.List // of *recentEntry, least recently updated first
 	byID  map[correlate.TraceID]*list.Element
-	byPod map[podRef]map[*recentEntry]struct{}
-	byUID map[string]map[*recentEntry]struct{}
-	byKey map[string]map[*recentEntry]struct{}
-	byObj map[objectRef]map[*recentEntry]struct{}
 }
 
 // RecentOptions bound a Recent store.
@@ -67,10 +68,14 @@ type recentEntry struct {
 	start    time.Time
 	complete bool
 	spans    []correlate.Span
-	pods     []podRef
-	uids     []string
-	keys     []string
-	objects  []objectRef
+}
+
+// recentAbout is what one held trace is about, read from its spans.
+type recentAbout struct {
+	pods    []podRef
+	uids    []string
+	keys    []string
+	objects []objectRef
 }
 
 // NewRecent returns an empty store.
@@ -85,10 +90,6 @@ func NewRecent(o RecentOptions) *Recent {
 		max: o.MaxTraces, maxAge: o.MaxAge, node: o.Node, now: time.Now,
 		order: list.New(),
 		byID:  map[correlate.TraceID]*list.Element{},
-		byPod: map[podRef]map[*recentEntry]struct{}{},
-		byUID: map[string]map[*recentEntry]struct{}{},
-		byKey: map[string]map[*recentEntry]struct{}{},
-		byObj: map[objectRef]map[*recentEntry]struct{}{},
 	}
 }
 
@@ -104,7 +105,6 @@ func (r *Recent) Export(t correlate.Trace) {
 	defer r.mu.Unlock()
 	if el, ok := r.byID[t.ID]; ok {
 		e := el.Value.(*recentEntry)
-		r.unindex(e)
 		for _, s := range t.Spans {
 			if !slices.ContainsFunc(e.spans, func(h correlate.Span) bool { return h.SpanID == s.SpanID }) {
 				e.spans = append(e.spans, s)
@@ -112,11 +112,11 @@ func (r *Recent) Export(t correlate.Trace) {
 		}
 		e.complete = e.complete || t.Complete
 		e.updated = now
-		r.index(e, t.Spans)
+		e.started(t.Spans)
 		r.order.MoveToBack(el)
 	} else {
 		e := &recentEntry{id: t.ID, updated: now, complete: t.Complete, spans: slices.Clone(t.Spans)}
-		r.index(e, t.Spans)
+		e.started(t.Spans)
 		r.byID[t.ID] = r.order.PushBack(e)
 	}
 	r.evictLocked(now)
@@ -142,64 +142,43 @@ func (r *Recent) evictLocked(now time.Time) {
 		}
 		r.order.Remove(el)
 		delete(r.byID, e.id)
-		r.unindex(e)
 	}
 }
 
-// index records what e is about, from its spans (the new ones and those
-// already held: e.spans holds both).
-func (r *Recent) index(e *recentEntry, fresh []correlate.Span) {
-	// A handful of distinct values per trace: slices, not maps.
+// started moves e's start to the earliest of fresh spans.
+func (e *recentEntry) started(fresh []correlate.Span) {
 	for i := range fresh {
-		s := &fresh[i]
-		if e.start.IsZero() || s.Start.Before(e.start) {
-			e.start = s.Start
+		if st := fresh[i].Start; e.start.IsZero() || st.Before(e.start) {
+			e.start = st
 		}
+	}
+}
+
+// about reads what e is about from its spans. A handful of distinct
+// values per trace: slices, not maps.
+func (e *recentEntry) about() recentAbout {
+	var a recentAbout
+	for i := range e.spans {
+		s := &e.spans[i]
 		ns, _ := s.Attr(correlate.AttrNamespace).(string)
 		if name, _ := s.Attr(correlate.AttrPodName).(string); ns != "" && name != "" {
-			e.pods = addOnce(e.pods, podRef{ns, name})
+			a.pods = addOnce(a.pods, podRef{ns, name})
 		}
 		if uid, _ := s.Attr(correlate.AttrPodUID).(string); uid != "" {
-			e.uids = addOnce(e.uids, uid)
+			a.uids = addOnce(a.uids, uid)
 		}
-		if key, _ := s.Attr(correlate.AttrKey).(string); key != "" && !slices.Contains(e.keys, key) {
-			e.keys = append(e.keys, key)
+		if key, _ := s.Attr(correlate.AttrKey).(string); key != "" && !slices.Contains(a.keys, key) {
+			a.keys = append(a.keys, key)
 			o := correlate.ParseKey(key)
 			if o.Resource == "pods" && o.Group == "" && o.Namespace != "" {
-				e.pods = addOnce(e.pods, podRef{o.Namespace, o.Name})
+				a.pods = addOnce(a.pods, podRef{o.Namespace, o.Name})
 			}
 			if o.Resource != "" {
-				e.objects = addOnce(e.objects, objectRef{o.Group, o.Resource, o.Namespace, o.Name})
+				a.objects = addOnce(a.objects, objectRef{o.Group, o.Resource, o.Namespace, o.Name})
 			}
 		}
 	}
-	for _, p := range e.pods {
-		addTo(r.byPod, p, e)
-	}
-	for _, u := range e.uids {
-		addTo(r.byUID, u, e)
-	}
-	for _, k := range e.keys {
-		addTo(r.byKey, k, e)
-	}
-	for _, o := range e.objects {
-		addTo(r.byObj, o, e)
-	}
-}
-
-func (r *Recent) unindex(e *recentEntry) {
-	for _, p := range e.pods {
-		removeFrom(r.byPod, p, e)
-	}
-	for _, u := range e.uids {
-		removeFrom(r.byUID, u, e)
-	}
-	for _, k := range e.keys {
-		removeFrom(r.byKey, k, e)
-	}
-	for _, o := range e.objects {
-		removeFrom(r.byObj, o, e)
-	}
+	return a
 }
 
 func addOnce[K comparable](s []K, k K) []K {
@@ -207,24 +186,6 @@ func addOnce[K comparable](s []K, k K) []K {
 		return s
 	}
 	return append(s, k)
-}
-
-func addTo[K comparable](m map[K]map[*recentEntry]struct{}, k K, e *recentEntry) {
-	set := m[k]
-	if set == nil {
-		set = map[*recentEntry]struct{}{}
-		m[k] = set
-	}
-	set[e] = struct{}{}
-}
-
-func removeFrom[K comparable](m map[K]map[*recentEntry]struct{}, k K, e *recentEntry) {
-	if set := m[k]; set != nil {
-		delete(set, e)
-		if len(set) == 0 {
-			delete(m, k)
-		}
-	}
 }
 
 // RecentQuery selects traces. Conditions are ORed: a trace matches when it
@@ -280,38 +241,38 @@ func (r *Recent) Query(q RecentQuery) []RecentTrace {
 			hits = append(hits, el.Value.(*recentEntry))
 		}
 	} else {
-		set := map[*recentEntry]bool{}
+		// Two passes: the pod's own traces name the UIDs whose traces
+		// (spans that carry only the UID) match too.
+		type held struct {
+			e *recentEntry
+			a recentAbout
+		}
+		all := make([]held, 0, r.order.Len())
+		for el := r.order.Front(); el != nil; el = el.Next() {
+			e := el.Value.(*recentEntry)
+			all = append(all, held{e, e.about()})
+		}
 		uids := map[string]bool{}
 		if q.UID != "" {
 			uids[q.UID] = true
 		}
 		if q.Pod != "" {
-			for e := range r.byPod[podRef{q.Namespace, q.Pod}] {
-				set[e] = true
-				for _, u := range e.uids {
-					uids[u] = true
+			for _, h := range all {
+				if slices.Contains(h.a.pods, podRef{q.Namespace, q.Pod}) {
+					for _, u := range h.a.uids {
+						uids[u] = true
+					}
 				}
 			}
 		}
-		for u := range uids {
-			for e := range r.byUID[u] {
-				set[e] = true
+		for _, h := range all {
+			if q.Pod != "" && slices.Contains(h.a.pods, podRef{q.Namespace, q.Pod}) ||
+				slices.ContainsFunc(h.a.uids, func(u string) bool { return uids[u] }) ||
+				q.Key != "" && slices.Contains(h.a.keys, q.Key) ||
+				q.Resource != "" && (slices.Contains(h.a.objects, objectRef{q.Group, q.Resource, q.Namespace, q.Name}) ||
+					slices.Contains(h.a.objects, objectRef{"", q.Resource, q.Namespace, q.Name})) {
+				hits = append(hits, h.e)
 			}
-		}
-		if q.Key != "" {
-			for e := range r.byKey[q.Key] {
-				set[e] = true
-			}
-		}
-		if q.Resource != "" {
-			for _, g := range []string{q.Group, ""} {
-				for e := range r.byObj[objectRef{g, q.Resource, q.Namespace, q.Name}] {
-					set[e] = true
-				}
-			}
-		}
-		for e := range set {
-			hits = append(hits, e)
 		}
 	}
 	slices.SortFunc(hits, func(a, b *recentEntry) int {

@@ -96,8 +96,8 @@ func TestRecentBounds(t *testing.T) {
 	if got := r.Query(RecentQuery{Namespace: "default", Pod: "p0"}); len(got) != 0 {
 		t.Errorf("evicted trace still indexed: %v", ids(got))
 	}
-	if n := len(r.byPod); n != 3 {
-		t.Errorf("pod index holds %d pods, want 3", n)
+	if n := len(r.byID); n != 3 || r.order.Len() != 3 {
+		t.Errorf("%d traces by ID, %d in order; want 3", n, r.order.Len())
 	}
 	now = now.Add(30 * time.Second)
 	r.Export(writeTrace(0x60, "/registry/pods/default/p5", 5*time.Second))
@@ -105,8 +105,8 @@ func TestRecentBounds(t *testing.T) {
 	if got := ids(r.Query(RecentQuery{})); !reflect.DeepEqual(got, []string{hexOf(0x60)}) {
 		t.Errorf("after aging: %v", got)
 	}
-	if len(r.byKey) != 1 || len(r.byPod) != 1 || len(r.byID) != 1 {
-		t.Errorf("indexes not cleaned: keys %d pods %d ids %d", len(r.byKey), len(r.byPod), len(r.byID))
+	if len(r.byID) != 1 || r.order.Len() != 1 {
+		t.Errorf("not let go: %d traces by ID, %d in order", len(r.byID), r.order.Len())
 	}
 }
 
