@@ -94,7 +94,7 @@ func NewReconciles(opts ReconcileOptions, emit func(Reconcile)) *Reconciles {
 		// branch) comes microseconds later, on its goroutine; its writes
 		// once their own traces are done, a Settle after their requests
 		// returned, or incomplete after a write's MaxWait (5 s).
-		Settle: 50 * time.Millisecond, MaxWait: 6 * time.Second, Retain: reconcileRetain, MaxPending: 20000,
+		Settle: Settle, MaxWait: 6 * time.Second, Retain: reconcileRetain, MaxPending: 20000,
 		Name: func(e *probes.Event) (string, int64) {
 			return reconcileName(e), e.Start.UnixNano()
 		},

@@ -32,12 +32,12 @@ func TestReconcileJoinsTheWriteItReceived(t *testing.T) {
 	reconcile("a", 2, 1, true)                     // fails
 	reconcile("a", 10, 1, false)                   // the retry: no receipt between
 	reconcile("b", 20, 1, false)                   // a resync: no receipt at all
-	r.Flush(at(100))
+	r.Flush(at(300))
 	// Two on one goroutine within the settle time, the second failing: its
 	// error is its own, not the first's.
-	reconcile("c", 200, 1, false)
-	reconcile("c", 202, 1, true)
-	r.Flush(at(400))
+	reconcile("c", 500, 1, false)
+	reconcile("c", 502, 1, true)
+	r.Flush(at(1000))
 	if n := len(got); n != 5 || got[3].Result != ResultOK || got[4].Result != ResultError {
 		t.Fatalf("two reconciles on one goroutine: %d, results %v %v; want ok then error", n, got[3].Result, got[4].Result)
 	}
@@ -89,13 +89,13 @@ func TestReconcileResultsByTheirBranch(t *testing.T) {
 	var got []string
 	r := NewReconciles(ReconcileOptions{}, func(x Reconcile) { got = append(got, x.Result) })
 	for i, mark := range []string{"", probes.StageReconcileError, probes.StageRequeueAfter, probes.StageRequeue} {
-		ms := float64(100 * i)
+		ms := float64(1000 * i)
 		r.Add(probes.Event{Component: "op", Stage: probes.StageReconcile, Probe: "operator.reconcile", PID: 9, Goroutine: 40,
 			Controller: "widget", Namespace: "ns", Name: "a", Start: at(ms), End: at(ms + 1)}, at(ms+1))
 		if mark != "" {
 			r.Add(probes.Event{Component: "op", Stage: mark, Probe: "mark", PID: 9, Goroutine: 40, Start: at(ms + 1.01), End: at(ms + 1.01)}, at(ms+1))
 		}
-		r.Flush(at(ms + 90))
+		r.Flush(at(ms + 1).Add(Settle))
 	}
 	if want := []string{ResultOK, ResultError, ResultRequeueAfter, ResultRequeue}; !slices.Equal(got, want) {
 		t.Errorf("results %v, want %v", got, want)
@@ -131,7 +131,7 @@ func TestReconcileWritesAreItsChildren(t *testing.T) {
 	r.Add(probes.Event{Component: op, Stage: probes.StageReconcile, Probe: "operator.reconcile", PID: 9, Goroutine: 40,
 		Controller: "widget", Namespace: "ns", Name: "a", Start: at(10), End: at(30)}, at(30))
 	r.AddWrite(late, at(46))
-	r.Flush(at(100))
+	r.Flush(at(46).Add(Settle))
 	if len(got) != 1 {
 		t.Fatalf("%d reconciles, want 1", len(got))
 	}
@@ -209,7 +209,7 @@ func TestReconcileCreatesOfOneNamespace(t *testing.T) {
 	for i, name := range []string{"a", "b"} {
 		r.AddWrite(podWrite(t, "/registry/configmaps/ns/widget-"+name, int64(300+i), float64(12.5+20*float64(i)), "POST", "/api/v1/namespaces/ns/configmaps"), at(60))
 	}
-	r.Flush(at(200))
+	r.Flush(at(60).Add(Settle))
 	if len(got) != 2 {
 		t.Fatalf("%d reconciles, want 2", len(got))
 	}

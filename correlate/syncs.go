@@ -98,7 +98,7 @@ func NewSyncs(retain time.Duration, emit func(Sync)) *Syncs {
 	s.a = NewAssembler(&probes.SyncShape, AssemblerOptions{
 		// The object comes microseconds after the sync's start, on its
 		// goroutine; the span itself is whole when it comes.
-		Settle: 50 * time.Millisecond, MaxWait: time.Second, Retain: time.Minute, MaxPending: 20000,
+		Settle: Settle, MaxWait: time.Second, Retain: time.Minute, MaxPending: 20000,
 		Name: func(e *probes.Event) (string, int64) {
 			return string(e.Component) + "\x00" + e.Controller + "\x00" + e.Key, e.Start.UnixNano()
 		},

@@ -46,7 +46,7 @@ func TestSyncsJoinTheWriteTheyActedOnAndNameThePodsCreator(t *testing.T) {
 		object(20, "ns", "web-abc", "web", 101+int64(i%2)*5, 30+float64(i)*2+0.1)
 		sync(rsSync, "ReplicaSet", 20, "ns/web-abc", 30+float64(i)*2, 1)
 	}
-	s.Flush(at(200))
+	s.Flush(at(110).Add(Settle))
 	got = slices.DeleteFunc(got, func(g Sync) bool { return g.Name == "web-abc" && g.Start.After(at(29)) })
 	if len(got) != 4 {
 		t.Fatalf("%d syncs, want 4: %+v", len(got), got)

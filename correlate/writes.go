@@ -12,7 +12,7 @@ import (
 // Options bound how long and how much the correlator waits.
 type Options struct {
 	// Settle is how long a write waits after it is complete, for stragglers
-	// from other CPUs' share of the ring buffer. Default 50 ms.
+	// from other CPUs' share of the ring buffer. Default Settle.
 	Settle time.Duration
 	// MaxWait is how long a write waits for its missing pieces before it is
 	// emitted incomplete. Default 5 s.
@@ -32,9 +32,14 @@ type Options struct {
 	Alone func(Trace)
 }
 
+// Settle is how long a complete trace waits for stragglers by default:
+// the events of one trace can be read in two looks at the ring buffer,
+// probes.PollInterval apart, and a flush comes as often.
+const Settle = 2 * probes.PollInterval
+
 func (o *Options) defaults() {
 	if o.Settle == 0 {
-		o.Settle = 50 * time.Millisecond
+		o.Settle = Settle
 	}
 	if o.MaxWait == 0 {
 		o.MaxWait = 5 * time.Second

@@ -141,7 +141,7 @@ func TestWriteWaitsForItsRequest(t *testing.T) {
 		t.Fatalf("emitted before the request returned")
 	}
 	w.Add(last, at(3000))
-	w.Flush(at(3100))
+	w.Flush(at(3000).Add(Settle))
 	if len(*out) != 1 || !(*out)[0].Complete {
 		t.Fatalf("%d traces after the request returned", len(*out))
 	}
@@ -156,7 +156,7 @@ func TestWriteWithoutRequestIsComplete(t *testing.T) {
 		}
 		w.Add(ev, at(10))
 	}
-	w.Flush(at(100))
+	w.Flush(at(10).Add(Settle))
 	if len(*out) != 1 || !(*out)[0].Complete {
 		t.Fatalf("traces %d", len(*out))
 	}
@@ -187,7 +187,7 @@ func TestManyInterleavedWrites(t *testing.T) {
 			}
 		}
 	}
-	w.Flush(at(200))
+	w.Flush(at(100).Add(Settle))
 	if len(*out) != 100 {
 		t.Fatalf("%d traces, want 100", len(*out))
 	}
@@ -289,7 +289,7 @@ func TestDetailStorageSpanWrapsTheWrite(t *testing.T) {
 			w.Add(storage, at(10))
 		}
 	}
-	w.Flush(at(100))
+	w.Flush(at(10).Add(Settle))
 	if len(*out) != 1 {
 		t.Fatalf("%d traces", len(*out))
 	}
@@ -315,14 +315,14 @@ func TestLateApiserverSideJoinsTheSameWrite(t *testing.T) {
 		}
 		w.Add(ev, at(10))
 	}
-	w.Flush(at(200)) // 190 ms after etcd's side: past Settle
+	w.Flush(at(10).Add(2 * Settle)) // well past Settle after etcd's side
 	if len(*out) != 0 {
 		t.Fatalf("emitted %d traces before the apiserver's side came", len(*out))
 	}
 	for _, ev := range api {
-		w.Add(ev, at(300))
+		w.Add(ev, at(1000))
 	}
-	w.Flush(at(400))
+	w.Flush(at(1000).Add(Settle))
 	if len(*out) != 1 || !(*out)[0].Complete || len((*out)[0].Spans) != 8 {
 		t.Fatalf("want one complete trace of 8 spans, got %d", len(*out))
 	}

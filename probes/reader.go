@@ -20,12 +20,13 @@ import (
 	"github.com/kpath/kpath/bpf"
 )
 
-// pollInterval is how often the reader looks at the ring buffer when the
+// PollInterval is how often the reader looks at the ring buffer when the
 // BPF program has not woken it (it does once a quarter of the ring, at most
-// 256 KiB, is unread). Every look is a wakeup of the agent, and events
-// reach the correlator up to this late: it must stay well under the 50 ms a
-// complete trace settles for (correlate.Options.Settle).
-const pollInterval = 25 * time.Millisecond
+// 256 KiB, is unread). Every look is a wakeup of the agent: at 25 ms, the
+// looks and the correlator's flushes were most of an idle agent's CPU
+// (about 1 % of a core here). Events reach the correlator up to this late,
+// so a complete trace settles for longer than this (correlate.Settle).
+const PollInterval = 100 * time.Millisecond
 
 // DecodeErrors counts ring-buffer records that could not be decoded: short
 // records, and records of a slot that was freed (its process detached)
@@ -75,7 +76,7 @@ func (t *Tracer) Read(ctx context.Context, fn func(Event)) error {
 			}
 		}
 		t.clock.maybeRefresh(t.clock.monoNow())
-		if err := w.wait(time.Now().Add(pollInterval), func() bool { return rd.AvailableBytes() > 0 }); err != nil {
+		if err := w.wait(time.Now().Add(PollInterval), func() bool { return rd.AvailableBytes() > 0 }); err != nil {
 			if ctx.Err() != nil || errors.Is(err, os.ErrClosed) {
 				return nil
 			}

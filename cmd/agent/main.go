@@ -381,7 +381,8 @@ func run(args []string) error {
 	}()
 
 	log.Info("kpath agent started", "export", c.export, "proc", c.procRoot, "detail", c.detail, "detail_rows", c.detailRows, "metrics", c.metricsAddr)
-	flush := time.NewTicker(50 * time.Millisecond)
+	// Every flush is a wakeup: as often as the reader looks at the ring.
+	flush := time.NewTicker(probes.PollInterval)
 	defer flush.Stop()
 	stats := time.NewTicker(2 * time.Second)
 	defer stats.Stop()
