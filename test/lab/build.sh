@@ -208,20 +208,28 @@ build_jaeger() {
 
 # ---------- Helm ----------
 build_helm() {
-	local out logfile start
+	local out start
 	out="$(helm_bin_path)"
 	if [ -x "$out" ]; then
 		log "helm $HELM_VERSION: cached at $out"
 		return 0
 	fi
-	logfile="$CACHE_DIR/work/build-helm.log"
-	: >"$logfile"
-	mkdir -p "$(dirname "$out")"
-	log "building helm $HELM_VERSION (go install, -p $PARALLEL); log: $logfile"
-	start=$SECONDS
-	run_with_progress "helm build" "$logfile" env GOBIN="$(dirname "$out")" CGO_ENABLED=0 GOFLAGS=-mod=readonly go install -p "$PARALLEL" -trimpath -ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION" "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
+	go_install_tool helm "$HELM_VERSION" "$out" "-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION" "helm.sh/helm/v3/cmd/helm"
 	log "built helm in $((SECONDS - start)) s -> $out ($(du -h "$out" | cut -f1))"
 	echo "$(date -u +%FT%TZ) tools helm $HELM_VERSION $((SECONDS - start))s" >>"$CACHE_DIR/build-times.log"
+}
+
+# go_install_tool NAME VERSION OUT LDFLAGS PKG: go install PKG@VERSION into
+# OUT's directory, logged to build-NAME.log; sets start (for the caller's
+# "built ... in" line).
+go_install_tool() {
+	local name=$1 version=$2 out=$3 ldflags=$4 pkg=$5 logfile
+	logfile="$CACHE_DIR/work/build-$name.log"
+	: >"$logfile"
+	mkdir -p "$(dirname "$out")"
+	log "building $name $version (go install, -p $PARALLEL); log: $logfile"
+	start=$SECONDS
+	run_with_progress "$name build" "$logfile" env GOBIN="$(dirname "$out")" CGO_ENABLED=0 GOFLAGS=-mod=readonly go install -p "$PARALLEL" -trimpath -ldflags "$ldflags" "$pkg@$version"
 }
 
 # ---------- kwok ----------
@@ -230,19 +238,14 @@ build_helm() {
 # nodes initialised and kept alive by Lease, pods made Running at once, and
 # deleted ones removed.
 build_kwok() {
-	local out stages logfile start mod f
+	local out stages start mod f
 	out="$(kwok_bin_path)"
 	stages="$(kwok_stages_path)"
 	if [ -x "$out" ] && [ -s "$stages" ]; then
 		log "kwok $KWOK_VERSION: cached at $out"
 		return 0
 	fi
-	logfile="$CACHE_DIR/work/build-kwok.log"
-	: >"$logfile"
-	mkdir -p "$(dirname "$out")"
-	log "building kwok $KWOK_VERSION (go install, -p $PARALLEL); log: $logfile"
-	start=$SECONDS
-	run_with_progress "kwok build" "$logfile" env GOBIN="$(dirname "$out")" CGO_ENABLED=0 GOFLAGS=-mod=readonly go install -p "$PARALLEL" -trimpath -ldflags "-s -w" "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION"
+	go_install_tool kwok "$KWOK_VERSION" "$out" "-s -w" "sigs.k8s.io/kwok/cmd/kwok"
 	mod="$(go env GOMODCACHE)/sigs.k8s.io/kwok@$KWOK_VERSION/kustomize/stage"
 	: >"$stages.tmp.$$"
 	for f in node/fast/node-initialize.yaml node/heartbeat-with-lease/node-heartbeat-with-lease.yaml \
